@@ -1,0 +1,29 @@
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Tests read MNIST from the shared copy when it sits beside the checkout (as in CI);
+# otherwise they generate small synthetic IDX files themselves.
+ifneq ($(wildcard ../shared/mnist),)
+TEST_DATA ?= $(abspath ../shared/mnist)
+endif
+
+.PHONY: venv demo test clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# A real short training: 10k training images, the full test set, 3 epochs, plots in outputs/demo.
+demo: venv
+	$(BIN)/centerloss train --config configs/quick.toml --name demo --overwrite
+
+test: venv
+	CENTERLOSS_DATA=$(TEST_DATA) MPLBACKEND=Agg $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,32 @@
+"""Turning --device auto|cpu|cuda|cuda:N|mps into a torch.device, with errors that say what exists."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .errors import CenterLossError
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def check_device_spec(spec: str) -> None:
+    """Raise unless `spec` is one of the accepted spellings (availability is checked by resolve_device)."""
+    if spec not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", spec):
+        raise CenterLossError(f"device {spec!r} is unknown: expected {DEVICE_CHOICES}")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """The torch.device for `spec`; asking for a CUDA or MPS device that is not there is an error."""
+    check_device_spec(spec)
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= count:
+            have = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise CenterLossError(f"device {spec!r} asked for, but this machine has {have}; use --device cpu")
+    if spec == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise CenterLossError("device 'mps' asked for, but MPS is not available here; use --device cpu")
+    return torch.device(spec)

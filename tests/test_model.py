@@ -1,0 +1,37 @@
+import torch
+from torch import nn
+
+from centerloss_cli.model import LeNetPP
+
+
+def test_shapes_and_feature_dimension():
+    features, logits = LeNetPP()(torch.zeros(5, 1, 28, 28))
+    assert features.shape == (5, 2)
+    assert logits.shape == (5, 10)
+
+
+def test_body_reduces_to_1152_values():
+    assert LeNetPP().body(torch.zeros(1, 1, 28, 28)).shape == (1, 128 * 3 * 3)
+
+
+def test_classifier_bias_is_off_by_default_and_can_be_turned_on():
+    assert LeNetPP().classifier.bias is None
+    assert LeNetPP(classifier_bias=True).classifier.bias is not None
+
+
+def test_prelu_after_every_conv_and_the_feature_layer():
+    model = LeNetPP()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    prelus = [m for m in model.modules() if isinstance(m, nn.PReLU)]
+    assert [c.out_channels for c in convs] == [32, 32, 64, 64, 128, 128]
+    assert all(c.kernel_size == (5, 5) and c.padding == (2, 2) for c in convs)
+    assert len(prelus) == len(convs) + 1
+    assert isinstance(model.feature[-1], nn.PReLU)
+
+
+def test_features_are_post_prelu():
+    model = LeNetPP()
+    with torch.no_grad():
+        model.feature[-1].weight.fill_(0.0)  # PReLU with slope 0 is ReLU: no negative feature survives
+        features, _ = model(torch.randn(64, 1, 28, 28))
+    assert (features >= 0).all()
