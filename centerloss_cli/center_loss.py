@@ -1,10 +1,10 @@
 """The center loss (paper Eq. 2) and the two ways of moving the centers."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
+
+from .model import xavier_caffe_
 
 CENTER_UPDATES = ("paper", "sgd")
 
@@ -21,9 +21,8 @@ class CenterLoss(nn.Module):
         if rule not in CENTER_UPDATES:
             raise ValueError(f"center update {rule!r}: expected one of {', '.join(CENTER_UPDATES)}")
         self.rule = rule
-        # Xavier-uniform, as the official Caffe layer fills its centers.
-        bound = math.sqrt(6.0 / (num_classes + feat_dim))
-        self.register_buffer("centers", torch.empty(num_classes, feat_dim).uniform_(-bound, bound))
+        # Filled as the official Caffe layer fills its centers.
+        self.register_buffer("centers", xavier_caffe_(torch.empty(num_classes, feat_dim)))
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Gives the features the gradient (x_i - c_{y_i}) / m and the centers none."""

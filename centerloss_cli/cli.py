@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-import sys
+import functools
+import inspect
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 
@@ -17,8 +18,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Reproduce the MNIST center-loss experiment of Wen et al. (ECCV 2016) with LeNet++ and 2-D features.",
 )
-
-DEBUG_HELP = "Show the full traceback on errors."
 
 
 @contextlib.contextmanager
@@ -33,71 +32,151 @@ def user_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(e.exit_code)
 
 
-# Options shared by `train` and `sweep`: each maps to the TrainConfig key named in `dest`.
-def _training_overrides(**values: object) -> dict[str, object]:
-    """The settings given on the command line (None means 'not given'), with user-facing keys."""
-    return {k: v for k, v in values.items() if v is not None}
+def _opt(decl: str, help: str) -> Any:
+    return typer.Option(None, decl, help=help)
+
+
+# The settings `train` and `sweep` share: (config key, type, option). None means "not given", so a
+# config file's value, or the default, stays.
+TRAINING_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("config", Optional[Path], _opt("--config", "TOML file of settings; flags given here win over it.")),
+    ("center_update", Optional[str], _opt("--center-update", "paper (Eq. 4) or sgd (centers trained by SGD with lr α). [default: paper]")),
+    ("epochs", Optional[int], _opt("--epochs", "Epochs to train. [default: as many as --iterations fills: 21 on full MNIST]")),
+    ("iterations", Optional[int], _opt("--iterations", "Iteration budget used when --epochs is not given. [default: 10000]")),
+    ("batch_size", Optional[int], _opt("--batch-size", "Mini-batch size. [default: 128]")),
+    ("lr", Optional[float], _opt("--lr", "SGD learning rate. [default: 0.01]")),
+    ("momentum", Optional[float], _opt("--momentum", "SGD momentum. [default: 0.9]")),
+    ("weight_decay", Optional[float], _opt("--weight-decay", "Weight decay of the network, never of the centers. [default: 5e-4]")),
+    ("classifier_bias", Optional[bool], _opt("--classifier-bias/--no-classifier-bias", "Give the 10-way classifier a bias (the paper's net has none). [default: no]")),
+    ("seed", Optional[int], _opt("--seed", "Seed of the initialisation and the batch order. [default: 0]")),
+    ("device", Optional[str], _opt("--device", "auto, cpu, cuda, cuda:N or mps. [default: auto]")),
+    ("train_limit", Optional[int], _opt("--train-limit", "Train on a fixed, seeded subset of N training images.")),
+    ("test_limit", Optional[int], _opt("--test-limit", "Evaluate on a fixed, seeded subset of N test images.")),
+    ("plot_train_samples", Optional[int], _opt("--plot-train-samples", "Training images whose features are saved and plotted. [default: 10000]")),
+    ("data_dir", Optional[str], _opt("--data-dir", "MNIST root. [default: $CENTERLOSS_DATA, else ./data]")),
+    ("verify", Optional[bool], _opt("--verify/--no-verify", "Check the MNIST md5 sums; --no-verify for other IDX data such as Fashion-MNIST. [default: verify]")),
+    ("output_dir", Optional[str], _opt("--output-dir", "Folder that holds the run folders. [default: outputs]")),
+    ("log_every", Optional[int], _opt("--log-every", "Batches between progress-bar loss updates. [default: 20]")),
+    ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
+    ("debug", bool, typer.Option(False, "--debug", help="Show the full traceback on errors.")),
+]
+_NOT_SETTINGS = {"config", "quiet", "debug"}
+
+
+def training_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Add TRAINING_OPTIONS to a command; it receives them as `settings` (the given ones), `config`,
+    `quiet` and `debug`."""
+    names = {n for n, _, _ in TRAINING_OPTIONS}
+    own = [p for p in inspect.signature(func, eval_str=True).parameters.values()
+           if p.name != "settings" and p.name not in names]
+    shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t) for n, t, o in TRAINING_OPTIONS]
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> None:
+        settings = {n: kwargs.pop(n) for n, _, _ in TRAINING_OPTIONS if n not in _NOT_SETTINGS}
+        settings = {k: v for k, v in settings.items() if v is not None}
+        func(settings=settings, **kwargs)
+
+    command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+    return command
+
+
+def _resolve(config_file: Optional[Path], settings: dict[str, Any]):
+    from .config import load_toml, resolve_config
+
+    config = resolve_config(config_file, settings)
+    given = set(settings) | (set(load_toml(config_file)) if config_file else set())
+    return config, given
 
 
 @app.command()
+@training_options
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of settings; flags given here win over it."),
+    settings: dict,
     lam: Optional[float] = typer.Option(None, "--lambda", help="Center loss weight λ (>= 0; 0 = softmax only). [default: 0.01]"),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Center update rate α in [0, 1]. [default: 0.5]"),
-    center_update: Optional[str] = typer.Option(None, "--center-update", help="paper (Eq. 4) or sgd (centers trained by SGD with lr α). [default: paper]"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs to train. [default: as many as 10,000 iterations fill, 21 on full MNIST]"),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Iteration budget used when --epochs is not given. [default: 10000]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Mini-batch size. [default: 128]"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate. [default: 0.01]"),
-    momentum: Optional[float] = typer.Option(None, "--momentum", help="SGD momentum. [default: 0.9]"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay of the network (never of the centers). [default: 5e-4]"),
-    classifier_bias: Optional[bool] = typer.Option(None, "--classifier-bias/--no-classifier-bias", help="Give the 10-way classifier a bias (the paper's net has none). [default: no]"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initialisation and the batch order. [default: 0]"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps. [default: auto]"),
-    train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Train on a fixed, seeded subset of N images."),
-    test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Evaluate on a fixed, seeded subset of N test images."),
-    plot_train_samples: Optional[int] = typer.Option(None, "--plot-train-samples", help="Training images whose features are saved and plotted. [default: 10000]"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="MNIST root. [default: $CENTERLOSS_DATA, else ./data]"),
-    verify: Optional[bool] = typer.Option(None, "--verify/--no-verify", help="Check the MNIST md5 sums (--no-verify for other IDX data, e.g. Fashion-MNIST). [default: verify]"),
-    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Folder that holds the run folders. [default: outputs]"),
     name: Optional[str] = typer.Option(None, "--name", help="Run folder name. [default: from the settings, e.g. lambda0.01_alpha0.5_seed0]"),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="Batches between progress-bar loss updates. [default: 20]"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the folder exactly where it stopped."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run folder's contents and start again."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    config: Optional[Path] = None,
+    quiet: bool = False,
+    debug: bool = False,
 ) -> None:
     """Train LeNet++ under softmax + λ·center loss, plotting the 2-D features every epoch."""
-    from .config import resolve_config
     from .train import summary, train as run_training
 
-    overrides = _training_overrides(
-        **{"lambda": lam}, alpha=alpha, center_update=center_update, epochs=epochs, iterations=iterations,
-        batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        classifier_bias=classifier_bias, seed=seed, device=device, train_limit=train_limit,
-        test_limit=test_limit, plot_train_samples=plot_train_samples, data_dir=data_dir, verify=verify,
-        output_dir=output_dir, name=name, log_every=log_every,
-    )
+    settings |= {k: v for k, v in {"lambda": lam, "alpha": alpha, "name": name}.items() if v is not None}
     with user_errors(debug):
-        cfg = resolve_config(config, overrides)
-        explicit = set(overrides) | (set(_file_keys(config)) if config else set())
-        result = run_training(cfg, resume=resume, overwrite=overwrite, explicit=explicit, progress=not quiet)
-        if result.trained_epochs == 0 and resume:
-            typer.echo(f"{result.run_dir} is already complete; nothing to train.")
-        typer.echo(summary(result))
+        cfg, given = _resolve(config, settings)
+        result = run_training(cfg, resume=resume, overwrite=overwrite, explicit=given, progress=not quiet)
+    if resume and result.trained_epochs == 0:
+        typer.echo(f"{result.run_dir} is already complete; nothing to train.")
+    typer.echo(summary(result))
 
 
-def _file_keys(config: Path) -> list[str]:
-    from .config import load_toml
+@app.command()
+@training_options
+def sweep(
+    settings: dict,
+    lambdas: str = typer.Option("0,0.0001,0.001,0.01,0.1", "--lambda", help="Comma-separated λ values."),
+    alphas: str = typer.Option("0.5", "--alpha", help="Comma-separated α values."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Runs trained at once, in separate processes sharing the CPU threads."),
+    sweep_name: Optional[str] = typer.Option(None, "--sweep-name", help="Folder under OUTPUT_DIR/sweeps. [default: from the values]"),
+    config: Optional[Path] = None,
+    quiet: bool = False,
+    debug: bool = False,
+) -> None:
+    """Train every λ × α combination (finished runs are skipped, interrupted ones resumed), then draw
+    the grids, the compactness plot and the summary table."""
+    from .sweep import parse_values, run_sweep
 
-    return list(load_toml(config))
+    def warn(msg: str) -> None:
+        typer.echo(f"Warning: {msg}", err=True)
+
+    with user_errors(debug):
+        lam_values = parse_values(lambdas, "--lambda", warn)
+        alpha_values = parse_values(alphas, "--alpha", warn)
+        base, _ = _resolve(config, settings)
+        result = run_sweep(base, lam_values, alpha_values, jobs=jobs, name=sweep_name, progress=not quiet)
+    typer.echo(result.table)
+    typer.echo(f"{len(result.results)} runs ({result.trained_runs} trained now); figures and tables in {result.folder}/")
+
+
+@app.command()
+def plot(
+    run_dirs: List[Path] = typer.Argument(..., help="Run folders (outputs/<name>)."),
+    epoch: str = typer.Option("all", "--epoch", help="all, last, or an epoch number."),
+    split: str = typer.Option("both", "--split", help="train, test or both."),
+    gif: bool = typer.Option(False, "--gif", help="Also write plots/train.gif and plots/test.gif, one frame per epoch."),
+    grid: bool = typer.Option(False, "--grid", help="One figure with a panel per run (the paper's Figure 3 layout) instead; with --split both, train and test side by side."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Figure file for --grid (.png, .pdf or .svg). [default: grid_<split>.png]"),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+) -> None:
+    """Re-draw figures from what runs saved; never trains."""
+    from . import plots
+
+    with user_errors(debug):
+        if split not in ("train", "test", "both"):
+            raise CenterLossError(f"split {split!r}: expected train, test or both")
+        splits = ("train", "test") if split == "both" else (split,)
+        if grid:
+            grid_epoch = "last" if epoch == "all" else epoch
+            path = plots.grid_of_runs(run_dirs, out or Path(f"grid_{split}.png"), epoch=grid_epoch, splits=splits)
+            typer.echo(f"wrote {path}")
+            return
+        for run_dir in run_dirs:
+            written = plots.replot_run(run_dir, epoch, splits)
+            typer.echo(f"{run_dir}: re-drew {len(written)} plots in {Path(run_dir) / 'plots'}")
+            if gif:
+                for s in splits:
+                    typer.echo(f"wrote {plots.save_gif(run_dir, s)}")
 
 
 @app.command()
 def data(
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="MNIST root. [default: $CENTERLOSS_DATA, else ./data]"),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the md5 sums."),
-    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ) -> None:
     """Fetch MNIST if it is missing, verify it, and print where it came from and the per-class counts."""
     from .data import class_counts, load_mnist
@@ -107,13 +186,8 @@ def data(
     typer.echo(f"MNIST {mnist.source}" + (" (md5 verified)" if verify else " (md5 not checked)"))
     for split in ("train", "test"):
         s = getattr(mnist, split)
-        counts = " ".join(str(c) for c in class_counts(s.labels))
-        typer.echo(f"{split}: {len(s)} images; per digit 0..9: {counts}")
+        typer.echo(f"{split}: {len(s)} images; per digit 0..9: {' '.join(map(str, class_counts(s.labels)))}")
 
 
 def main() -> None:
     app(prog_name="centerloss")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -81,6 +81,8 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "log_every": _INT,
 }
 assert set(_TYPES) == {f.name for f in fields(TrainConfig)}
+# Settings that may be unset (None: null in config.json; TOML has no null, so a file just leaves them out).
+_OPTIONAL = {f.name for f in fields(TrainConfig) if f.default is None}
 
 
 def key_of(field_name: str) -> str:
@@ -96,6 +98,8 @@ def to_dict(config: TrainConfig) -> dict[str, Any]:
 
 def _check_type(field_name: str, value: Any, where: str) -> Any:
     types, desc = _TYPES[field_name]
+    if value is None and field_name in _OPTIONAL:
+        return None
     # bool is an int in Python; a TOML `epochs = true` must still be refused.
     if isinstance(value, bool) and bool not in types:
         ok = False

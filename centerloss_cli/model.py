@@ -1,8 +1,21 @@
 """LeNets++ from the paper's Table 1, with a 2-D feature layer."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+
+@torch.no_grad()
+def xavier_caffe_(weight: torch.Tensor) -> torch.Tensor:
+    """Caffe's XavierFiller, as the official net uses: U(-a, a) with a = sqrt(3 / fan_in).
+
+    PyTorch's xavier_uniform_ averages fan_in and fan_out instead, which makes the first conv and
+    the 2 -> 10 classifier much smaller and the first epochs markedly slower.
+    """
+    bound = math.sqrt(3.0 / weight[0].numel())
+    return weight.uniform_(-bound, bound)
 
 
 def _stage(c_in: int, c_out: int) -> list[nn.Module]:
@@ -25,7 +38,7 @@ class LeNetPP(nn.Module):
         self.classifier = nn.Linear(feat_dim, num_classes, bias=classifier_bias)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)
+                xavier_caffe_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 

@@ -9,6 +9,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from . import runs
+from .errors import CenterLossError
+from .runs import EpochFeatures
 from .storage import atomic_open
 
 # One fixed colour per digit, the same in every figure (matplotlib's tab10).
@@ -71,12 +74,18 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def check_figure_path(path: str | os.PathLike) -> str:
+    """The format of a figure file from its suffix; an error unless it is png, pdf or svg."""
+    fmt = Path(path).suffix.lstrip(".").lower()
+    if fmt not in FIGURE_FORMATS:
+        raise CenterLossError(f"figure file {path}: the suffix must be one of {', '.join('.' + f for f in FIGURE_FORMATS)}")
+    return fmt
+
+
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save atomically; the format comes from the suffix (png, pdf or svg)."""
     path = Path(path)
-    fmt = path.suffix.lstrip(".").lower()
-    if fmt not in FIGURE_FORMATS:
-        raise ValueError(f"figure format {fmt!r}: expected one of {', '.join(FIGURE_FORMATS)}")
+    fmt = check_figure_path(path)
     with atomic_open(path) as f:
         fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight")
     return path
@@ -117,3 +126,110 @@ def save_grid(
         fig.suptitle(suptitle)
     fig.tight_layout(rect=(0, 0, 1 - 0.7 / fig.get_figwidth(), 1))
     return save_figure(fig, path)
+
+
+def panel_title(lam: float, alpha: float, test_acc: float) -> str:
+    return f"λ = {lam:g}, α = {alpha:g}\ntest acc {100 * test_acc:.2f}%"
+
+
+def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] = runs.SPLITS) -> list[Path]:
+    """plots/{split}_epoch_NNN.png for one epoch: the drawing used by training and `centerloss plot` alike."""
+    out = []
+    for split in splits:
+        features, labels = feats.split(split)
+        title = feature_title(feats.lam, feats.alpha, feats.epoch, feats.test_acc, split)
+        out.append(save_feature_plot(runs.plot_path(run_dir, split, feats.epoch), features, labels, feats.centers, title))
+    return out
+
+
+def pick_epochs(run_dir: Path, epoch: str) -> list[int]:
+    """The saved epochs that `epoch` ("all", "last" or a number) names."""
+    saved = runs.saved_epochs(run_dir)
+    if epoch == "all":
+        return saved
+    if epoch == "last":
+        return saved[-1:]
+    if not epoch.isdigit() or int(epoch) not in saved:
+        raise CenterLossError(
+            f"epoch {epoch!r} for {run_dir}: expected all, last or one of the saved epochs {saved[0]}..{saved[-1]}"
+        )
+    return [int(epoch)]
+
+
+def replot_run(run_dir: str | os.PathLike, epoch: str = "all", splits: Sequence[str] = runs.SPLITS) -> list[Path]:
+    """Re-draw a run's per-epoch scatter plots from its saved features; never trains."""
+    run_dir = Path(run_dir)
+    out = []
+    for e in pick_epochs(run_dir, epoch):
+        out += draw_epoch_plots(run_dir, runs.load_features(run_dir, e), splits)
+    return out
+
+
+def save_gif(run_dir: str | os.PathLike, split: str, fps: float = 2.0) -> Path:
+    """plots/{split}.gif: one frame per saved epoch, with limits fixed across frames so nothing jumps."""
+    from matplotlib.animation import PillowWriter
+
+    run_dir = Path(run_dir)
+    frames = [runs.load_features(run_dir, e) for e in runs.saved_epochs(run_dir)]
+    limits = square_limits(*(f.split(split)[0] for f in frames), *(f.centers for f in frames))
+    fig = new_figure(5.6, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    path = run_dir / "plots" / f"{split}.gif"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.gif")
+    writer = PillowWriter(fps=fps)
+    try:
+        with writer.saving(fig, str(tmp), dpi=90):
+            for f in frames:
+                ax.clear()
+                features, labels = f.split(split)
+                draw_features(ax, features, labels, f.centers,
+                              feature_title(f.lam, f.alpha, f.epoch, f.test_acc, split), limits)
+                writer.grab_frame()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def grid_panels(run_dirs: Sequence[str | os.PathLike], epoch: str = "last",
+                splits: Sequence[str] = ("test",)) -> list[tuple]:
+    """(features, labels, centers, title) per run and split at `epoch`, runs ordered by lambda, then alpha."""
+    chosen = [runs.load_features(Path(d), pick_epochs(Path(d), epoch)[-1]) for d in run_dirs]
+    chosen.sort(key=lambda f: (f.lam, f.alpha))
+    suffix = len(splits) > 1
+    return [
+        (*f.split(s), f.centers, panel_title(f.lam, f.alpha, f.test_acc) + (f" ({s})" if suffix else ""))
+        for f in chosen for s in splits
+    ]
+
+
+def grid_of_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, epoch: str = "last",
+                 splits: Sequence[str] = ("test",)) -> Path:
+    """The paper's Figure 3 layout: one panel per run (and split), each with its own limits, since
+    softmax-only features are far larger; the same colours and center markers everywhere."""
+    check_figure_path(out)
+    which = "last epoch" if epoch == "last" else f"epoch {epoch}"
+    return save_grid(out, grid_panels(run_dirs, epoch, splits), suptitle=f"{' and '.join(splits)} features, {which}")
+
+
+def save_compactness_plot(out: str | os.PathLike, rows: Sequence[dict[str, float]], metric: str = "test_ratio") -> Path:
+    """`metric` against lambda on a log axis, one line per alpha; lambda = 0 sits at the left edge."""
+    positive = sorted({r["lambda"] for r in rows if r["lambda"] > 0})
+    zero_x = positive[0] / 10 if positive else 1e-4
+    fig = new_figure(6.0, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for alpha in sorted({r["alpha"] for r in rows}):
+        pts = sorted((r["lambda"] or zero_x, r[metric]) for r in rows if r["alpha"] == alpha)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"α = {alpha:g}")
+    ax.set_xscale("log")
+    ticks = [zero_x] * any(r["lambda"] == 0 for r in rows) + positive
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(["0" if t == zero_x else f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("λ (center loss weight)")
+    ax.set_ylabel("intra / inter distance (test)" if metric == "test_ratio" else metric)
+    ax.set_title("Compactness: smaller is tighter classes")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, out)

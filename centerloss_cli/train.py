@@ -1,14 +1,13 @@
 """The training loop: softmax + lambda * center loss on LeNet++, with per-epoch features, plots and checkpoints."""
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
+import os
 import platform
 import shutil
 import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,23 +21,16 @@ from tqdm import tqdm
 
 from . import plots
 from .center_loss import CenterLoss
-from .config import TrainConfig, from_dict, to_dict, validate
+from . import runs
+from .config import KEY_TO_FIELD, TrainConfig, to_dict, validate
 from .data import MNIST, batches, epoch_permutation, load_mnist, num_batches, subset_indices
 from .devices import resolve_device
 from .errors import CenterLossError
 from .metrics import compactness
 from .model import LeNetPP
-from .storage import RunLock, atomic_write, atomic_write_text
+from .runs import CHECKPOINT, CONFIG_JSON, EpochFeatures
+from .storage import RunLock
 
-CHECKPOINT = "checkpoint.pt"
-CONFIG_JSON = "config.json"
-METRICS_CSV = "metrics.csv"
-METRIC_COLUMNS = [
-    "epoch", "step", "lr", "seconds",
-    "train_softmax_loss", "train_center_loss", "train_acc",
-    "test_softmax_loss", "test_center_loss", "test_acc",
-    "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio",
-]
 # Settings that may differ when a run is resumed: they change where or how long it runs, not what it learns.
 RESUME_MAY_CHANGE = frozenset({"device", "data_dir", "verify", "epochs", "iterations", "log_every"})
 EVAL_BATCH = 1000
@@ -174,16 +166,7 @@ def extract(model: LeNetPP, images: torch.Tensor, batch_size: int = EVAL_BATCH) 
     return torch.cat([f for f, _ in outs]), torch.cat([l for _, l in outs])
 
 
-@dataclass
-class EpochFeatures:
-    train_features: np.ndarray
-    train_labels: np.ndarray
-    test_features: np.ndarray
-    test_labels: np.ndarray
-    centers: np.ndarray
-
-
-def evaluate(state: TrainState, data: MNIST) -> tuple[dict[str, float], EpochFeatures]:
+def evaluate(state: TrainState, data: MNIST, epoch: int) -> tuple[dict[str, float], EpochFeatures]:
     """Test accuracy and losses, and compactness of the test set and of the fixed plotting subset."""
     model, center_loss = state.model, state.center_loss
     test_feats, test_logits = extract(model, data.test.images)
@@ -202,66 +185,18 @@ def evaluate(state: TrainState, data: MNIST) -> tuple[dict[str, float], EpochFea
         train_features=train_feats.float().cpu().numpy(), train_labels=train_labels.cpu().numpy().astype(np.uint8),
         test_features=test_feats.float().cpu().numpy(), test_labels=data.test.labels.cpu().numpy().astype(np.uint8),
         centers=center_loss.centers.detach().float().cpu().numpy().copy(),
+        epoch=epoch, lam=state.config.lam, alpha=state.config.alpha, test_acc=metrics["test_acc"],
     )
-    for split in ("train", "test"):
-        c = compactness(getattr(feats, f"{split}_features"), getattr(feats, f"{split}_labels"))
+    for split in runs.SPLITS:
+        c = compactness(*feats.split(split))
         metrics.update({f"{split}_{k}": v for k, v in c.items()})
     return metrics, feats
-
-
-def features_path(run_dir: Path, epoch: int) -> Path:
-    return run_dir / "features" / f"epoch_{epoch:03d}.npz"
-
-
-def plot_path(run_dir: Path, split: str, epoch: int) -> Path:
-    return run_dir / "plots" / f"{split}_epoch_{epoch:03d}.png"
-
-
-def save_features(path: Path, feats: EpochFeatures, epoch: int, config: TrainConfig, test_acc: float) -> None:
-    def write(f):
-        np.savez_compressed(
-            f, epoch=epoch, lam=config.lam, alpha=config.alpha, test_acc=test_acc, **feats.__dict__
-        )
-
-    atomic_write(path, write)
-
-
-def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, epoch: int, lam: float, alpha: float,
-                     test_acc: float, splits: tuple[str, ...] = ("train", "test")) -> list[Path]:
-    """plots/{split}_epoch_NNN.png for one epoch: used by training and by `centerloss plot` alike."""
-    out = []
-    for split in splits:
-        title = plots.feature_title(lam, alpha, epoch, test_acc, split)
-        out.append(plots.save_feature_plot(
-            plot_path(run_dir, split, epoch), getattr(feats, f"{split}_features"),
-            getattr(feats, f"{split}_labels"), feats.centers, title,
-        ))
-    return out
-
-
-def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
-    """metrics.csv, rewritten whole from the checkpointed history, so it never has a duplicate or gap."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: row[k] for k in METRIC_COLUMNS})
-    atomic_write_text(run_dir / METRICS_CSV, buf.getvalue())
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    with open(Path(run_dir) / METRICS_CSV, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def save_checkpoint(run_dir: Path, state: TrainState) -> None:
     if state.loss_sums is not None and not torch.isfinite(state.loss_sums).all():
         return  # never replace a good checkpoint with a diverged state
-    atomic_write(run_dir / CHECKPOINT, lambda f: torch.save(state.state_dict(), f))
-
-
-def load_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(Path(run_dir) / CHECKPOINT, map_location=map_location, weights_only=True)
+    runs.save_checkpoint(run_dir, state.state_dict())
 
 
 def environment(device: torch.device) -> dict[str, str]:
@@ -272,17 +207,6 @@ def environment(device: torch.device) -> dict[str, str]:
         "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
         "python_version": platform.python_version(), "resolved_device": str(device), "device_name": name,
     }
-
-
-def read_config(run_dir: str | Path) -> TrainConfig:
-    """The settings a run folder was made with (its config.json, without the environment entries)."""
-    path = Path(run_dir) / CONFIG_JSON
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CenterLossError(f"{path}: cannot read the run's settings ({e})") from None
-    known = set(to_dict(TrainConfig()))
-    return from_dict({k: v for k, v in saved.items() if k in known}, where=f" in {path}")
 
 
 def reconcile(saved: TrainConfig, given: TrainConfig, explicit: set[str] | None) -> TrainConfig:
@@ -303,28 +227,22 @@ def reconcile(saved: TrainConfig, given: TrainConfig, explicit: set[str] | None)
 
 
 def _field(key: str) -> str:
-    return "lam" if key == "lambda" else key
+    return KEY_TO_FIELD.get(key, key)
 
 
 def _check_writable(run_dir: Path) -> None:
     parent = run_dir
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os_access_w(parent):
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise CenterLossError(f"output folder {parent} is not writable; choose another with --output-dir")
-
-
-def os_access_w(path: Path) -> bool:
-    import os
-
-    return os.access(path, os.W_OK | os.X_OK)
 
 
 @contextmanager
 def _stop_on_sigint() -> Iterator[list[bool]]:
     """A flag set by Ctrl-C, so the loop can stop at the next batch boundary instead of mid-write."""
     flag = [False]
-    if not hasattr(signal, "SIGINT") or not _in_main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
@@ -338,12 +256,6 @@ def _stop_on_sigint() -> Iterator[list[bool]]:
         yield flag
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def resume_command(config: TrainConfig) -> str:
@@ -374,6 +286,17 @@ def summary(result: RunResult) -> str:
     )
 
 
+def completed_result(config: TrainConfig) -> RunResult | None:
+    """The result of a run whose folder holds all of its epochs, read from disk; None when it has more to do."""
+    if not (config.run_dir / CHECKPOINT).is_file():
+        return None
+    config = reconcile(runs.read_config(config.run_dir), config, explicit=None)
+    ckpt = runs.load_checkpoint(config.run_dir)
+    if ckpt["epoch"] < total_epochs(config, ckpt["n_train"]):
+        return None
+    return RunResult(config.run_dir, config, list(ckpt["history"]), trained_epochs=0)
+
+
 def _prepare_run(config: TrainConfig, resume: bool, overwrite: bool, explicit: set[str] | None) -> tuple[TrainConfig, bool]:
     """The config to run with, and whether a checkpoint is to be resumed. Touches nothing on disk."""
     if resume and overwrite:
@@ -387,7 +310,7 @@ def _prepare_run(config: TrainConfig, resume: bool, overwrite: bool, explicit: s
             f"run folder {run_dir} already exists: add --resume to continue it or --overwrite to start again"
         )
     if resume and (run_dir / CONFIG_JSON).is_file():
-        config = reconcile(read_config(run_dir), config, explicit)
+        config = reconcile(runs.read_config(run_dir), config, explicit)
     return config, resume and (run_dir / CHECKPOINT).is_file()
 
 
@@ -399,19 +322,18 @@ def train(
     explicit: set[str] | None = None,
     data: MNIST | None = None,
     progress: bool = True,
+    position: int | None = None,
 ) -> RunResult:
     """Train one run into config.run_dir; with resume, continue it exactly where its checkpoint stopped.
 
     `explicit` names the settings the user gave (for resuming with only some flags); `data` lets
-    callers that run several trainings load MNIST once.
+    callers that run several trainings load MNIST once; `position` places the progress bar among others.
     """
     validate(config)
     config, has_checkpoint = _prepare_run(config, resume, overwrite, explicit)
     run_dir = config.run_dir
-    if has_checkpoint:
-        ckpt = load_checkpoint(run_dir)
-        if ckpt["epoch"] >= total_epochs(config, ckpt["n_train"]):
-            return RunResult(run_dir, config, list(ckpt["history"]), trained_epochs=0)
+    if has_checkpoint and (done := completed_result(config)) is not None:
+        return done
     device = resolve_device(config.device)
     _check_writable(run_dir)
     if data is None:
@@ -424,22 +346,22 @@ def train(
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         (run_dir / "features").mkdir(exist_ok=True)
         (run_dir / "plots").mkdir(exist_ok=True)
-        atomic_write_text(run_dir / CONFIG_JSON, json.dumps({**to_dict(config), **environment(device)}, indent=2) + "\n")
+        runs.write_config(run_dir, config, environment(device))
         state = new_state(config, len(data.train), device)
         if has_checkpoint:
-            ckpt = load_checkpoint(run_dir, device)
+            ckpt = runs.load_checkpoint(run_dir, device)
             if ckpt["n_train"] != len(data.train):
                 raise CenterLossError(
                     f"cannot resume {run_dir}: it trained on {ckpt['n_train']} images, this data has {len(data.train)}"
                 )
             state.load_state_dict(ckpt)
-        write_metrics(run_dir, state.history)
+        runs.write_metrics(run_dir, state.history)
         start_epoch = state.epoch
-        run_epochs(state, data, run_dir, progress)
+        run_epochs(state, data, run_dir, progress, position)
         return RunResult(run_dir, config, state.history, trained_epochs=state.epoch - start_epoch)
 
 
-def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = True) -> None:
+def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = True, position: int | None = None) -> None:
     """Train from wherever `state` stands to the last epoch, checkpointing after each one."""
     cfg = state.config
     device = state.loss_sums.device
@@ -450,7 +372,8 @@ def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = T
             order = epoch_permutation(len(data.train), cfg.seed, epoch, device)
             first_bad = torch.tensor(-1, device=device)  # the first step whose loss was not finite
             bar = tqdm(total=state.steps_per_epoch, initial=state.batch, desc=f"epoch {epoch}/{state.total_epochs}",
-                       disable=not progress, leave=True, dynamic_ncols=True, file=sys.stderr)
+                       disable=not progress, leave=position is None, position=position, dynamic_ncols=True,
+                       file=sys.stderr)
             with bar:
                 for x, y in batches(data.train, order, cfg.batch_size, start=state.batch):
                     softmax_loss, center_loss = train_step(state, x, y)
@@ -485,9 +408,9 @@ def _check_finite(first_bad: torch.Tensor, epoch: int, batch: int) -> None:
 
 def _end_epoch(state: TrainState, data: MNIST, run_dir: Path, epoch: int, started: float) -> None:
     cfg = state.config
-    metrics, feats = evaluate(state, data)
-    save_features(features_path(run_dir, epoch), feats, epoch, cfg, metrics["test_acc"])
-    draw_epoch_plots(run_dir, feats, epoch, cfg.lam, cfg.alpha, metrics["test_acc"])
+    metrics, feats = evaluate(state, data, epoch)
+    runs.save_features(run_dir, feats)
+    plots.draw_epoch_plots(run_dir, feats)
     means = (state.loss_sums / max(state.batch, 1)).tolist()
     row = {
         "epoch": epoch, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
@@ -505,4 +428,4 @@ def _end_epoch(state: TrainState, data: MNIST, run_dir: Path, epoch: int, starte
     # The checkpoint is the commit point; metrics.csv is derived from it, so a crash between the two
     # is repaired when the run resumes.
     save_checkpoint(run_dir, state)
-    write_metrics(run_dir, state.history)
+    runs.write_metrics(run_dir, state.history)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from centerloss_cli.train import read_metrics
+from centerloss_cli.runs import read_metrics
 from conftest import TINY
 
 RUN = Path("outputs") / "lambda0.01_alpha0.5_seed0"

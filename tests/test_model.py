@@ -35,3 +35,10 @@ def test_features_are_post_prelu():
         model.feature[-1].weight.fill_(0.0)  # PReLU with slope 0 is ReLU: no negative feature survives
         features, _ = model(torch.randn(64, 1, 28, 28))
     assert (features >= 0).all()
+
+
+def test_weights_use_caffes_xavier_fan_in_bound():
+    model = LeNetPP()
+    first, classifier = model.body[0].weight, model.classifier.weight
+    assert first.abs().max() <= (3 / 25) ** 0.5 and first.abs().max() > 0.9 * (3 / 25) ** 0.5
+    assert classifier.abs().max() <= (3 / 2) ** 0.5 and classifier.abs().max() > 0.5

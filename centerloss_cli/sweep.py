@@ -1,0 +1,162 @@
+"""Sweeps over lambda and alpha: every combination is an ordinary run, then one grid, table and plot."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from itertools import product
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from . import plots, runs
+from .config import ConfigError, TrainConfig, validate
+from .data import MNIST, load_mnist
+from .devices import resolve_device
+from .train import RunResult, completed_result, train
+
+SUMMARY_COLUMNS = [
+    "lambda", "alpha", "epochs", "test_acc",
+    "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio", "run",
+]
+
+
+def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda msg: None) -> list[float]:
+    """"0,0.001,0.01" -> [0.0, 0.001, 0.01]; duplicates are dropped with a warning, order is kept."""
+    items = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(not t for t in items):
+        raise ConfigError(f"{option} {text!r}: expected a comma-separated list of numbers, e.g. 0,0.01,0.1")
+    values: list[float] = []
+    for t in items:
+        try:
+            v = float(t)
+        except ValueError:
+            raise ConfigError(f"{option} {text!r}: {t!r} is not a number") from None
+        if not math.isfinite(v):
+            raise ConfigError(f"{option} {text!r}: {t!r} is not a finite number")
+        if v in values:
+            warn(f"{option}: {t} is listed twice; running it once")
+            continue
+        values.append(v)
+    return values
+
+
+def sweep_configs(base: TrainConfig, lambdas: Sequence[float], alphas: Sequence[float]) -> list[TrainConfig]:
+    """One config per (lambda, alpha), each named from its settings; all checked before anything runs."""
+    configs = [base.with_(lam=lam, alpha=alpha, name=None) for lam, alpha in product(lambdas, alphas)]
+    for c in configs:
+        validate(c)
+    return configs
+
+
+def default_sweep_name(lambdas: Sequence[float], alphas: Sequence[float], seed: int) -> str:
+    return f"lambda{'-'.join(f'{v:g}' for v in lambdas)}_alpha{'-'.join(f'{v:g}' for v in alphas)}_seed{seed}"
+
+
+@dataclass
+class SweepResult:
+    folder: Path
+    results: list[RunResult]
+    rows: list[dict[str, float | str]]
+    trained_runs: int
+    table: str
+
+
+def _train_in_worker(config: TrainConfig, threads: int, progress: bool, position: int) -> RunResult:
+    # Each worker gets its share of the cores, so `jobs` processes do not fight over them.
+    torch.set_num_threads(threads)
+    return train(config, resume=True, progress=progress, position=position)
+
+
+def run_sweep(
+    base: TrainConfig,
+    lambdas: Sequence[float],
+    alphas: Sequence[float],
+    *,
+    jobs: int = 1,
+    name: str | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Train every (lambda, alpha) run that is not complete yet, then write the sweep's figures and tables.
+
+    A finished run is skipped and an interrupted one resumed, so calling this again trains nothing.
+    """
+    if jobs < 1:
+        raise ConfigError(f"jobs = {jobs}: expected an integer >= 1")
+    configs = sweep_configs(base, lambdas, alphas)
+    folder = Path(base.output_dir) / "sweeps" / (name or default_sweep_name(lambdas, alphas, base.seed))
+    plots.check_figure_path(folder / "grid_test.png")
+    results: dict[str, RunResult] = {}
+    for c in configs:
+        if (done := completed_result(c)) is not None:
+            results[c.run_name] = done
+    todo = [c for c in configs if c.run_name not in results]
+    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="sweep runs", unit="run",
+               disable=not progress, position=0, file=sys.stderr)
+    with bar:
+        if todo and jobs == 1:
+            data: MNIST | None = None
+            for c in todo:
+                if data is None:  # loaded once, and only when some run still has to train
+                    data = load_mnist(c.data_dir, resolve_device(c.device), c.train_limit, c.test_limit, c.verify)
+                results[c.run_name] = train(c, resume=True, data=data, progress=progress, position=1)
+                bar.update(1)
+        elif todo:
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = {
+                    pool.submit(_train_in_worker, c, threads, progress, 1 + i % jobs): c for i, c in enumerate(todo)
+                }
+                for fut in as_completed(futures):
+                    results[futures[fut].run_name] = fut.result()
+                    bar.update(1)
+    return write_sweep_outputs(folder, [results[c.run_name] for c in configs], trained_runs=len(todo))
+
+
+def summary_rows(results: Sequence[RunResult]) -> list[dict[str, float | str]]:
+    rows = []
+    for r in sorted(results, key=lambda r: (r.config.lam, r.config.alpha)):
+        f = r.final
+        rows.append({
+            "lambda": r.config.lam, "alpha": r.config.alpha, "epochs": int(f["epoch"]), "test_acc": f["test_acc"],
+            **{k: f[k] for k in SUMMARY_COLUMNS[4:-1]}, "run": r.run_dir.name,
+        })
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, float | str]]) -> str:
+    head = "| λ | α | epochs | test acc | train intra | train inter | train ratio | test intra | test inter | test ratio |"
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(
+            f"| {r['lambda']:g} | {r['alpha']:g} | {r['epochs']} | {100 * r['test_acc']:.2f}% | "
+            + " | ".join(f"{r[k]:.3f}" for k in SUMMARY_COLUMNS[4:-1]) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep_outputs(folder: Path, results: Sequence[RunResult], trained_runs: int = 0) -> SweepResult:
+    """grid_train.png, grid_test.png, summary.csv, summary.md and compactness.png under `folder`."""
+    from .storage import atomic_write_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    run_dirs = [r.run_dir for r in results]
+    for split in runs.SPLITS:
+        plots.grid_of_runs(run_dirs, folder / f"grid_{split}.png", epoch="last", splits=(split,))
+    rows = summary_rows(results)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(folder / "summary.csv", buf.getvalue())
+    table = markdown_table(rows)
+    atomic_write_text(folder / "summary.md", table)
+    plots.save_compactness_plot(folder / "compactness.png", rows)
+    return SweepResult(folder=folder, results=list(results), rows=rows, trained_runs=trained_runs, table=table)

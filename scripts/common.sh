@@ -1,0 +1,26 @@
+# Shared by the reproduction scripts: settings from the environment, and the centerloss command.
+#   EPOCHS      epochs per run (default: the paper's 10,000 iterations, 21 epochs on full MNIST)
+#   DEVICE      auto, cpu, cuda, cuda:N or mps (default: auto)
+#   DATA_DIR    MNIST root (default: $CENTERLOSS_DATA, else ./data, fetched when missing)
+#   EXTRA_ARGS  more flags for every run, e.g. "--train-limit 10000 --seed 1"
+EPOCHS=${EPOCHS:-}
+DEVICE=${DEVICE:-auto}
+DATA_DIR=${DATA_DIR:-}
+EXTRA_ARGS=${EXTRA_ARGS:-}
+OUTPUT_DIR=${OUTPUT_DIR:-outputs}
+
+if command -v centerloss >/dev/null 2>&1; then
+  CENTERLOSS=(centerloss)
+elif [[ -x .venv/bin/centerloss ]]; then
+  CENTERLOSS=(.venv/bin/centerloss)
+else
+  echo "centerloss is not installed: run 'make venv' and 'source .venv/bin/activate' first" >&2
+  exit 1
+fi
+
+RUN_ARGS=(--device "$DEVICE" --output-dir "$OUTPUT_DIR")
+[[ -n $EPOCHS ]] && RUN_ARGS+=(--epochs "$EPOCHS")
+[[ -n $DATA_DIR ]] && RUN_ARGS+=(--data-dir "$DATA_DIR")
+# EXTRA_ARGS is split on spaces on purpose: it holds several flags.
+read -r -a EXTRA <<<"$EXTRA_ARGS"
+RUN_ARGS+=("${EXTRA[@]}")

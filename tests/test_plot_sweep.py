@@ -1,0 +1,104 @@
+import csv
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from centerloss_cli.plots import grid_panels
+from conftest import TINY
+
+TWO_EPOCHS = [*TINY[:-3], "--epochs", "2", "--quiet"]
+
+
+def test_plot_redraws_from_saved_features_without_training(run_cli, mnist):
+    assert run_cli("train", *mnist.args, *TWO_EPOCHS, "--name", "p").exit_code == 0
+    run = Path("outputs/p")
+    checkpoint_before = (run / "checkpoint.pt").stat().st_mtime_ns
+    metrics_before = (run / "metrics.csv").read_text()
+    for png in (run / "plots").glob("*.png"):
+        png.unlink()
+    result = run_cli("plot", run)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (run / "plots").glob("*.png")) == [
+        "test_epoch_001.png", "test_epoch_002.png", "train_epoch_001.png", "train_epoch_002.png"]
+    assert (run / "checkpoint.pt").stat().st_mtime_ns == checkpoint_before
+    assert (run / "metrics.csv").read_text() == metrics_before
+    for png in (run / "plots").glob("*.png"):
+        png.unlink()
+    assert run_cli("plot", run, "--epoch", "last", "--split", "test").exit_code == 0
+    assert [p.name for p in (run / "plots").glob("*.png")] == ["test_epoch_002.png"]
+
+    gif = run_cli("plot", run, "--gif", "--epoch", "last")
+    assert gif.exit_code == 0, gif.output
+    for split in ("train", "test"):
+        with Image.open(run / "plots" / f"{split}.gif") as im:
+            assert im.n_frames == 2
+
+
+def test_grid_of_two_runs_is_ordered_by_lambda(run_cli, mnist):
+    # Trained in the "wrong" order on purpose.
+    assert run_cli("train", *mnist.args, *TINY, "--lambda", "0.1").exit_code == 0
+    assert run_cli("train", *mnist.args, *TINY, "--lambda", "0").exit_code == 0
+    runs = ["outputs/lambda0.1_alpha0.5_seed0", "outputs/lambda0_alpha0.5_seed0"]
+    panels = grid_panels(runs, "last", ("test",))
+    assert len(panels) == 2
+    assert panels[0][3].startswith("λ = 0,") and panels[1][3].startswith("λ = 0.1,")
+    result = run_cli("plot", *runs, "--grid", "--epoch", "last", "--split", "test", "-o", "fig.pdf")
+    assert result.exit_code == 0, result.output
+    assert Path("fig.pdf").read_bytes().startswith(b"%PDF")
+    assert run_cli("plot", *runs, "--grid", "--split", "train", "-o", "fig.png").exit_code == 0
+    with Image.open("fig.png") as im:
+        assert im.width > im.height  # two panels side by side
+    both = run_cli("plot", runs[0], "--grid", "--split", "both", "-o", "pair.png")
+    assert both.exit_code == 0, both.output
+    assert [p[3].endswith(s) for p, s in zip(grid_panels(runs[:1], "last", ("train", "test")), ["(train)", "(test)"])] == [True, True]
+    bad = run_cli("plot", *runs, "--grid", "--split", "test", "-o", "fig.jpg")
+    assert bad.exit_code != 0 and "fig.jpg" in bad.output
+
+
+def test_sweep_writes_summary_and_a_second_call_trains_nothing(run_cli, mnist):
+    args = ["sweep", "--lambda", "0,0.1", "--alpha", "0.5", *mnist.args, *TINY]
+    first = run_cli(*args)
+    assert first.exit_code == 0, first.output
+    assert "2 runs (2 trained now)" in first.output and "| λ | α |" in first.output
+    folder = Path("outputs/sweeps/lambda0-0.1_alpha0.5_seed0")
+    for f in ("grid_train.png", "grid_test.png", "summary.csv", "summary.md", "compactness.png"):
+        assert (folder / f).is_file(), f
+    rows = list(csv.DictReader(open(folder / "summary.csv")))
+    assert [float(r["lambda"]) for r in rows] == [0.0, 0.1]
+    assert {"test_acc", "train_ratio", "test_ratio", "test_intra", "test_inter"} <= set(rows[0])
+    checkpoints = {p: p.stat().st_mtime_ns for p in Path("outputs").glob("lambda*/checkpoint.pt")}
+    assert len(checkpoints) == 2
+    second = run_cli(*args)
+    assert second.exit_code == 0, second.output
+    assert "2 runs (0 trained now)" in second.output
+    assert checkpoints == {p: p.stat().st_mtime_ns for p in Path("outputs").glob("lambda*/checkpoint.pt")}
+
+
+def test_sweep_duplicates_are_run_once_with_a_warning(run_cli, mnist):
+    result = run_cli("sweep", "--lambda", "0.1,0.1", "--alpha", "0.5", *mnist.args, *TINY)
+    assert result.exit_code == 0, result.output
+    assert "listed twice" in result.output and "1 runs (1 trained now)" in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lambda", ""], "--lambda '': expected a comma-separated list"),
+    (["--lambda", "0.1,,0.2"], "expected a comma-separated list"),
+    (["--lambda", "0.1,-0.01"], "lambda = -0.01: expected a number >= 0"),
+    (["--lambda", "0.1,big"], "'big' is not a number"),
+    (["--alpha", "0.5,inf"], "'inf' is not a finite number"),
+    (["--alpha", "2"], "alpha = 2.0: expected a number in [0, 1]"),
+    (["--jobs", "0"], "jobs = 0: expected an integer >= 1"),
+])
+def test_bad_sweep_values_are_refused_before_anything_runs(run_cli, mnist, args, message):
+    result = run_cli("sweep", *args, *mnist.args, *TINY)
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not Path("outputs").exists()
+
+
+def test_plot_of_a_missing_or_empty_run_folder(run_cli, tmp_path):
+    missing = run_cli("plot", "outputs/nope")
+    assert missing.exit_code != 0 and "run folder outputs/nope does not exist" in missing.output
+    Path("outputs/empty").mkdir(parents=True)
+    empty = run_cli("plot", "outputs/empty")
+    assert empty.exit_code != 0 and "outputs/empty has no saved features" in empty.output
