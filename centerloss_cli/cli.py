@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional
 
@@ -144,7 +145,7 @@ def sweep(
 
 @app.command()
 def plot(
-    run_dirs: List[Path] = typer.Argument(..., help="Run folders (outputs/<name>)."),
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run folders (outputs/<name>)."),
     epoch: str = typer.Option("all", "--epoch", help="all, last, or an epoch number."),
     split: str = typer.Option("both", "--split", help="train, test or both."),
     gif: bool = typer.Option(False, "--gif", help="Also write plots/train.gif and plots/test.gif, one frame per epoch."),
@@ -190,4 +191,20 @@ def data(
 
 
 def main() -> None:
-    app(prog_name="centerloss")
+    try:
+        from click.exceptions import UsageError
+    except ImportError:  # typer >= 0.2x ships its own copy of click
+        from typer._click.exceptions import UsageError
+
+    try:
+        code = app(prog_name="centerloss", standalone_mode=False)
+    except UsageError as e:
+        # One line, with click's suggestion ("Possible options: --lambda"), instead of the usage block.
+        message = e.format_message()
+        # `centerloss` alone shows the help, which click raises as a usage error too.
+        typer.echo(message if type(e).__name__ == "NoArgsIsHelpError" else f"Error: {message}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(130)
+    sys.exit(code or 0)

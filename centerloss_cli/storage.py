@@ -65,19 +65,24 @@ class RunLock:
         self.path = Path(run_dir) / ".lock"
         self.held = False
 
+    def holder(self) -> int | None:
+        """The pid of a live process that holds the lock, or None (no lock, or a stale one)."""
+        try:
+            pid = int(self.path.read_text().strip() or "0")
+        except (OSError, ValueError):
+            return None
+        return pid if pid and pid != os.getpid() and _pid_alive(pid) else None
+
+    def check_free(self) -> None:
+        if (pid := self.holder()) is not None:
+            raise CenterLossError(f"run folder {self.path.parent} is in use by another process (pid {pid})")
+
     def acquire(self) -> "RunLock":
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or "0")
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _pid_alive(pid):
-                    raise CenterLossError(
-                        f"run folder {self.path.parent} is in use by another process (pid {pid})"
-                    ) from None
+                self.check_free()
                 # Stale: its owner is gone. Remove it and try again.
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
@@ -99,3 +104,11 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def remove_stale_temp_files(folder: Path) -> int:
+    """Delete the temp files of writes that a killed process never finished (call with the lock held)."""
+    stale = [p for p in Path(folder).rglob(".*.tmp-*") if p.is_file()]
+    for p in stale:
+        p.unlink()
+    return len(stale)

@@ -20,7 +20,7 @@ from . import plots, runs
 from .config import ConfigError, TrainConfig, validate
 from .data import MNIST, load_mnist
 from .devices import resolve_device
-from .train import RunResult, completed_result, train
+from .train import Interrupted, RunResult, completed_result, stop_on_sigint, train
 
 SUMMARY_COLUMNS = [
     "lambda", "alpha", "epochs", "test_acc",
@@ -98,7 +98,15 @@ def run_sweep(
         if (done := completed_result(c)) is not None:
             results[c.run_name] = done
     todo = [c for c in configs if c.run_name not in results]
-    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="sweep runs", unit="run",
+    try:
+        _train_all(todo, results, jobs, progress, already_done=len(configs) - len(todo))
+    except Interrupted as e:
+        raise Interrupted(f"sweep stopped: {e}. Run the same sweep command again to resume it") from None
+    return write_sweep_outputs(folder, [results[c.run_name] for c in configs], trained_runs=len(todo))
+
+
+def _train_all(todo: list[TrainConfig], results: dict[str, RunResult], jobs: int, progress: bool, already_done: int) -> None:
+    bar = tqdm(total=len(todo) + already_done, initial=already_done, desc="sweep runs", unit="run",
                disable=not progress, position=0, file=sys.stderr)
     with bar:
         if todo and jobs == 1:
@@ -110,14 +118,22 @@ def run_sweep(
                 bar.update(1)
         elif todo:
             threads = max(1, (os.cpu_count() or 1) // jobs)
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            # Ctrl-C reaches the workers too; each stops at a batch boundary and saves. The parent only
+            # waits for them instead of dying mid-wait.
+            with stop_on_sigint() as stop, ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
                 futures = {
                     pool.submit(_train_in_worker, c, threads, progress, 1 + i % jobs): c for i, c in enumerate(todo)
                 }
-                for fut in as_completed(futures):
-                    results[futures[fut].run_name] = fut.result()
-                    bar.update(1)
-    return write_sweep_outputs(folder, [results[c.run_name] for c in configs], trained_runs=len(todo))
+                try:
+                    for fut in as_completed(futures):
+                        results[futures[fut].run_name] = fut.result()  # re-raises a worker's Interrupted
+                        bar.update(1)
+                        if stop[0]:
+                            raise Interrupted("interrupted between runs; every finished run is saved")
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()  # runs not started yet must not start after Ctrl-C
+                    raise
 
 
 def summary_rows(results: Sequence[RunResult]) -> list[dict[str, float | str]]:

@@ -29,7 +29,7 @@ from .errors import CenterLossError
 from .metrics import compactness
 from .model import LeNetPP
 from .runs import CHECKPOINT, CONFIG_JSON, EpochFeatures
-from .storage import RunLock
+from .storage import RunLock, remove_stale_temp_files
 
 # Settings that may differ when a run is resumed: they change where or how long it runs, not what it learns.
 RESUME_MAY_CHANGE = frozenset({"device", "data_dir", "verify", "epochs", "iterations", "log_every"})
@@ -214,6 +214,8 @@ def reconcile(saved: TrainConfig, given: TrainConfig, explicit: set[str] | None)
 
     `explicit` names the user-facing keys the user actually gave (None: all of them)."""
     given_d, saved_d = to_dict(given), to_dict(saved)
+    # A name given by hand that equals the one derived from the settings names the same run.
+    given_d["name"], saved_d["name"] = given.run_name, saved.run_name
     keys = set(given_d) if explicit is None else set(explicit)
     differ = [k for k in sorted(keys) if given_d[k] != saved_d[k] and _field(k) not in RESUME_MAY_CHANGE]
     if differ:
@@ -239,7 +241,7 @@ def _check_writable(run_dir: Path) -> None:
 
 
 @contextmanager
-def _stop_on_sigint() -> Iterator[list[bool]]:
+def stop_on_sigint() -> Iterator[list[bool]]:
     """A flag set by Ctrl-C, so the loop can stop at the next batch boundary instead of mid-write."""
     flag = [False]
     if threading.current_thread() is not threading.main_thread():
@@ -302,6 +304,7 @@ def _prepare_run(config: TrainConfig, resume: bool, overwrite: bool, explicit: s
     if resume and overwrite:
         raise CenterLossError("--resume and --overwrite contradict each other: give one")
     run_dir = config.run_dir
+    RunLock(run_dir).check_free()
     occupied = run_dir.is_dir() and any(p.name != ".lock" for p in run_dir.iterdir())
     if run_dir.exists() and not run_dir.is_dir():
         raise CenterLossError(f"run folder {run_dir} exists and is not a folder")
@@ -340,6 +343,7 @@ def train(
         data = load_mnist(config.data_dir, device, config.train_limit, config.test_limit, config.verify)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
+        remove_stale_temp_files(run_dir)
         if overwrite:
             for p in run_dir.iterdir():
                 if p.name != ".lock":
@@ -365,7 +369,7 @@ def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = T
     """Train from wherever `state` stands to the last epoch, checkpointing after each one."""
     cfg = state.config
     device = state.loss_sums.device
-    with _stop_on_sigint() as stop:
+    with stop_on_sigint() as stop:
         while not state.finished:
             epoch = state.epoch + 1
             started = time.perf_counter() - state.seconds

