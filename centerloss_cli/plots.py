@@ -214,20 +214,24 @@ def grid_of_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
 
 
 def save_compactness_plot(out: str | os.PathLike, rows: Sequence[dict[str, float]], metric: str = "test_ratio") -> Path:
-    """`metric` against lambda on a log axis, one line per alpha; lambda = 0 sits at the left edge."""
-    positive = sorted({r["lambda"] for r in rows if r["lambda"] > 0})
+    """`metric` against lambda on a log axis, one line per alpha; against alpha instead when the sweep
+    has a single lambda and several alphas. A value of 0 sits at the left edge, labelled 0."""
+    lambdas, alphas = {r["lambda"] for r in rows}, {r["alpha"] for r in rows}
+    x_key, line_key = ("alpha", "lambda") if len(lambdas) == 1 and len(alphas) > 1 else ("lambda", "alpha")
+    positive = sorted({r[x_key] for r in rows if r[x_key] > 0})
     zero_x = positive[0] / 10 if positive else 1e-4
     fig = new_figure(6.0, 4.2)
     ax = fig.add_subplot(1, 1, 1)
-    for alpha in sorted({r["alpha"] for r in rows}):
-        pts = sorted((r["lambda"] or zero_x, r[metric]) for r in rows if r["alpha"] == alpha)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"α = {alpha:g}")
+    symbol = {"lambda": "λ", "alpha": "α"}
+    for value in sorted({r[line_key] for r in rows}):
+        pts = sorted((r[x_key] or zero_x, r[metric]) for r in rows if r[line_key] == value)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{symbol[line_key]} = {value:g}")
     ax.set_xscale("log")
-    ticks = [zero_x] * any(r["lambda"] == 0 for r in rows) + positive
+    ticks = [zero_x] * any(r[x_key] == 0 for r in rows) + positive
     ax.set_xticks(ticks)
     ax.set_xticklabels(["0" if t == zero_x else f"{t:g}" for t in ticks])
     ax.minorticks_off()
-    ax.set_xlabel("λ (center loss weight)")
+    ax.set_xlabel("λ (center loss weight)" if x_key == "lambda" else "α (center update rate)")
     ax.set_ylabel("intra / inter distance (test)" if metric == "test_ratio" else metric)
     ax.set_title("Compactness: smaller is tighter classes")
     ax.grid(alpha=0.3)

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from centerloss_cli.plots import grid_panels
+from centerloss_cli.runs import read_metrics
 from conftest import TINY
 
 TWO_EPOCHS = [*TINY[:-3], "--epochs", "2", "--quiet"]
@@ -102,3 +103,13 @@ def test_plot_of_a_missing_or_empty_run_folder(run_cli, tmp_path):
     Path("outputs/empty").mkdir(parents=True)
     empty = run_cli("plot", "outputs/empty")
     assert empty.exit_code != 0 and "outputs/empty has no saved features" in empty.output
+
+
+def test_parallel_sweep_gives_the_same_runs_as_a_sequential_one(run_cli, mnist):
+    args = ["--alpha", "0.5", *mnist.args, *TINY]
+    assert run_cli("sweep", "--lambda", "0,0.1", "--jobs", "2", *args, "--output-dir", "par").exit_code == 0
+    assert run_cli("sweep", "--lambda", "0,0.1", *args, "--output-dir", "seq").exit_code == 0
+    for name in ("lambda0_alpha0.5_seed0", "lambda0.1_alpha0.5_seed0"):
+        par, seq = read_metrics(Path("par") / name), read_metrics(Path("seq") / name)
+        assert [r["test_acc"] for r in par] == pytest.approx([r["test_acc"] for r in seq], abs=0.02)
+        assert [r["epoch"] for r in par] == [1.0]
