@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import plots
+from . import plots, runs
 from .center_loss import CenterLoss
-from . import runs
 from .config import KEY_TO_FIELD, TrainConfig, to_dict, validate
 from .data import MNIST, batches, epoch_permutation, load_mnist, num_batches, subset_indices
 from .devices import resolve_device
@@ -386,9 +385,12 @@ def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = T
                     first_bad = torch.where((first_bad < 0) & ~torch.isfinite(losses).all(), state.step, first_bad)
                     state.batch += 1
                     bar.update(1)
-                    # Reading values back forces a device sync, so do it once per interval, not per batch.
-                    if state.batch % cfg.log_every == 0 or state.batch == state.steps_per_epoch or stop[0]:
-                        _check_finite(first_bad, epoch, state.batch)
+                    # Reading a value back forces a device sync: free on the CPU, so check every step
+                    # there, but only once per logging interval on an accelerator.
+                    log_now = state.batch % cfg.log_every == 0 or state.batch == state.steps_per_epoch or stop[0]
+                    if (log_now or device.type == "cpu") and (bad := int(first_bad)) >= 0:
+                        raise _diverged(epoch, bad)
+                    if log_now:
                         means = (state.loss_sums / state.batch).tolist()
                         bar.set_postfix(softmax=f"{means[0]:.4f}", center=f"{means[1]:.4f}")
                     if stop[0]:
@@ -401,32 +403,25 @@ def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = T
             _end_epoch(state, data, run_dir, epoch, started)
 
 
-def _check_finite(first_bad: torch.Tensor, epoch: int, batch: int) -> None:
-    bad = int(first_bad)
-    if bad >= 0:
-        raise Diverged(
-            f"the loss became NaN or inf at epoch {epoch}, step {bad}; the last good checkpoint is kept. "
-            "Try a smaller --lambda or --lr"
-        )
+def _diverged(epoch: int, step: int) -> Diverged:
+    return Diverged(
+        f"the loss became NaN or inf at epoch {epoch}, step {step}; the last good checkpoint is kept. "
+        "Try a smaller --lambda or --lr"
+    )
 
 
 def _end_epoch(state: TrainState, data: MNIST, run_dir: Path, epoch: int, started: float) -> None:
-    cfg = state.config
     metrics, feats = evaluate(state, data, epoch)
+    means = (state.loss_sums / max(state.batch, 1)).tolist()
+    if not all(math.isfinite(v) for v in (*means, metrics["test_softmax_loss"], metrics["test_center_loss"])):
+        raise _diverged(epoch, state.step)  # before anything of this epoch is written
     runs.save_features(run_dir, feats)
     plots.draw_epoch_plots(run_dir, feats)
-    means = (state.loss_sums / max(state.batch, 1)).tolist()
-    row = {
+    state.history.append({
         "epoch": epoch, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
         "seconds": round(time.perf_counter() - started, 3),
         "train_softmax_loss": means[0], "train_center_loss": means[1], **metrics,
-    }
-    if not all(math.isfinite(v) for k, v in row.items() if not k.endswith(("inter", "ratio"))):
-        raise Diverged(
-            f"the loss became NaN or inf at epoch {epoch}, step {state.step}; the last good checkpoint is kept. "
-            "Try a smaller --lambda or --lr"
-        )
-    state.history.append(row)
+    })
     state.epoch, state.batch, state.seconds = epoch, 0, 0.0
     state.loss_sums.zero_()
     # The checkpoint is the commit point; metrics.csv is derived from it, so a crash between the two
