@@ -30,23 +30,28 @@ class CenterLoss(nn.Module):
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, labels: torch.Tensor, alpha: float) -> None:
-        """Move the centers toward the batch's (detached) features of their class.
-
-        "paper" (Eq. 4): c_j -= alpha * sum_{y_i=j} (c_j - x_i) / (1 + n_j); a class absent from
-        the batch has delta 0. It uses neither lambda, nor the batch size, nor the network's lr.
-        "sgd": c -= alpha * dL_C/dc, the autograd gradient of L_C (which divides by m), as in
-        popular re-implementations that train the centers as a parameter, but without their
-        1/lambda rescaling, so lambda = 0 is fine.
-        """
+        """Move the centers toward the batch's (detached) features of their class; see center_delta."""
         features = features.detach().to(self.centers.dtype)
-        if self.rule == "paper":
-            diff = self.centers[labels] - features
-            delta = torch.zeros_like(self.centers).index_add_(0, labels, diff)
-            counts = torch.bincount(labels, minlength=self.centers.shape[0]).to(self.centers.dtype)
-            self.centers.sub_(alpha * delta / (1.0 + counts).unsqueeze(1))
-        else:
-            with torch.enable_grad():
-                centers = self.centers.clone().requires_grad_(True)
-                loss = (features - centers[labels]).pow(2).sum() / (2 * features.shape[0])
-                (grad,) = torch.autograd.grad(loss, centers)
-            self.centers.sub_(alpha * grad)
+        self.centers.sub_(alpha * center_delta(self.centers, features, labels, self.rule))
+
+
+def center_delta(centers: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, rule: str = "paper") -> torch.Tensor:
+    """The step the centers take, before it is scaled by alpha: c <- c - alpha * delta.
+
+    "paper" (Eq. 4): delta_j = sum_{y_i=j} (c_j - x_i) / (1 + n_j); a class absent from the batch has
+    delta 0. It uses neither lambda, nor the batch size, nor the network's lr.
+    "sgd": delta = dL_C/dc, the autograd gradient of L_C (which divides by m), as in popular
+    re-implementations that train the centers as a parameter, but without their 1/lambda rescaling,
+    so lambda = 0 is fine.
+    Centers may be (C, D) with features (m, D), or stacked runs (K, C, D) with features (K, m, D).
+    """
+    if rule == "paper":
+        diff = centers[..., labels, :] - features
+        delta = torch.zeros_like(centers).index_add_(centers.dim() - 2, labels, diff)
+        counts = torch.bincount(labels, minlength=centers.shape[-2]).to(centers.dtype)
+        return delta / (1.0 + counts).unsqueeze(-1)
+    with torch.enable_grad():
+        c = centers.detach().clone().requires_grad_(True)
+        loss = (features - c[..., labels, :]).pow(2).sum() / (2 * features.shape[-2])
+        (grad,) = torch.autograd.grad(loss, c)
+    return grad

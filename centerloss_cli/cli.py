@@ -122,6 +122,7 @@ def sweep(
     lambdas: str = typer.Option("0,0.0001,0.001,0.01,0.1", "--lambda", help="Comma-separated λ values."),
     alphas: str = typer.Option("0.5", "--alpha", help="Comma-separated α values."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Runs trained at once, in separate processes sharing the CPU threads."),
+    batched: bool = typer.Option(False, "--batched", help="Train all runs as one stacked model in one process (fastest on a GPU)."),
     sweep_name: Optional[str] = typer.Option(None, "--sweep-name", help="Folder under OUTPUT_DIR/sweeps. [default: from the values]"),
     config: Optional[Path] = None,
     quiet: bool = False,
@@ -138,7 +139,7 @@ def sweep(
         lam_values = parse_values(lambdas, "--lambda", warn)
         alpha_values = parse_values(alphas, "--alpha", warn)
         base, _ = _resolve(config, settings)
-        result = run_sweep(base, lam_values, alpha_values, jobs=jobs, name=sweep_name, progress=not quiet)
+        result = run_sweep(base, lam_values, alpha_values, jobs=jobs, batched=batched, name=sweep_name, progress=not quiet)
     typer.echo(result.table)
     typer.echo(f"{len(result.results)} runs ({result.trained_runs} trained now); figures and tables in {result.folder}/")
 

@@ -20,6 +20,7 @@ from . import plots, runs
 from .config import ConfigError, TrainConfig, validate
 from .data import MNIST, load_mnist
 from .devices import resolve_device
+from .batched import train_stacked
 from .train import Interrupted, RunResult, completed_result, stop_on_sigint, train
 
 SUMMARY_COLUMNS = [
@@ -81,15 +82,19 @@ def run_sweep(
     alphas: Sequence[float],
     *,
     jobs: int = 1,
+    batched: bool = False,
     name: str | None = None,
     progress: bool = True,
 ) -> SweepResult:
     """Train every (lambda, alpha) run that is not complete yet, then write the sweep's figures and tables.
 
     A finished run is skipped and an interrupted one resumed, so calling this again trains nothing.
+    `batched` trains the runs as one stacked model in this process (see batched.py) instead.
     """
     if jobs < 1:
         raise ConfigError(f"jobs = {jobs}: expected an integer >= 1")
+    if batched and jobs > 1:
+        raise ConfigError("--batched trains every run in one process: it does not combine with --jobs")
     configs = sweep_configs(base, lambdas, alphas)
     folder = Path(base.output_dir) / "sweeps" / (name or default_sweep_name(lambdas, alphas, base.seed))
     plots.check_figure_path(folder / "grid_test.png")
@@ -99,7 +104,11 @@ def run_sweep(
             results[c.run_name] = done
     todo = [c for c in configs if c.run_name not in results]
     try:
-        _train_all(todo, results, jobs, progress, already_done=len(configs) - len(todo))
+        if batched and todo:
+            for r in train_stacked(todo, progress=progress):
+                results[r.run_dir.name] = r
+        else:
+            _train_all(todo, results, jobs, progress, already_done=len(configs) - len(todo))
     except Interrupted as e:
         raise Interrupted(f"sweep stopped: {e}. Run the same sweep command again to resume it") from None
     return write_sweep_outputs(folder, [results[c.run_name] for c in configs], trained_runs=len(todo))

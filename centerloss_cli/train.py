@@ -298,7 +298,7 @@ def completed_result(config: TrainConfig) -> RunResult | None:
     return RunResult(config.run_dir, config, list(ckpt["history"]), trained_epochs=0)
 
 
-def _prepare_run(config: TrainConfig, resume: bool, overwrite: bool, explicit: set[str] | None) -> tuple[TrainConfig, bool]:
+def prepare_run(config: TrainConfig, resume: bool, overwrite: bool, explicit: set[str] | None) -> tuple[TrainConfig, bool]:
     """The config to run with, and whether a checkpoint is to be resumed. Touches nothing on disk."""
     if resume and overwrite:
         raise CenterLossError("--resume and --overwrite contradict each other: give one")
@@ -332,14 +332,25 @@ def train(
     callers that run several trainings load MNIST once; `position` places the progress bar among others.
     """
     validate(config)
-    config, has_checkpoint = _prepare_run(config, resume, overwrite, explicit)
-    run_dir = config.run_dir
+    config, has_checkpoint = prepare_run(config, resume, overwrite, explicit)
     if has_checkpoint and (done := completed_result(config)) is not None:
         return done
     device = resolve_device(config.device)
-    _check_writable(run_dir)
+    _check_writable(config.run_dir)
     if data is None:
         data = load_mnist(config.data_dir, device, config.train_limit, config.test_limit, config.verify)
+    with open_run(config, has_checkpoint, overwrite, data, device) as state:
+        start_epoch = state.epoch
+        run_epochs(state, data, config.run_dir, progress, position)
+        return RunResult(config.run_dir, config, state.history, trained_epochs=state.epoch - start_epoch)
+
+
+@contextmanager
+def open_run(config: TrainConfig, has_checkpoint: bool, overwrite: bool, data: MNIST,
+             device: torch.device) -> Iterator[TrainState]:
+    """The run folder, locked and laid out, and its training state: fresh, or restored from the checkpoint."""
+    run_dir = config.run_dir
+    _check_writable(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         remove_stale_temp_files(run_dir)
@@ -359,9 +370,7 @@ def train(
                 )
             state.load_state_dict(ckpt)
         runs.write_metrics(run_dir, state.history)
-        start_epoch = state.epoch
-        run_epochs(state, data, run_dir, progress, position)
-        return RunResult(run_dir, config, state.history, trained_epochs=state.epoch - start_epoch)
+        yield state
 
 
 def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = True, position: int | None = None) -> None:
@@ -389,7 +398,7 @@ def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = T
                     # there, but only once per logging interval on an accelerator.
                     log_now = state.batch % cfg.log_every == 0 or state.batch == state.steps_per_epoch or stop[0]
                     if (log_now or device.type == "cpu") and (bad := int(first_bad)) >= 0:
-                        raise _diverged(epoch, bad)
+                        raise diverged(epoch, bad)
                     if log_now:
                         means = (state.loss_sums / state.batch).tolist()
                         bar.set_postfix(softmax=f"{means[0]:.4f}", center=f"{means[1]:.4f}")
@@ -400,21 +409,22 @@ def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = T
                             f"interrupted at epoch {epoch}, batch {state.batch}; checkpoint saved. "
                             f"Resume with: {resume_command(cfg)}"
                         )
-            _end_epoch(state, data, run_dir, epoch, started)
+            end_epoch(state, data, run_dir, epoch, started)
 
 
-def _diverged(epoch: int, step: int) -> Diverged:
+def diverged(epoch: int, step: int) -> Diverged:
     return Diverged(
         f"the loss became NaN or inf at epoch {epoch}, step {step}; the last good checkpoint is kept. "
         "Try a smaller --lambda or --lr"
     )
 
 
-def _end_epoch(state: TrainState, data: MNIST, run_dir: Path, epoch: int, started: float) -> None:
+def end_epoch(state: TrainState, data: MNIST, run_dir: Path, epoch: int, started: float) -> None:
+    """Evaluate, save features and plots, then checkpoint (the commit point) and rewrite metrics.csv."""
     metrics, feats = evaluate(state, data, epoch)
     means = (state.loss_sums / max(state.batch, 1)).tolist()
     if not all(math.isfinite(v) for v in (*means, metrics["test_softmax_loss"], metrics["test_center_loss"])):
-        raise _diverged(epoch, state.step)  # before anything of this epoch is written
+        raise diverged(epoch, state.step)  # before anything of this epoch is written
     runs.save_features(run_dir, feats)
     plots.draw_epoch_plots(run_dir, feats)
     state.history.append({
