@@ -21,8 +21,9 @@ from tqdm import tqdm
 from .center_loss import center_delta
 from .config import TrainConfig, to_dict, validate
 from .data import MNIST, batches, epoch_permutation, load_mnist
-from .devices import resolve_device
+from .devices import autocast, float32_precision, resolve_device
 from .errors import CenterLossError
+from .plots import PlotWorker
 from .train import (
     Interrupted, RunResult, TrainState, completed_result, diverged, end_epoch, open_run, prepare_run,
     resume_command, save_checkpoint, stop_on_sigint,
@@ -46,6 +47,7 @@ class Stack:
         self.alpha = torch.tensor([s.config.alpha for s in states], device=device).view(-1, 1, 1)
         self.centers = torch.stack([s.center_loss.centers for s in states])
         self.rule = first.config.center_update
+        self.precision = first.config.precision
         cfg = first.config
         # SGD is elementwise, so one optimizer over stacked tensors is K independent optimizers.
         self.optimizer = torch.optim.SGD(self.params.values(), lr=cfg.lr, momentum=cfg.momentum,
@@ -64,7 +66,9 @@ class Stack:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One step of every member; returns their [softmax, center] losses as (K, 2)."""
-        features, logits = self.forward(self.params, x)  # (K, m, 2), (K, m, 10)
+        with autocast(self.precision, x.device):
+            features, logits = self.forward(self.params, x)  # (K, m, 2), (K, m, 10)
+        features, logits = features.float(), logits.float()
         k, m = logits.shape[:2]
         softmax = F.cross_entropy(logits.reshape(k * m, -1), y.repeat(k), reduction="none").view(k, m).mean(1)
         center = (features - self.centers[:, y]).pow(2).sum((1, 2)) / (2 * m)
@@ -111,12 +115,13 @@ def check_stackable(configs: Sequence[TrainConfig]) -> None:
             raise CenterLossError(f"runs trained as one stacked model may differ in lambda and alpha only, not in {', '.join(differ)}")
 
 
-def run_stacked_epochs(states: Sequence[TrainState], data: MNIST, progress: bool = True) -> None:
+def run_stacked_epochs(states: Sequence[TrainState], data: MNIST, progress: bool = True,
+                       plotter: PlotWorker | None = None) -> None:
     """Train members that stand at the same epoch and batch, as one stacked model, to their last epoch."""
     first = states[0]
     cfg = first.config
     device = first.loss_sums.device
-    with stop_on_sigint() as stop:
+    with stop_on_sigint() as stop, float32_precision(cfg.precision):
         while not first.finished:
             epoch = first.epoch + 1
             started = time.perf_counter() - first.seconds
@@ -153,7 +158,7 @@ def run_stacked_epochs(states: Sequence[TrainState], data: MNIST, progress: bool
                     f"Resume one run with: {resume_command(first.config)}, or run the same sweep again"
                 )
             for s in states:
-                end_epoch(s, data, s.config.run_dir, epoch, started)
+                end_epoch(s, data, s.config.run_dir, epoch, started, plotter)
 
 
 def train_stacked(configs: Sequence[TrainConfig], *, data: MNIST | None = None, progress: bool = True) -> list[RunResult]:
@@ -178,12 +183,13 @@ def train_stacked(configs: Sequence[TrainConfig], *, data: MNIST | None = None, 
             data = load_mnist(cfg.data_dir, device, cfg.train_limit, cfg.test_limit, cfg.verify)
         with ExitStack() as opened:
             states = [opened.enter_context(open_run(c, has, False, data, device)) for c, has in todo]
+            plotter = opened.enter_context(PlotWorker())
             groups: dict[tuple[int, int, int], list[TrainState]] = {}
             for s in states:
                 groups.setdefault((s.epoch, s.batch, s.total_epochs), []).append(s)
             for group in groups.values():
                 start = group[0].epoch
-                run_stacked_epochs(group, data, progress)
+                run_stacked_epochs(group, data, progress, plotter)
                 for s in group:
                     results[s.config.run_name] = RunResult(s.config.run_dir, s.config, s.history, s.epoch - start)
     return [results[c.run_name] for c in configs]

@@ -57,6 +57,7 @@ TRAINING_OPTIONS: list[tuple[str, Any, Any]] = [
     ("data_dir", Optional[str], _opt("--data-dir", "MNIST root. [default: $CENTERLOSS_DATA, else ./data]")),
     ("verify", Optional[bool], _opt("--verify/--no-verify", "Check the MNIST md5 sums; --no-verify for other IDX data such as Fashion-MNIST. [default: verify]")),
     ("output_dir", Optional[str], _opt("--output-dir", "Folder that holds the run folders. [default: outputs]")),
+    ("precision", Optional[str], _opt("--precision", "fp32, tf32 (CUDA) or bf16 autocast; the centers and their update stay fp32. [default: fp32]")),
     ("log_every", Optional[int], _opt("--log-every", "Batches between progress-bar loss updates. [default: 20]")),
     ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
     ("debug", bool, typer.Option(False, "--debug", help="Show the full traceback on errors.")),

@@ -13,6 +13,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .center_loss import CENTER_UPDATES
+from .devices import PRECISIONS, check_device_spec
 from .errors import CenterLossError
 
 
@@ -44,6 +45,7 @@ class TrainConfig:
     output_dir: str = "outputs"
     name: str | None = None
     log_every: int = 20
+    precision: str = "fp32"
 
     @property
     def run_name(self) -> str:
@@ -54,6 +56,8 @@ class TrainConfig:
             name += f"_{self.center_update}"
         if self.classifier_bias:
             name += "_bias"
+        if self.precision != "fp32":
+            name += f"_{self.precision}"
         return name
 
     @property
@@ -78,7 +82,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "classifier_bias": ((bool,), "true or false"), "seed": _INT, "device": ((str,), "a string"),
     "train_limit": _INT, "test_limit": _INT, "plot_train_samples": _INT, "data_dir": ((str,), "a string"),
     "verify": ((bool,), "true or false"), "output_dir": ((str,), "a string"), "name": ((str,), "a string"),
-    "log_every": _INT,
+    "log_every": _INT, "precision": ((str,), "a string"),
 }
 assert set(_TYPES) == {f.name for f in fields(TrainConfig)}
 # Settings that may be unset (None: null in config.json; TOML has no null, so a file just leaves them out).
@@ -190,12 +194,12 @@ def validate(config: TrainConfig, where: str = "") -> None:
             raise bad(name, "an integer >= 1")
     if config.plot_train_samples < 1:
         raise bad("plot_train_samples", "an integer >= 1")
+    if config.precision not in PRECISIONS:
+        raise bad("precision", f"one of {', '.join(PRECISIONS)}")
     if config.log_every < 1:
         raise bad("log_every", "an integer >= 1")
     if config.name is not None and (not config.name or "/" in config.name or config.name in (".", "..")):
         raise bad("name", "a non-empty folder name without '/'")
-    from .devices import check_device_spec
-
     try:
         check_device_spec(config.device)
     except CenterLossError as e:

@@ -1,7 +1,10 @@
 """Turning --device auto|cpu|cuda|cuda:N|mps into a torch.device, with errors that say what exists."""
 from __future__ import annotations
 
+import contextlib
 import re
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -30,3 +33,32 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise CenterLossError("device 'mps' asked for, but MPS is not available here; use --device cpu")
     return torch.device(spec)
+
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextmanager
+def float32_precision(precision: str) -> Iterator[None]:
+    """TF32 on or off for CUDA matmuls and cuDNN convolutions, for the duration of a run only.
+
+    PyTorch lets cuDNN convolutions use TF32 by default; "fp32" turns that off so GPU results stay
+    comparable with the CPU's. Both modes are torch-wide switches, so the previous ones are restored.
+    """
+    mode = "tf32" if precision == "tf32" else "ieee"
+    switches = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
+    previous = [s.fp32_precision for s in switches]
+    for s in switches:
+        s.fp32_precision = mode
+    try:
+        yield
+    finally:
+        for s, p in zip(switches, previous):
+            s.fp32_precision = p
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the network's forward pass; fp32 and tf32 run it as it is."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,7 +1,10 @@
 """The 2-D feature scatter plots, drawn without pyplot so no interactive backend is ever touched."""
 from __future__ import annotations
 
+import multiprocessing
 import os
+import queue
+import signal
 from pathlib import Path
 from typing import Sequence
 
@@ -140,6 +143,109 @@ def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] 
         title = feature_title(feats.lam, feats.alpha, feats.epoch, feats.test_acc, split)
         out.append(save_feature_plot(runs.plot_path(run_dir, split, feats.epoch), features, labels, feats.centers, title))
     return out
+
+
+def draw_missing_plots(run_dir: Path, epochs: Sequence[int]) -> list[Path]:
+    """Draw the plots of finished epochs that are missing, e.g. after a kill while the worker drew them."""
+    out = []
+    for e in epochs:
+        missing = tuple(s for s in runs.SPLITS if not runs.plot_path(run_dir, s, e).is_file())
+        if missing and runs.features_path(run_dir, e).is_file():
+            out += draw_epoch_plots(run_dir, runs.load_features(run_dir, e), missing)
+    return out
+
+
+class PlotError(CenterLossError):
+    """The background plotting process failed."""
+
+
+def _plot_worker(jobs: multiprocessing.Queue, errors: multiprocessing.Queue, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it then closes us
+    while True:
+        try:
+            job = jobs.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the trainer was killed: nobody will ever send more
+                return
+            continue
+        if job is None:
+            return
+        run_dir, feats = job
+        try:
+            draw_epoch_plots(Path(run_dir), feats)
+        except BaseException as e:
+            errors.put(f"{type(e).__name__}: {e}")
+            return
+
+
+class PlotWorker:
+    """Draws epoch plots in a background process, so training never waits for matplotlib.
+
+    At most `max_pending` epochs wait in the queue (each holds up to 20k features). `close` returns
+    only when every plot is written; a failure in the worker is raised here, at the next submit or
+    at close.
+    """
+
+    def __init__(self, max_pending: int = 2):
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
+        self._jobs = ctx.Queue(maxsize=max_pending)
+        self._errors = ctx.Queue()
+        self._proc = ctx.Process(target=_plot_worker, args=(self._jobs, self._errors, os.getpid()),
+                                 daemon=True, name="centerloss-plots")
+        self._proc.start()
+        self._closed = False
+
+    def _check(self) -> None:
+        try:
+            message = self._errors.get_nowait()
+        except queue.Empty:
+            message = None
+        if message is None and not self._closed and not self._proc.is_alive():
+            message = f"the plotting process exited unexpectedly (exit code {self._proc.exitcode})"
+        if message:
+            raise PlotError(f"drawing plots failed: {message}")
+
+    def _put(self, item: object) -> None:
+        while True:
+            self._check()
+            try:
+                self._jobs.put(item, timeout=1.0)
+                return
+            except queue.Full:
+                continue
+
+    def submit(self, run_dir: Path, feats: EpochFeatures) -> None:
+        """Queue one epoch's plots; blocks while the queue is full."""
+        self._put((str(run_dir), feats))
+
+    def close(self) -> None:
+        """Wait until every queued plot is written; raise if any failed."""
+        if self._closed:
+            return
+        if self._proc.is_alive():
+            self._put(None)
+        self._closed = True
+        self._proc.join()
+        message = None
+        try:
+            message = self._errors.get(timeout=0.1)
+        except queue.Empty:
+            if self._proc.exitcode != 0:
+                message = f"the plotting process exited with code {self._proc.exitcode}"
+        if message:
+            raise PlotError(f"drawing plots failed: {message}")
+
+    def __enter__(self) -> "PlotWorker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()  # the plots of finished epochs still get written
+        except PlotError:
+            pass  # the error already on its way out matters more
 
 
 def pick_epochs(run_dir: Path, epoch: str) -> list[int]:

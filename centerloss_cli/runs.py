@@ -17,12 +17,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from .config import TrainConfig, from_dict, to_dict
+import numpy as np
+
 from .errors import CenterLossError
 from .storage import atomic_write, atomic_write_text
+
+# torch and the config are imported where they are used: the plotting process imports this module,
+# and should start in a second, not in the several that importing torch takes.
+if TYPE_CHECKING:
+    import torch
+
+    from .config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG_JSON = "config.json"
@@ -104,11 +111,15 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
 
 
 def write_config(run_dir: Path, config: TrainConfig, environment: dict[str, str]) -> None:
+    from .config import to_dict
+
     atomic_write_text(Path(run_dir) / CONFIG_JSON, json.dumps({**to_dict(config), **environment}, indent=2) + "\n")
 
 
 def read_config(run_dir: str | Path) -> TrainConfig:
     """The settings a run folder was made with (its config.json, less the environment entries)."""
+    from .config import TrainConfig, from_dict, to_dict
+
     path = Path(run_dir) / CONFIG_JSON
     try:
         saved = json.loads(path.read_text())
@@ -119,10 +130,14 @@ def read_config(run_dir: str | Path) -> TrainConfig:
 
 
 def save_checkpoint(run_dir: Path, state_dict: dict[str, Any]) -> None:
+    import torch
+
     atomic_write(Path(run_dir) / CHECKPOINT, lambda f: torch.save(state_dict, f))
 
 
 def load_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    import torch
+
     path = Path(run_dir) / CHECKPOINT
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -23,7 +23,7 @@ from . import plots, runs
 from .center_loss import CenterLoss
 from .config import KEY_TO_FIELD, TrainConfig, to_dict, validate
 from .data import MNIST, batches, epoch_permutation, load_mnist, num_batches, subset_indices
-from .devices import resolve_device
+from .devices import autocast, float32_precision, resolve_device
 from .errors import CenterLossError
 from .metrics import compactness
 from .model import LeNetPP
@@ -143,7 +143,10 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[tor
     """One SGD step on softmax + lambda * center loss, then the center update. Returns the two losses."""
     cfg = state.config
     state.model.train()
-    features, logits = state.model(x)
+    with autocast(cfg.precision, x.device):
+        features, logits = state.model(x)
+    # The losses, the centers and their update stay in fp32 whatever the network computes in.
+    features, logits = features.float(), logits.float()
     softmax_loss = F.cross_entropy(logits, y)
     center_loss = state.center_loss(features, y)
     # With lambda = 0 the center term is left out entirely, so the network gets exactly the softmax gradient.
@@ -158,21 +161,23 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[tor
 
 
 @torch.inference_mode()
-def extract(model: LeNetPP, images: torch.Tensor, batch_size: int = EVAL_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+def extract(model: LeNetPP, images: torch.Tensor, batch_size: int = EVAL_BATCH,
+            precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """2-D features and logits of `images`, in eval mode, in large batches."""
     model.eval()
-    outs = [model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    return torch.cat([f for f, _ in outs]), torch.cat([l for _, l in outs])
+    with autocast(precision, images.device):
+        outs = [model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    return torch.cat([f for f, _ in outs]).float(), torch.cat([l for _, l in outs]).float()
 
 
 def evaluate(state: TrainState, data: MNIST, epoch: int) -> tuple[dict[str, float], EpochFeatures]:
     """Test accuracy and losses, and compactness of the test set and of the fixed plotting subset."""
     model, center_loss = state.model, state.center_loss
-    test_feats, test_logits = extract(model, data.test.images)
+    test_feats, test_logits = extract(model, data.test.images, precision=state.config.precision)
     idx = subset_indices(len(data.train), state.config.plot_train_samples)
     train_images = data.train.images if idx is None else data.train.images[idx.to(data.train.images.device)]
     train_labels = data.train.labels if idx is None else data.train.labels[idx.to(data.train.labels.device)]
-    train_feats, train_logits = extract(model, train_images)
+    train_feats, train_logits = extract(model, train_images, precision=state.config.precision)
     with torch.inference_mode():
         metrics = {
             "test_softmax_loss": F.cross_entropy(test_logits, data.test.labels).item(),
@@ -339,9 +344,9 @@ def train(
     _check_writable(config.run_dir)
     if data is None:
         data = load_mnist(config.data_dir, device, config.train_limit, config.test_limit, config.verify)
-    with open_run(config, has_checkpoint, overwrite, data, device) as state:
+    with open_run(config, has_checkpoint, overwrite, data, device) as state, plots.PlotWorker() as plotter:
         start_epoch = state.epoch
-        run_epochs(state, data, config.run_dir, progress, position)
+        run_epochs(state, data, config.run_dir, progress, position, plotter)
         return RunResult(config.run_dir, config, state.history, trained_epochs=state.epoch - start_epoch)
 
 
@@ -370,14 +375,17 @@ def open_run(config: TrainConfig, has_checkpoint: bool, overwrite: bool, data: M
                 )
             state.load_state_dict(ckpt)
         runs.write_metrics(run_dir, state.history)
+        plots.draw_missing_plots(run_dir, range(1, state.epoch + 1))
         yield state
 
 
-def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = True, position: int | None = None) -> None:
-    """Train from wherever `state` stands to the last epoch, checkpointing after each one."""
+def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = True, position: int | None = None,
+               plotter: plots.PlotWorker | None = None) -> None:
+    """Train from wherever `state` stands to the last epoch, checkpointing after each one; plots go to
+    `plotter` (a background process) when given, else are drawn here."""
     cfg = state.config
     device = state.loss_sums.device
-    with stop_on_sigint() as stop:
+    with stop_on_sigint() as stop, float32_precision(cfg.precision):
         while not state.finished:
             epoch = state.epoch + 1
             started = time.perf_counter() - state.seconds
@@ -409,7 +417,7 @@ def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = T
                             f"interrupted at epoch {epoch}, batch {state.batch}; checkpoint saved. "
                             f"Resume with: {resume_command(cfg)}"
                         )
-            end_epoch(state, data, run_dir, epoch, started)
+            end_epoch(state, data, run_dir, epoch, started, plotter)
 
 
 def diverged(epoch: int, step: int) -> Diverged:
@@ -419,14 +427,19 @@ def diverged(epoch: int, step: int) -> Diverged:
     )
 
 
-def end_epoch(state: TrainState, data: MNIST, run_dir: Path, epoch: int, started: float) -> None:
+def end_epoch(state: TrainState, data: MNIST, run_dir: Path, epoch: int, started: float,
+              plotter: plots.PlotWorker | None = None) -> None:
     """Evaluate, save features and plots, then checkpoint (the commit point) and rewrite metrics.csv."""
     metrics, feats = evaluate(state, data, epoch)
     means = (state.loss_sums / max(state.batch, 1)).tolist()
     if not all(math.isfinite(v) for v in (*means, metrics["test_softmax_loss"], metrics["test_center_loss"])):
         raise diverged(epoch, state.step)  # before anything of this epoch is written
     runs.save_features(run_dir, feats)
-    plots.draw_epoch_plots(run_dir, feats)
+    # Plots are derived from the saved features: if a kill loses them, resuming draws them again.
+    if plotter is not None:
+        plotter.submit(run_dir, feats)
+    else:
+        plots.draw_epoch_plots(run_dir, feats)
     state.history.append({
         "epoch": epoch, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
         "seconds": round(time.perf_counter() - started, 3),

@@ -72,5 +72,6 @@ def run_cli(tmp_path, monkeypatch):
     return invoke
 
 
-# A tiny but real run: 512 training images, 256 test images, 1 epoch.
-TINY = ["--train-limit", "512", "--test-limit", "256", "--plot-train-samples", "256", "--epochs", "1", "--quiet"]
+# A tiny but real run: 256 training images in 4 batches of 64, 128 test images, 1 epoch.
+TINY = ["--train-limit", "256", "--batch-size", "64", "--test-limit", "128", "--plot-train-samples", "128",
+        "--epochs", "1", "--quiet"]

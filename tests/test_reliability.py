@@ -30,7 +30,7 @@ RUN = Path("outputs") / "lambda0.01_alpha0.5_seed0"
 def reference(tmp_path_factory, mnist):
     """The uninterrupted two-epoch run that every interrupted-and-resumed run must equal."""
     out = tmp_path_factory.mktemp("reference")
-    settings_ = {"train_limit": 512, "test_limit": 256, "plot_train_samples": 256, "epochs": 2,
+    settings_ = {"train_limit": 256, "batch_size": 64, "test_limit": 128, "plot_train_samples": 128, "epochs": 2,
                  "data_dir": str(mnist.root), "verify": mnist.real, "output_dir": str(out)}
     result = train(resolve_config(None, settings_), progress=False)
     return result.run_dir
@@ -82,7 +82,7 @@ KILL_POINTS = {
     "checkpoint-write-epoch-1": ["write", "checkpoint.pt", "1"],
     "checkpoint-write-epoch-2": ["write", "checkpoint.pt", "2"],
     "features-write": ["write", "epoch_002.npz", "1"],
-    "plot-write": ["write", "test_epoch_001.png", "1"],
+    "plots-queued-not-drawn": ["call", "plots.PlotWorker.submit", "1"],
     "metrics-write-after-checkpoint": ["write", "metrics.csv", "2"],
 }
 
@@ -97,6 +97,8 @@ def test_kill_9_then_resume_loses_nothing(point, run_cli, mnist, reference, tmp_
     assert not [p for p in RUN.rglob(".*")], "temp files or the lock were left behind"
     assert_nothing_half_written(RUN)
     assert_same_run(reference, RUN)
+    plots = sorted(p.name for p in (RUN / "plots").iterdir())
+    assert plots == ["test_epoch_001.png", "test_epoch_002.png", "train_epoch_001.png", "train_epoch_002.png"]
 
 
 def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(run_cli, mnist, reference, tmp_path):
@@ -193,7 +195,7 @@ def test_a_full_disk_leaves_the_last_good_checkpoint(run_cli, mnist, monkeypatch
     assert "checkpoint.pt: the disk is full; the previous version is intact" in result.output
     assert (RUN / "checkpoint.pt").read_bytes() == good
     assert_nothing_half_written(RUN)
-    monkeypatch.undo()
+    monkeypatch.delattr(storage, "open")
     assert run_cli("train", *mnist.args, *TWO_EPOCHS, "--resume").exit_code == 0
     assert_same_run(reference, RUN)
 
@@ -206,9 +208,9 @@ def test_an_unwritable_output_folder_fails_before_training(run_cli, mnist):
 
 def test_resume_with_a_different_config_shows_every_differing_key(run_cli, mnist):
     assert run_cli("train", *mnist.args, *TINY, "--name", "r").exit_code == 0
-    result = run_cli("train", *mnist.args, *TINY, "--name", "r", "--resume", "--lr", "0.1", "--batch-size", "64")
+    result = run_cli("train", *mnist.args, *TINY, "--name", "r", "--resume", "--lr", "0.1", "--batch-size", "32")
     assert result.exit_code != 0
-    assert "batch_size: saved 128, given 64" in result.output and "lr: saved 0.01, given 0.1" in result.output
+    assert "batch_size: saved 64, given 32" in result.output and "lr: saved 0.01, given 0.1" in result.output
 
 
 def _corrupt(root: Path, how: str) -> str:
@@ -320,3 +322,18 @@ def test_the_update_does_not_depend_on_batch_order(batch, alpha, seed):
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     centers = torch.randn(6, 2)
     assert torch.allclose(_apply(centers, feats, y, alpha), _apply(centers, feats[perm], y[perm], alpha), atol=1e-4)
+
+
+def test_a_failing_plot_worker_surfaces_as_an_error(tmp_path):
+    from centerloss_cli.plots import PlotError, PlotWorker
+    from centerloss_cli.runs import EpochFeatures
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "plots").write_text("a file where the plots folder should be")
+    feats = EpochFeatures(np.zeros((10, 2), np.float32), np.arange(10, dtype=np.uint8), np.zeros((10, 2), np.float32),
+                          np.arange(10, dtype=np.uint8), np.zeros((10, 2), np.float32), 1, 0.01, 0.5, 0.1)
+    worker = PlotWorker()
+    worker.submit(run, feats)
+    with pytest.raises(PlotError, match="drawing plots failed"):
+        worker.close()
