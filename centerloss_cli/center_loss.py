@@ -48,7 +48,9 @@ def center_delta(centers: torch.Tensor, features: torch.Tensor, labels: torch.Te
     if rule == "paper":
         diff = centers[..., labels, :] - features
         delta = torch.zeros_like(centers).index_add_(centers.dim() - 2, labels, diff)
-        counts = torch.bincount(labels, minlength=centers.shape[-2]).to(centers.dtype)
+        # n_j by index_add_, not bincount: on CUDA bincount reads the labels' maximum back to the host.
+        ones = torch.ones(labels.shape, dtype=centers.dtype, device=centers.device)
+        counts = torch.zeros(centers.shape[-2], dtype=centers.dtype, device=centers.device).index_add_(0, labels, ones)
         return delta / (1.0 + counts).unsqueeze(-1)
     with torch.enable_grad():
         c = centers.detach().clone().requires_grad_(True)

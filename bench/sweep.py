@@ -1,0 +1,61 @@
+"""Wall time of a K-run lambda sweep against K times one run, sequential, in parallel jobs, and batched.
+
+    python bench/sweep.py [--device cpu|cuda] [--k 5] [--train-limit N] [--epochs 1] [--modes seq,jobs,batched]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from centerloss_cli.config import resolve_config
+from centerloss_cli.devices import resolve_device
+from centerloss_cli.sweep import run_sweep
+from centerloss_cli.train import train
+
+LAMBDAS = [0.0, 0.0001, 0.001, 0.01, 0.1, 1.0, 0.003, 0.03]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--train-limit", type=int, default=5000)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--modes", default="seq,jobs,batched", help="comma-separated: seq, jobs, batched")
+    args = ap.parse_args()
+
+    device = resolve_device(args.device)
+    settings = {"device": str(device), "train_limit": args.train_limit, "epochs": args.epochs,
+                "test_limit": args.train_limit // 5, "plot_train_samples": args.train_limit // 5}
+    if args.data_dir:
+        settings["data_dir"] = args.data_dir
+    lambdas = LAMBDAS[: args.k]
+    print(f"device {device}, {torch.get_num_threads()} threads, K = {args.k} runs, {args.train_limit} training "
+          f"images, {args.epochs} epoch(s)", flush=True)
+
+    timings = {}
+    with tempfile.TemporaryDirectory() as out:
+        base = resolve_config(None, {**settings, "output_dir": f"{out}/one"})
+        t = time.perf_counter()
+        train(base.with_(lam=0.01), progress=False)
+        timings["one run"] = time.perf_counter() - t
+        for mode in args.modes.split(","):
+            cfg = base.with_(output_dir=f"{out}/{mode}")
+            t = time.perf_counter()
+            run_sweep(cfg, lambdas, [0.5], jobs=2 if mode == "jobs" else 1, batched=mode == "batched", progress=False)
+            timings[f"sweep, {mode}"] = time.perf_counter() - t
+
+    one = timings["one run"]
+    print()
+    print("| what | seconds | / one run | / (K x one run) |")
+    print("|---|---|---|---|")
+    for name, secs in timings.items():
+        print(f"| {name} | {secs:.1f} | {secs / one:.2f} | {secs / (args.k * one):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
