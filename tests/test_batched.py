@@ -18,21 +18,28 @@ def test_batched_sweep_matches_sequential_runs(run_cli, mnist):
     batched = run_cli("sweep", "--lambda", "0,0.1", "--alpha", "0.5,0.25", "--batched", *common, "--output-dir", "bat")
     assert batched.exit_code == 0, batched.output
     assert "4 runs (4 trained now)" in batched.output
+    # The stacked model runs other float kernels (vmap's batched convolutions; the sequential CPU path
+    # is channels_last), so the two agree to float tolerance, not bit for bit.
+    tol = dict(rtol=1e-2, atol=1e-3)
     for name in RUNS:
         seq, bat = read_metrics(Path("seq") / name), read_metrics(Path("bat") / name)
         assert [r["epoch"] for r in bat] == [1.0, 2.0]
         for a, b in zip(seq, bat):
             for key in ("train_softmax_loss", "train_center_loss", "test_softmax_loss", "test_center_loss",
                         "test_acc", "test_ratio"):
-                assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), (name, key)
+                assert b[key] == pytest.approx(a[key], rel=1e-2, abs=1e-3), (name, key)
             assert a["lr"] == b["lr"] and a["step"] == b["step"]
         cs = torch.load(Path("seq") / name / "checkpoint.pt", weights_only=True)
         cb = torch.load(Path("bat") / name / "checkpoint.pt", weights_only=True)
-        assert torch.allclose(cs["center_loss"]["centers"], cb["center_loss"]["centers"], rtol=1e-3, atol=1e-4)
+        assert torch.allclose(cs["center_loss"]["centers"], cb["center_loss"]["centers"], **tol)
         for k, v in cs["model"].items():
-            assert torch.allclose(v, cb["model"][k], rtol=1e-3, atol=1e-5), k
+            assert torch.allclose(v, cb["model"][k], **tol), k
         momentum = [s["momentum_buffer"] for s in cb["optimizer"]["state"].values()]
         assert len(momentum) == len(cs["model"])
+    # That tolerance still tells members apart: another lambda and alpha give other centers and weights.
+    a, b = (torch.load(Path("bat") / name / "checkpoint.pt", weights_only=True) for name in RUNS)
+    assert not torch.allclose(a["center_loss"]["centers"], b["center_loss"]["centers"], **tol)
+    assert not torch.allclose(a["model"]["feature.0.weight"], b["model"]["feature.0.weight"], **tol)
 
 
 def test_a_batched_member_resumes_on_its_own(run_cli, mnist):
