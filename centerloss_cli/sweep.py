@@ -20,6 +20,7 @@ from . import plots, runs
 from .config import ConfigError, TrainConfig, validate
 from .data import MNIST, load_mnist
 from .devices import resolve_device
+from .storage import atomic_write_text
 from .batched import train_stacked
 from .train import Interrupted, RunResult, completed_result, stop_on_sigint, train
 
@@ -169,8 +170,6 @@ def markdown_table(rows: Sequence[dict[str, float | str]]) -> str:
 
 def write_sweep_outputs(folder: Path, results: Sequence[RunResult], trained_runs: int = 0) -> SweepResult:
     """grid_train.png, grid_test.png, summary.csv, summary.md and compactness.png under `folder`."""
-    from .storage import atomic_write_text
-
     folder.mkdir(parents=True, exist_ok=True)
     run_dirs = [r.run_dir for r in results]
     for split in runs.SPLITS:

@@ -308,14 +308,16 @@ def completed_result(config: TrainConfig) -> RunResult | None:
 
 
 def prepare_run(config: TrainConfig, resume: bool, overwrite: bool, explicit: set[str] | None) -> tuple[TrainConfig, bool]:
-    """The config to run with, and whether a checkpoint is to be resumed. Touches nothing on disk."""
+    """The config to run with, and whether a checkpoint is to be resumed. Touches nothing on disk, and
+    runs before MNIST is loaded, so an unusable run folder fails fast."""
     if resume and overwrite:
         raise CenterLossError("--resume and --overwrite contradict each other: give one")
     run_dir = config.run_dir
-    RunLock(run_dir).check_free()
-    occupied = run_dir.is_dir() and any(p.name != ".lock" for p in run_dir.iterdir())
     if run_dir.exists() and not run_dir.is_dir():
         raise CenterLossError(f"run folder {run_dir} exists and is not a folder")
+    _check_writable(run_dir)
+    RunLock(run_dir).check_free()
+    occupied = run_dir.is_dir() and any(p.name != ".lock" for p in run_dir.iterdir())
     if occupied and not (resume or overwrite):
         raise CenterLossError(
             f"run folder {run_dir} already exists: add --resume to continue it or --overwrite to start again"
@@ -345,7 +347,6 @@ def train(
     if has_checkpoint and (done := completed_result(config)) is not None:
         return done
     device = resolve_device(config.device)
-    _check_writable(config.run_dir)
     if data is None:
         data = load_mnist(config.data_dir, device, config.train_limit, config.test_limit, config.verify)
     with open_run(config, has_checkpoint, overwrite, data, device) as state, plots.PlotWorker() as plotter:
@@ -359,7 +360,6 @@ def open_run(config: TrainConfig, has_checkpoint: bool, overwrite: bool, data: M
              device: torch.device) -> Iterator[TrainState]:
     """The run folder, locked and laid out, and its training state: fresh, or restored from the checkpoint."""
     run_dir = config.run_dir
-    _check_writable(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         remove_stale_temp_files(run_dir)

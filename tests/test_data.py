@@ -1,9 +1,7 @@
-import gzip
 import hashlib
 import os
 import stat
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
