@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from centerloss_cli import plots, runs, train as train_module
 from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.config import resolve_config
-from centerloss_cli.data import MNIST_MD5, data_root, ensure_mnist, load_mnist, num_batches
+from centerloss_cli.data import load_mnist, num_batches
+from centerloss_cli.fetch import MNIST_MD5, data_root, ensure_mnist
 from centerloss_cli.devices import resolve_device
 from centerloss_cli.model import LeNetPP
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .config import CENTER_UPDATES
 from .model import xavier_caffe_
 
-CENTER_UPDATES = ("paper", "sgd")
+
+def center_loss(features: torch.Tensor, centers: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_C = sum_i ||x_i - c_{y_i}||^2 / (2m), the official layer's form of Eq. 2.
+
+    features [..., m, D] and centers [..., C, D] share their leading dims (none for one run, K for K
+    stacked runs); the result has those leading dims. The gradient to x_i is (x_i - c_{y_i}) / m.
+    """
+    return (features - centers[..., labels, :]).pow(2).sum((-2, -1)) / (2 * features.shape[-2])
 
 
 class CenterLoss(nn.Module):
@@ -26,7 +34,7 @@ class CenterLoss(nn.Module):
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Gives the features the gradient (x_i - c_{y_i}) / m and the centers none."""
-        return (features - self.centers[labels]).pow(2).sum() / (2 * features.shape[0])
+        return center_loss(features, self.centers, labels)
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, labels: torch.Tensor, alpha: float) -> None:
@@ -54,6 +62,5 @@ def center_delta(centers: torch.Tensor, features: torch.Tensor, labels: torch.Te
         return delta / (1.0 + counts).unsqueeze(-1)
     with torch.enable_grad():
         c = centers.detach().clone().requires_grad_(True)
-        loss = (features - c[..., labels, :]).pow(2).sum() / (2 * features.shape[-2])
-        (grad,) = torch.autograd.grad(loss, c)
+        (grad,) = torch.autograd.grad(center_loss(features, c, labels).sum(), c)
     return grad

@@ -6,11 +6,13 @@ import functools
 import inspect
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Literal, Optional
 
 import typer
 
+from .config import SCHEMA, TrainConfig, default_text, field_types, load_toml, resolve_config
 from .errors import CenterLossError
+from .runs import RunResult
 
 app = typer.Typer(
     add_completion=False,
@@ -33,71 +35,76 @@ def user_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(e.exit_code)
 
 
-def _opt(decl: str, help: str) -> Any:
-    return typer.Option(None, decl, help=help)
+def _setting_option(name: str) -> tuple[Any, Any]:
+    """The annotation and typer.Option of one setting, derived from its declaration in config.py.
+
+    Every default is None, meaning "not given": then a config file's value, or the schema's default,
+    stays. The help text shows the schema's default instead."""
+    s = SCHEMA[name]
+    base, _ = field_types()[name]
+    help = f"{s.help} [default: {default_text(name)}]"
+    if base is bool:
+        return Optional[bool], typer.Option(None, f"{s.flag}/--no-{s.flag[2:]}", help=help)
+    if s.choices:
+        return Optional[Literal[s.choices]], typer.Option(None, s.flag, help=help)
+    annotation = str if base is tuple else base  # a list comes as "5000,8000"; config.coerce splits it
+    return Optional[annotation], typer.Option(None, s.flag, help=help, metavar=s.metavar)
 
 
-# The settings `train` and `sweep` share: (config key, type, option). None means "not given", so a
-# config file's value, or the default, stays.
-TRAINING_OPTIONS: list[tuple[str, Any, Any]] = [
-    ("config", Optional[Path], _opt("--config", "TOML file of settings; flags given here win over it.")),
-    ("center_update", Optional[str], _opt("--center-update", "paper (Eq. 4) or sgd (centers trained by SGD with lr α). [default: paper]")),
-    ("epochs", Optional[int], _opt("--epochs", "Epochs to train. [default: as many as --iterations fills: 21 on full MNIST]")),
-    ("iterations", Optional[int], _opt("--iterations", "Iteration budget used when --epochs is not given. [default: 10000]")),
-    ("batch_size", Optional[int], _opt("--batch-size", "Mini-batch size. [default: 128]")),
-    ("lr", Optional[float], _opt("--lr", "SGD learning rate. [default: 0.01]")),
-    ("momentum", Optional[float], _opt("--momentum", "SGD momentum. [default: 0.9]")),
-    ("weight_decay", Optional[float], _opt("--weight-decay", "Weight decay of the network, never of the centers. [default: 5e-4]")),
-    ("classifier_bias", Optional[bool], _opt("--classifier-bias/--no-classifier-bias", "Give the 10-way classifier a bias (the paper's net has none). [default: no]")),
-    ("seed", Optional[int], _opt("--seed", "Seed of the initialisation and the batch order. [default: 0]")),
-    ("device", Optional[str], _opt("--device", "auto, cpu, cuda, cuda:N or mps. [default: auto]")),
-    ("train_limit", Optional[int], _opt("--train-limit", "Train on a fixed, seeded subset of N training images.")),
-    ("test_limit", Optional[int], _opt("--test-limit", "Evaluate on a fixed, seeded subset of N test images.")),
-    ("plot_train_samples", Optional[int], _opt("--plot-train-samples", "Training images whose features are saved and plotted. [default: 10000]")),
-    ("data_dir", Optional[str], _opt("--data-dir", "MNIST root. [default: $CENTERLOSS_DATA, else ./data]")),
-    ("verify", Optional[bool], _opt("--verify/--no-verify", "Check the MNIST md5 sums; --no-verify for other IDX data such as Fashion-MNIST. [default: verify]")),
-    ("output_dir", Optional[str], _opt("--output-dir", "Folder that holds the run folders. [default: outputs]")),
-    ("precision", Optional[str], _opt("--precision", "fp32, tf32 (CUDA) or bf16 autocast; the centers and their update stay fp32. [default: fp32]")),
-    ("log_every", Optional[int], _opt("--log-every", "Batches between progress-bar loss updates. [default: 20]")),
+_COMMON = [
+    ("config", Optional[Path], typer.Option(None, "--config", metavar="FILE",
+                                            help="TOML file of settings; flags given here win over it.")),
     ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
     ("debug", bool, typer.Option(False, "--debug", help="Show the full traceback on errors.")),
 ]
-_NOT_SETTINGS = {"config", "quiet", "debug"}
 
 
-def training_options(func: Callable[..., None]) -> Callable[..., None]:
-    """Add TRAINING_OPTIONS to a command; it receives them as `settings` (the given ones), `config`,
-    `quiet` and `debug`."""
-    names = {n for n, _, _ in TRAINING_OPTIONS}
-    own = [p for p in inspect.signature(func, eval_str=True).parameters.values()
-           if p.name != "settings" and p.name not in names]
-    shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t) for n, t, o in TRAINING_OPTIONS]
+def training_options(*, exclude: tuple[str, ...] = ()) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command an option for every setting in the schema (less `exclude`, by field name), and
+    --config, --quiet and --debug. It receives `settings`: the settings given, by user-facing key."""
+    names = [n for n in SCHEMA if n not in exclude]
 
-    @functools.wraps(func)
-    def command(**kwargs: Any) -> None:
-        settings = {n: kwargs.pop(n) for n, _, _ in TRAINING_OPTIONS if n not in _NOT_SETTINGS}
-        settings = {k: v for k, v in settings.items() if v is not None}
-        func(settings=settings, **kwargs)
+    def decorate(func: Callable[..., None]) -> Callable[..., None]:
+        common_names = {n for n, _, _ in _COMMON}
+        own = [p for p in inspect.signature(func, eval_str=True).parameters.values()
+               if p.name != "settings" and p.name not in common_names]
+        shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t)
+                  for n, (t, o) in ((n, _setting_option(n)) for n in names)]
+        common = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t) for n, t, o in _COMMON]
 
-    command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
-    return command
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> None:
+            given = {SCHEMA[n].key: kwargs.pop(n) for n in names}
+            func(settings={k: v for k, v in given.items() if v is not None}, **kwargs)
+
+        command.__signature__ = inspect.Signature(own + shared + common)  # type: ignore[attr-defined]
+        return command
+
+    return decorate
 
 
-def _resolve(config_file: Optional[Path], settings: dict[str, Any]):
-    from .config import load_toml, resolve_config
-
+def _resolve(config_file: Optional[Path], settings: dict[str, Any]) -> tuple[TrainConfig, set[str]]:
+    """The config, and the keys the user gave (on the command line or in the file)."""
     config = resolve_config(config_file, settings)
     given = set(settings) | (set(load_toml(config_file)) if config_file else set())
     return config, given
 
 
+def summary(result: RunResult) -> str:
+    f = result.final
+    if not f:
+        return f"run {result.run_dir}: no epoch finished yet"
+    return (
+        f"finished {result.run_dir.name}: epoch {int(f['epoch'])}, test accuracy {100 * f['test_acc']:.2f}%, "
+        f"compactness ratio (intra/inter) train {f['train_ratio']:.3f}, test {f['test_ratio']:.3f}\n"
+        f"  files: {result.run_dir}/ (metrics.csv, checkpoint.pt, features/, plots/)"
+    )
+
+
 @app.command()
-@training_options
+@training_options()
 def train(
     settings: dict,
-    lam: Optional[float] = typer.Option(None, "--lambda", help="Center loss weight λ (>= 0; 0 = softmax only). [default: 0.01]"),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Center update rate α in [0, 1]. [default: 0.5]"),
-    name: Optional[str] = typer.Option(None, "--name", help="Run folder name. [default: from the settings, e.g. lambda0.01_alpha0.5_seed0]"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the folder exactly where it stopped."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run folder's contents and start again."),
     config: Optional[Path] = None,
@@ -105,9 +112,8 @@ def train(
     debug: bool = False,
 ) -> None:
     """Train LeNet++ under softmax + λ·center loss, plotting the 2-D features every epoch."""
-    from .train import summary, train as run_training
+    from .train import train as run_training
 
-    settings |= {k: v for k, v in {"lambda": lam, "alpha": alpha, "name": name}.items() if v is not None}
     with user_errors(debug):
         cfg, given = _resolve(config, settings)
         result = run_training(cfg, resume=resume, overwrite=overwrite, explicit=given, progress=not quiet)
@@ -117,7 +123,7 @@ def train(
 
 
 @app.command()
-@training_options
+@training_options(exclude=("lam", "alpha", "name"))
 def sweep(
     settings: dict,
     lambdas: str = typer.Option("0,0.0001,0.001,0.01,0.1", "--lambda", help="Comma-separated λ values."),

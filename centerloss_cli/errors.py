@@ -1,7 +1,39 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+"""Every error the CLI turns into a one-line message, each with its exit code.
+
+A CenterLossError is a problem the user can fix or must know about; anything else is a bug and keeps
+its traceback. This module imports nothing, so any module (the torch-free config included) can use it.
+"""
 
 
 class CenterLossError(Exception):
-    """A problem the user can fix: bad input, bad data, an occupied run folder, a diverged run."""
+    """Bad input, bad data, an occupied run folder: exit code 2."""
 
     exit_code = 2
+
+
+class ConfigError(CenterLossError):
+    """A setting is unknown, of the wrong type, or out of range."""
+
+
+class DataError(CenterLossError):
+    """The data is missing, corrupt or unreadable."""
+
+
+class StorageError(CenterLossError):
+    """A file could not be written (full disk, no permission); what was there before is intact."""
+
+
+class PlotError(CenterLossError):
+    """The background plotting process failed."""
+
+
+class Diverged(CenterLossError):
+    """A loss became NaN or inf; the run stopped before writing anything of that epoch."""
+
+    exit_code = 1
+
+
+class Interrupted(CenterLossError):
+    """Ctrl-C: the run stopped at a batch boundary and saved its checkpoint (128 + SIGINT)."""
+
+    exit_code = 130

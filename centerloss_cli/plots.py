@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from . import runs
-from .errors import CenterLossError
+from .errors import CenterLossError, PlotError
 from .runs import EpochFeatures
 from .storage import atomic_open
 
@@ -155,85 +159,55 @@ def draw_missing_plots(run_dir: Path, epochs: Sequence[int]) -> list[Path]:
     return out
 
 
-class PlotError(CenterLossError):
-    """The background plotting process failed."""
+def _exit_with_parent(parent: int) -> None:
+    """The worker's watchdog: a trainer killed by SIGKILL never shuts its pool down, so leave on our own."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
-def _plot_worker(jobs: multiprocessing.Queue, errors: multiprocessing.Queue, parent: int) -> None:
+def _init_worker(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it then closes us
-    while True:
-        try:
-            job = jobs.get(timeout=1.0)
-        except queue.Empty:
-            if os.getppid() != parent:  # the trainer was killed: nobody will ever send more
-                return
-            continue
-        if job is None:
-            return
-        run_dir, feats = job
-        try:
-            draw_epoch_plots(Path(run_dir), feats)
-        except BaseException as e:
-            errors.put(f"{type(e).__name__}: {e}")
-            return
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
 class PlotWorker:
-    """Draws epoch plots in a background process, so training never waits for matplotlib.
+    """Draws epoch plots in one background process, so training never waits for matplotlib.
 
-    At most `max_pending` epochs wait in the queue (each holds up to 20k features). `close` returns
-    only when every plot is written; a failure in the worker is raised here, at the next submit or
-    at close.
+    At most `max_pending` epochs are outstanding (each holds up to 20k features); `submit` waits for
+    the oldest beyond that. `close` returns only when every plot is written. A failure in the worker
+    is raised here, at the next submit or at close.
     """
 
     def __init__(self, max_pending: int = 2):
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
-        self._jobs = ctx.Queue(maxsize=max_pending)
-        self._errors = ctx.Queue()
-        self._proc = ctx.Process(target=_plot_worker, args=(self._jobs, self._errors, os.getpid()),
-                                 daemon=True, name="centerloss-plots")
-        self._proc.start()
-        self._closed = False
+        # spawn, not fork: no fork of a process that holds torch threads.
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_init_worker, initargs=(os.getpid(),))
+        self._pending: deque[Future] = deque()
+        self._max_pending = max_pending
+        # Start the process now, so that its imports overlap the first epoch rather than delay the first plot.
+        self._pool.submit(os.getpid)
 
-    def _check(self) -> None:
+    @staticmethod
+    def _wait(future: Future) -> None:
         try:
-            message = self._errors.get_nowait()
-        except queue.Empty:
-            message = None
-        if message is None and not self._closed and not self._proc.is_alive():
-            message = f"the plotting process exited unexpectedly (exit code {self._proc.exitcode})"
-        if message:
-            raise PlotError(f"drawing plots failed: {message}")
-
-    def _put(self, item: object) -> None:
-        while True:
-            self._check()
-            try:
-                self._jobs.put(item, timeout=1.0)
-                return
-            except queue.Full:
-                continue
+            future.result()
+        except Exception as e:  # the drawing's own error, or BrokenProcessPool when the process died
+            raise PlotError(f"drawing plots failed: {type(e).__name__}: {e}") from e
 
     def submit(self, run_dir: Path, feats: EpochFeatures) -> None:
-        """Queue one epoch's plots; blocks while the queue is full."""
-        self._put((str(run_dir), feats))
+        """Queue one epoch's plots; waits while `max_pending` epochs are outstanding."""
+        while self._pending and (self._pending[0].done() or len(self._pending) >= self._max_pending):
+            self._wait(self._pending.popleft())
+        self._pending.append(self._pool.submit(draw_epoch_plots, Path(run_dir), feats))
 
     def close(self) -> None:
         """Wait until every queued plot is written; raise if any failed."""
-        if self._closed:
-            return
-        if self._proc.is_alive():
-            self._put(None)
-        self._closed = True
-        self._proc.join()
-        message = None
         try:
-            message = self._errors.get(timeout=0.1)
-        except queue.Empty:
-            if self._proc.exitcode != 0:
-                message = f"the plotting process exited with code {self._proc.exitcode}"
-        if message:
-            raise PlotError(f"drawing plots failed: {message}")
+            while self._pending:
+                self._wait(self._pending.popleft())
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> "PlotWorker":
         return self
@@ -273,28 +247,22 @@ def replot_run(run_dir: str | os.PathLike, epoch: str = "all", splits: Sequence[
 
 def save_gif(run_dir: str | os.PathLike, split: str, fps: float = 2.0) -> Path:
     """plots/{split}.gif: one frame per saved epoch, with limits fixed across frames so nothing jumps."""
-    from matplotlib.animation import PillowWriter
-
     run_dir = Path(run_dir)
     frames = [runs.load_features(run_dir, e) for e in runs.saved_epochs(run_dir)]
     limits = square_limits(*(f.split(split)[0] for f in frames), *(f.centers for f in frames))
     fig = new_figure(5.6, 4.6)
+    fig.subplots_adjust(left=0.12, right=0.8)  # room for the legend outside the axes, the same in every frame
     ax = fig.add_subplot(1, 1, 1)
-    path = run_dir / "plots" / f"{split}.gif"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.gif")
-    writer = PillowWriter(fps=fps)
-    try:
-        with writer.saving(fig, str(tmp), dpi=90):
-            for f in frames:
-                ax.clear()
-                features, labels = f.split(split)
-                draw_features(ax, features, labels, f.centers,
-                              feature_title(f.lam, f.alpha, f.epoch, f.test_acc, split), limits)
-                writer.grab_frame()
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    images = []
+    for f in frames:
+        ax.clear()
+        features, labels = f.split(split)
+        draw_features(ax, features, labels, f.centers, feature_title(f.lam, f.alpha, f.epoch, f.test_acc, split), limits)
+        fig.canvas.draw()
+        images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()))
+    path = runs.gif_path(run_dir, split)
+    with atomic_open(path) as out:
+        images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
     return path
 
 

@@ -1,47 +1,76 @@
-"""A run folder's layout, and reading and writing what it holds.
+"""The run folder: its layout and every path in it, creating, locking, resuming and completing it,
+and reading and writing everything it holds.
 
-outputs/<name>/
-  config.json          every resolved setting, plus versions and device
-  metrics.csv          one row per finished epoch, rewritten from the checkpoint's history
-  checkpoint.pt        the whole training state (see train.TrainState)
+OUTPUT_DIR/<name>/
+  .lock                    the lock: a kernel lock on it is held while a process trains here (the file stays)
+  config.json              every resolved setting, plus versions and device
+  metrics.csv              one row per finished epoch, rewritten from the checkpoint's history
+  checkpoint.pt            the whole training state (train.TrainState)
   features/epoch_NNN.npz   2-D features, labels and centers of that epoch
-  plots/{train,test}_epoch_NNN.png
+  plots/{train,test}_epoch_NNN.png, plots/{train,test}.gif
+OUTPUT_DIR/sweeps/<sweep name>/   a sweep's grids, summary and compactness plot
 """
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import io
 import json
+import math
+import os
+import platform
 import re
+import shlex
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
+from .config import DEFAULTS, SCHEMA, TrainConfig, from_dict, to_dict
 from .errors import CenterLossError
-from .storage import atomic_write, atomic_write_text
+from .storage import atomic_write, atomic_write_text, remove_stale_temp_files
 
-# torch and the config are imported where they are used: the plotting process imports this module,
-# and should start in a second, not in the several that importing torch takes.
+# torch is imported where it is used: the plotting process imports this module, and should start in
+# a second, not in the several that importing torch takes.
 if TYPE_CHECKING:
     import torch
 
-    from .config import TrainConfig
-
+LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
 CONFIG_JSON = "config.json"
 METRICS_CSV = "metrics.csv"
+FEATURES = "features"
+PLOTS = "plots"
+SWEEPS = "sweeps"
+SPLITS = ("train", "test")
 METRIC_COLUMNS = [
     "epoch", "step", "lr", "seconds",
     "train_softmax_loss", "train_center_loss", "train_acc",
     "test_softmax_loss", "test_center_loss", "test_acc",
     "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio",
 ]
-SPLITS = ("train", "test")
 
+
+def features_path(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / FEATURES / f"epoch_{epoch:03d}.npz"
+
+
+def plot_path(run_dir: Path, split: str, epoch: int) -> Path:
+    return Path(run_dir) / PLOTS / f"{split}_epoch_{epoch:03d}.png"
+
+
+def gif_path(run_dir: Path, split: str) -> Path:
+    return Path(run_dir) / PLOTS / f"{split}.gif"
+
+
+def sweep_dir(output_dir: str | Path, name: str) -> Path:
+    return Path(output_dir) / SWEEPS / name
+
+
+# --- what a run folder holds -------------------------------------------------------------------------
 
 @dataclass
 class EpochFeatures:
@@ -59,14 +88,6 @@ class EpochFeatures:
 
     def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         return getattr(self, f"{split}_features"), getattr(self, f"{split}_labels")
-
-
-def features_path(run_dir: Path, epoch: int) -> Path:
-    return Path(run_dir) / "features" / f"epoch_{epoch:03d}.npz"
-
-
-def plot_path(run_dir: Path, split: str, epoch: int) -> Path:
-    return Path(run_dir) / "plots" / f"{split}_epoch_{epoch:03d}.png"
 
 
 def save_features(run_dir: Path, feats: EpochFeatures) -> None:
@@ -88,11 +109,11 @@ def saved_epochs(run_dir: Path) -> list[int]:
     if not run_dir.is_dir():
         raise CenterLossError(f"run folder {run_dir} does not exist")
     epochs = sorted(
-        int(m.group(1)) for p in (run_dir / "features").glob("epoch_*.npz")
+        int(m.group(1)) for p in (run_dir / FEATURES).glob("epoch_*.npz")
         if (m := re.fullmatch(r"epoch_(\d+)\.npz", p.name))
     )
     if not epochs:
-        raise CenterLossError(f"run folder {run_dir} has no saved features (features/epoch_NNN.npz); train it first")
+        raise CenterLossError(f"run folder {run_dir} has no saved features ({FEATURES}/epoch_NNN.npz); train it first")
     return epochs
 
 
@@ -110,23 +131,30 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def write_config(run_dir: Path, config: TrainConfig, environment: dict[str, str]) -> None:
-    from .config import to_dict
+def environment(device: torch.device) -> dict[str, str]:
+    """What config.json records of the machine beside the settings."""
+    import torch
 
-    atomic_write_text(Path(run_dir) / CONFIG_JSON, json.dumps({**to_dict(config), **environment}, indent=2) + "\n")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {
+        # From the package's metadata: importing torchvision only for its version takes seconds.
+        "torch_version": torch.__version__, "torchvision_version": importlib.metadata.version("torchvision"),
+        "python_version": platform.python_version(), "resolved_device": str(device), "device_name": name,
+    }
+
+
+def write_config(run_dir: Path, config: TrainConfig, env: dict[str, str]) -> None:
+    atomic_write_text(Path(run_dir) / CONFIG_JSON, json.dumps({**to_dict(config), **env}, indent=2) + "\n")
 
 
 def read_config(run_dir: str | Path) -> TrainConfig:
     """The settings a run folder was made with (its config.json, less the environment entries)."""
-    from .config import TrainConfig, from_dict, to_dict
-
     path = Path(run_dir) / CONFIG_JSON
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise CenterLossError(f"{path}: cannot read the run's settings ({e})") from None
-    known = set(to_dict(TrainConfig()))
-    return from_dict({k: v for k, v in saved.items() if k in known}, where=f" in {path}")
+    return from_dict({k: v for k, v in saved.items() if k in to_dict(DEFAULTS)}, where=f" in {path}")
 
 
 def save_checkpoint(run_dir: Path, state_dict: dict[str, Any]) -> None:
@@ -135,11 +163,174 @@ def save_checkpoint(run_dir: Path, state_dict: dict[str, Any]) -> None:
     atomic_write(Path(run_dir) / CHECKPOINT, lambda f: torch.save(state_dict, f))
 
 
-def load_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The checkpoint, on the CPU (the training state moves each part to its device)."""
     import torch
 
     path = Path(run_dir) / CHECKPOINT
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged file surfaces as many exception types; all mean the same here
         raise CenterLossError(f"{path}: cannot be loaded ({type(e).__name__}); use --overwrite to start again") from e
+
+
+# --- a run's life: open (checked, locked), create, resume, complete --------------------------------
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    config: TrainConfig
+    history: list[dict[str, float]]
+    trained_epochs: int  # epochs trained by this call (0 when the run was already complete)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def resume_command(config: TrainConfig) -> str:
+    """The command that continues this run, quoted so that it pastes safely into a shell."""
+    return shlex.join(["centerloss", "train", "--resume", "--output-dir", config.output_dir, "--name", config.run_name])
+
+
+def total_epochs(config: TrainConfig, n_train: int) -> int:
+    """--epochs, or as many whole epochs as the iteration budget (10,000 -> 21 on 60k images)."""
+    if config.epochs is not None:
+        return config.epochs
+    return max(1, round(config.iterations / math.ceil(n_train / config.batch_size)))
+
+
+def reconcile(saved: TrainConfig, given: TrainConfig, explicit: set[str] | None) -> TrainConfig:
+    """The config of a resumed run: the saved one, with only the settings that may change taken from `given`.
+
+    `explicit` names the user-facing keys the user actually gave (None: all of them)."""
+    given_d, saved_d = to_dict(given), to_dict(saved)
+    # A name given by hand that equals the one derived from the settings names the same run.
+    given_d["name"], saved_d["name"] = given.run_name, saved.run_name
+    resumable = {s.key for s in SCHEMA.values() if s.resumable}
+    keys = set(given_d) if explicit is None else set(explicit)
+    differ = [k for k in sorted(keys) if given_d[k] != saved_d[k] and k not in resumable]
+    if differ:
+        shown = ", ".join(f"{k}: saved {saved_d[k]!r}, given {given_d[k]!r}" for k in differ)
+        raise CenterLossError(
+            f"cannot resume {saved.run_dir}: its settings differ ({shown}); "
+            "drop those flags, or use --overwrite to start again"
+        )
+    changes = {f: getattr(given, f) for f, s in SCHEMA.items() if s.key in keys and s.resumable}
+    return saved.with_(**changes)
+
+
+def _check_writable(run_dir: Path) -> None:
+    parent = run_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise CenterLossError(f"output folder {parent} is not writable; choose another with --output-dir")
+
+
+def completed_result(config: TrainConfig) -> RunResult | None:
+    """The result of a run whose folder holds all of its epochs; None when it has more to do."""
+    with RunFolder(config, resume=True) as folder:
+        return folder.result() if folder.complete else None
+
+
+class RunFolder:
+    """One run folder, checked and locked while this object is open (`with RunFolder(...) as run:`).
+
+    Opening changes nothing on disk but the lock file of a folder that already exists: it refuses a
+    folder that is busy, occupied without --resume or --overwrite, or saved with other settings, and
+    loads the checkpoint (once). `create` then lays the folder out; call it only once everything
+    else (the data above all) has been checked.
+    """
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
+                 explicit: set[str] | None = None):
+        if resume and overwrite:
+            raise CenterLossError("--resume and --overwrite contradict each other: give one")
+        self.config, self.overwrite = config, overwrite
+        self.path = config.run_dir
+        self.checkpoint: dict[str, Any] | None = None
+        self._lock: FileLock | None = None
+        if self.path.exists() and not self.path.is_dir():
+            raise CenterLossError(f"run folder {self.path} exists and is not a folder")
+        _check_writable(self.path)
+        if not self.path.is_dir():
+            return
+        self._acquire()
+        try:
+            occupied = any(p.name != LOCK for p in self.path.iterdir())
+            if occupied and not (resume or overwrite):
+                raise CenterLossError(
+                    f"run folder {self.path} already exists: add --resume to continue it or --overwrite to start again"
+                )
+            if resume and (self.path / CONFIG_JSON).is_file():
+                # The run lives where it was found, whatever config.json says of where it was made.
+                saved = reconcile(read_config(self.path), config, explicit).with_(output_dir=config.output_dir)
+                self.config = saved if saved.run_dir == self.path else saved.with_(name=self.path.name)
+            if resume and (self.path / CHECKPOINT).is_file():
+                self.checkpoint = load_checkpoint(self.path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _acquire(self) -> None:
+        def record_pid(fd: int) -> None:  # only to name the holder in a refusal; the kernel lock is what counts
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+
+        lock = FileLock(self.path / LOCK, timeout=0, on_acquired=record_pid)
+        try:
+            lock.acquire()
+        except Timeout:
+            try:
+                pid = f" (pid {int((self.path / LOCK).read_text())})"
+            except (OSError, ValueError):
+                pid = ""
+            raise CenterLossError(f"run folder {self.path} is in use by another process{pid}") from None
+        self._lock = lock
+
+    @property
+    def complete(self) -> bool:
+        """Whether the checkpoint holds every epoch the config asks for."""
+        if self.checkpoint is None:
+            return False
+        return self.checkpoint["epoch"] >= total_epochs(self.config, self.checkpoint["n_train"])
+
+    def result(self, trained_epochs: int = 0, history: list[dict[str, float]] | None = None) -> RunResult:
+        if history is None:
+            history = list(self.checkpoint["history"]) if self.checkpoint else []
+        return RunResult(self.path, self.config, history, trained_epochs)
+
+    def check_data(self, n_train: int) -> None:
+        """A checkpoint resumes only on as many training images as it was trained on."""
+        if self.checkpoint is not None and self.checkpoint["n_train"] != n_train:
+            raise CenterLossError(
+                f"cannot resume {self.path}: it trained on {self.checkpoint['n_train']} images, this data has {n_train}"
+            )
+
+    def create(self, env: dict[str, str]) -> None:
+        """Lay the folder out and record the settings: from here on the disk changes."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self._lock is None:
+            self._acquire()
+            if any(p.name != LOCK for p in self.path.iterdir()):
+                raise CenterLossError(f"run folder {self.path} was created by another process meanwhile")
+        remove_stale_temp_files(self.path)
+        if self.overwrite:
+            for p in self.path.iterdir():
+                if p.name != LOCK:
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        (self.path / FEATURES).mkdir(exist_ok=True)
+        (self.path / PLOTS).mkdir(exist_ok=True)
+        write_config(self.path, self.config, env)
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

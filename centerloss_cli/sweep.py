@@ -17,12 +17,13 @@ import torch
 from tqdm import tqdm
 
 from . import plots, runs
-from .config import ConfigError, TrainConfig, validate
-from .data import MNIST, load_mnist
+from .config import TrainConfig
+from .data import MNIST
 from .devices import resolve_device
+from .errors import ConfigError, Interrupted
+from .runs import RunResult, completed_result
 from .storage import atomic_write_text
-from .batched import train_stacked
-from .train import Interrupted, RunResult, completed_result, stop_on_sigint, train
+from .train import load_data, stop_on_sigint, train, train_stacked
 
 SUMMARY_COLUMNS = [
     "lambda", "alpha", "epochs", "test_acc",
@@ -51,11 +52,8 @@ def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda ms
 
 
 def sweep_configs(base: TrainConfig, lambdas: Sequence[float], alphas: Sequence[float]) -> list[TrainConfig]:
-    """One config per (lambda, alpha), each named from its settings; all checked before anything runs."""
-    configs = [base.with_(lam=lam, alpha=alpha, name=None) for lam, alpha in product(lambdas, alphas)]
-    for c in configs:
-        validate(c)
-    return configs
+    """One config per (lambda, alpha), each named from its settings (and so checked) before anything runs."""
+    return [base.with_(lam=lam, alpha=alpha, name=None) for lam, alpha in product(lambdas, alphas)]
 
 
 def default_sweep_name(lambdas: Sequence[float], alphas: Sequence[float], seed: int) -> str:
@@ -97,7 +95,7 @@ def run_sweep(
     if batched and jobs > 1:
         raise ConfigError("--batched trains every run in one process: it does not combine with --jobs")
     configs = sweep_configs(base, lambdas, alphas)
-    folder = Path(base.output_dir) / "sweeps" / (name or default_sweep_name(lambdas, alphas, base.seed))
+    folder = runs.sweep_dir(base.output_dir, name or default_sweep_name(lambdas, alphas, base.seed))
     plots.check_figure_path(folder / "grid_test.png")
     results: dict[str, RunResult] = {}
     for c in configs:
@@ -123,7 +121,7 @@ def _train_all(todo: list[TrainConfig], results: dict[str, RunResult], jobs: int
             data: MNIST | None = None
             for c in todo:
                 if data is None:  # loaded once, and only when some run still has to train
-                    data = load_mnist(c.data_dir, resolve_device(c.device), c.train_limit, c.test_limit, c.verify)
+                    data = load_data(c, resolve_device(c.device))
                 results[c.run_name] = train(c, resume=True, data=data, progress=progress, position=1)
                 bar.update(1)
         elif todo:

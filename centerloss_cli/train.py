@@ -1,46 +1,41 @@
-"""The training loop: softmax + lambda * center loss on LeNet++, with per-epoch features, plots and checkpoints."""
+"""The training engine: the state of a run, one training step, evaluation, and the one epoch loop.
+
+The loop drives K runs that stand at the same point (same epoch, same batch) through the same
+batches. A single run is K = 1 with its own plain step (`PlainStep`); K > 1 runs (`sweep --batched`)
+are stacked into one vmap'd model (`StackedStep`). Either way the loop sees per-run losses of shape
+(K, 2), so divergence, Ctrl-C, the progress bar and the end of an epoch behave the same.
+"""
 from __future__ import annotations
 
+import copy
 import math
-import os
-import platform
-import shutil
 import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
 from . import plots, runs
-from .center_loss import CenterLoss
-from .config import KEY_TO_FIELD, TrainConfig, to_dict, validate
+from .center_loss import CenterLoss, center_delta, center_loss
+from .config import TrainConfig, to_dict
 from .data import MNIST, batches, epoch_permutation, load_mnist, num_batches, subset_indices
 from .devices import autocast, float32_precision, resolve_device
-from .errors import CenterLossError
+from .errors import CenterLossError, Diverged, Interrupted
 from .metrics import compactness
 from .model import LeNetPP
-from .runs import CHECKPOINT, CONFIG_JSON, EpochFeatures
-from .storage import RunLock, remove_stale_temp_files
+from .runs import EpochFeatures, RunFolder, RunResult
 
-# Settings that may differ when a run is resumed: they change where or how long it runs, not what it learns.
-RESUME_MAY_CHANGE = frozenset({"device", "data_dir", "verify", "epochs", "iterations", "log_every"})
 EVAL_BATCH = 1000
-
-
-class Diverged(CenterLossError):
-    exit_code = 1
-
-
-class Interrupted(CenterLossError):
-    exit_code = 130
+# Settings in which the runs of one stacked model may differ.
+MEMBER_SETTINGS = {"lambda", "alpha", "name"}
 
 
 @dataclass
@@ -53,12 +48,16 @@ class TrainState:
     center_loss: CenterLoss
     optimizer: torch.optim.SGD
     scheduler: torch.optim.lr_scheduler.MultiStepLR
+    loss_sums: torch.Tensor  # [softmax, center] summed over the batches done in this epoch, on the device
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
     batch: int = 0  # batches done in epoch `epoch + 1` (non-zero only after an interruption)
-    loss_sums: torch.Tensor | None = None  # [softmax, center] summed over those batches, on the device
     seconds: float = 0.0  # time spent in epoch `epoch + 1` so far
     history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def run_dir(self):
+        return self.config.run_dir
 
     @property
     def steps_per_epoch(self) -> int:
@@ -66,7 +65,7 @@ class TrainState:
 
     @property
     def total_epochs(self) -> int:
-        return total_epochs(self.config, self.n_train)
+        return runs.total_epochs(self.config, self.n_train)
 
     @property
     def finished(self) -> bool:
@@ -109,26 +108,19 @@ class TrainState:
             torch.cuda.set_rng_state_all(d["rng"]["cuda"])
 
 
-def total_epochs(config: TrainConfig, n_train: int) -> int:
-    """--epochs, or as many whole epochs as the iteration budget (10,000 -> 21 on 60k images)."""
-    if config.epochs is not None:
-        return config.epochs
-    return max(1, round(config.iterations / num_batches(n_train, config.batch_size)))
-
-
 def new_state(config: TrainConfig, n_train: int, device: torch.device | str = "cpu") -> TrainState:
     """A freshly initialised model, centers and optimizer; the same seed gives the same weights."""
     device = torch.device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = LeNetPP(classifier_bias=config.classifier_bias)
-        center_loss = CenterLoss(rule=config.center_update)
+        center_loss_ = CenterLoss(rule=config.center_update)
     # channels_last measured 1.12x faster per training step and 1.55x per evaluation forward on
     # a 2-core AVX2 CPU (bench/RESULTS.md); it is not measured on a GPU, so it stays CPU-only. A
     # 1-channel NCHW batch is already channels_last, so the inputs need no conversion.
     memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     model.to(device, memory_format=memory_format)
-    center_loss.to(device)
+    center_loss_.to(device)
     # The centers are a buffer, not a parameter: no weight decay or momentum ever reaches them.
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -138,10 +130,12 @@ def new_state(config: TrainConfig, n_train: int, device: torch.device | str = "c
         optimizer, milestones=list(config.lr_milestones), gamma=config.lr_gamma
     )
     return TrainState(
-        config=config, n_train=n_train, model=model, center_loss=center_loss, optimizer=optimizer,
+        config=config, n_train=n_train, model=model, center_loss=center_loss_, optimizer=optimizer,
         scheduler=scheduler, loss_sums=torch.zeros(2, dtype=torch.float64, device=device),
     )
 
+
+# --- one step: a plain run, or K stacked runs ------------------------------------------------------
 
 def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD step on softmax + lambda * center loss, then the center update. Returns the two losses."""
@@ -152,17 +146,117 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[tor
     # The losses, the centers and their update stay in fp32 whatever the network computes in.
     features, logits = features.float(), logits.float()
     softmax_loss = F.cross_entropy(logits, y)
-    center_loss = state.center_loss(features, y)
+    center = state.center_loss(features, y)
     # With lambda = 0 the center term is left out entirely, so the network gets exactly the softmax gradient.
-    loss = softmax_loss + cfg.lam * center_loss if cfg.lam else softmax_loss
+    loss = softmax_loss + cfg.lam * center if cfg.lam else softmax_loss
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     state.optimizer.step()
     state.scheduler.step()
     state.center_loss.update(features.detach(), y, cfg.alpha)
     state.step += 1
-    return softmax_loss.detach(), center_loss.detach()
+    return softmax_loss.detach(), center.detach()
 
+
+class PlainStep:
+    """K = 1: the run's own model, stepped by `train_step`."""
+
+    def __init__(self, states: Sequence[TrainState]):
+        (self.state,) = states
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack(train_step(self.state, x, y)).unsqueeze(0)
+
+    def finish(self) -> None:
+        """Nothing to copy back: the state was stepped in place."""
+
+
+class StackedStep:
+    """K runs as one model: parameters (K, ...), centers (K, C, D), one SGD over the stacked tensors.
+
+    LeNet++ is too small to keep a GPU busy; stacking K runs with torch.func (stack_module_state +
+    vmap) turns K small steps into one K-times-larger step. Each member keeps its own weights,
+    centers, lambda, alpha and momentum and sees the same batches as it would alone.
+    """
+
+    def __init__(self, states: Sequence[TrainState]):
+        self.states = list(states)
+        first = self.states[0]
+        cfg = first.config
+        self.params, _ = stack_module_state([s.model for s in states])
+        self.base = copy.deepcopy(first.model).to("meta")  # a shell for functional_call; holds no data
+        device = first.center_loss.centers.device
+        self.lam = torch.tensor([s.config.lam for s in states], device=device)
+        self.alpha = torch.tensor([s.config.alpha for s in states], device=device).view(-1, 1, 1)
+        self.centers = torch.stack([s.center_loss.centers for s in states])
+        # SGD is elementwise, so one optimizer over stacked tensors is K independent optimizers.
+        self.optimizer = torch.optim.SGD(self.params.values(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(cfg.lr_milestones), cfg.lr_gamma)
+        self.scheduler.load_state_dict(first.scheduler.state_dict())
+        self.optimizer.param_groups[0]["lr"] = first.optimizer.param_groups[0]["lr"]
+        for name, stacked in self.params.items():
+            buffers = [_momentum(s, name) for s in states]
+            if all(b is not None for b in buffers):
+                self.optimizer.state[stacked]["momentum_buffer"] = torch.stack(buffers)
+        self.forward = vmap(lambda params, x: functional_call(self.base, params, (x,)), in_dims=(0, None))
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cfg = self.states[0].config
+        with autocast(cfg.precision, x.device):
+            features, logits = self.forward(self.params, x)  # (K, m, 2), (K, m, 10)
+        features, logits = features.float(), logits.float()
+        k, m = logits.shape[:2]
+        softmax = F.cross_entropy(logits.reshape(k * m, -1), y.repeat(k), reduction="none").view(k, m).mean(1)
+        center = center_loss(features, self.centers, y)  # (K,)
+        # Members are independent, so the gradient of the sum is each member's own gradient; with
+        # lambda = 0 the center term adds exactly zero.
+        loss = (softmax + self.lam * center).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        with torch.no_grad():
+            self.centers.sub_(self.alpha * center_delta(self.centers, features.detach(), y, cfg.center_update))
+        for s in self.states:
+            s.step += 1
+        return torch.stack([softmax.detach(), center.detach()], dim=1)
+
+    def finish(self) -> None:
+        """Copy every member's weights, momentum, lr schedule and centers back into its TrainState."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        for k, s in enumerate(self.states):
+            named = dict(s.model.named_parameters())
+            with torch.no_grad():
+                for name, stacked in self.params.items():
+                    named[name].copy_(stacked[k])
+                s.center_loss.centers.copy_(self.centers[k])
+            for name, stacked in self.params.items():
+                buf = self.optimizer.state.get(stacked, {}).get("momentum_buffer")
+                if buf is not None:
+                    s.optimizer.state[named[name]]["momentum_buffer"] = buf[k].clone()
+            s.optimizer.param_groups[0]["lr"] = lr
+            s.scheduler.load_state_dict(self.scheduler.state_dict())
+
+
+def _momentum(state: TrainState, name: str) -> torch.Tensor | None:
+    param = dict(state.model.named_parameters())[name]
+    return state.optimizer.state.get(param, {}).get("momentum_buffer")
+
+
+def check_stackable(configs: Sequence[TrainConfig]) -> None:
+    """Members of one stacked model may differ in lambda and alpha only."""
+    first = {k: v for k, v in to_dict(configs[0]).items() if k not in MEMBER_SETTINGS}
+    for c in configs[1:]:
+        other = {k: v for k, v in to_dict(c).items() if k not in MEMBER_SETTINGS}
+        differ = sorted(k for k in first if first[k] != other[k])
+        if differ:
+            raise CenterLossError(
+                f"runs trained as one stacked model may differ in lambda and alpha only, not in {', '.join(differ)}"
+            )
+
+
+# --- evaluation and the end of an epoch --------------------------------------------------------------
 
 @torch.inference_mode()
 def extract(model: LeNetPP, images: torch.Tensor, batch_size: int = EVAL_BATCH,
@@ -176,7 +270,7 @@ def extract(model: LeNetPP, images: torch.Tensor, batch_size: int = EVAL_BATCH,
 
 def evaluate(state: TrainState, data: MNIST, epoch: int) -> tuple[dict[str, float], EpochFeatures]:
     """Test accuracy and losses, and compactness of the test set and of the fixed plotting subset."""
-    model, center_loss = state.model, state.center_loss
+    model, center_loss_ = state.model, state.center_loss
     test_feats, test_logits = extract(model, data.test.images, precision=state.config.precision)
     idx = subset_indices(len(data.train), state.config.plot_train_samples)
     train_images = data.train.images if idx is None else data.train.images[idx.to(data.train.images.device)]
@@ -185,14 +279,14 @@ def evaluate(state: TrainState, data: MNIST, epoch: int) -> tuple[dict[str, floa
     with torch.inference_mode():
         metrics = {
             "test_softmax_loss": F.cross_entropy(test_logits, data.test.labels).item(),
-            "test_center_loss": center_loss(test_feats, data.test.labels).item(),
+            "test_center_loss": center_loss_(test_feats, data.test.labels).item(),
             "test_acc": (test_logits.argmax(1) == data.test.labels).float().mean().item(),
             "train_acc": (train_logits.argmax(1) == train_labels).float().mean().item(),
         }
     feats = EpochFeatures(
         train_features=train_feats.float().cpu().numpy(), train_labels=train_labels.cpu().numpy().astype(np.uint8),
         test_features=test_feats.float().cpu().numpy(), test_labels=data.test.labels.cpu().numpy().astype(np.uint8),
-        centers=center_loss.centers.detach().float().cpu().numpy().copy(),
+        centers=center_loss_.centers.detach().float().cpu().numpy().copy(),
         epoch=epoch, lam=state.config.lam, alpha=state.config.alpha, test_acc=metrics["test_acc"],
     )
     for split in runs.SPLITS:
@@ -201,52 +295,51 @@ def evaluate(state: TrainState, data: MNIST, epoch: int) -> tuple[dict[str, floa
     return metrics, feats
 
 
-def save_checkpoint(run_dir: Path, state: TrainState) -> None:
-    if state.loss_sums is not None and not torch.isfinite(state.loss_sums).all():
+def save_checkpoint(state: TrainState) -> None:
+    if not torch.isfinite(state.loss_sums).all():
         return  # never replace a good checkpoint with a diverged state
-    runs.save_checkpoint(run_dir, state.state_dict())
+    runs.save_checkpoint(state.run_dir, state.state_dict())
 
 
-def environment(device: torch.device) -> dict[str, str]:
-    import torchvision
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    return {
-        "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
-        "python_version": platform.python_version(), "resolved_device": str(device), "device_name": name,
-    }
-
-
-def reconcile(saved: TrainConfig, given: TrainConfig, explicit: set[str] | None) -> TrainConfig:
-    """The config of a resumed run: the saved one, with only the settings that may change taken from `given`.
-
-    `explicit` names the user-facing keys the user actually gave (None: all of them)."""
-    given_d, saved_d = to_dict(given), to_dict(saved)
-    # A name given by hand that equals the one derived from the settings names the same run.
-    given_d["name"], saved_d["name"] = given.run_name, saved.run_name
-    keys = set(given_d) if explicit is None else set(explicit)
-    differ = [k for k in sorted(keys) if given_d[k] != saved_d[k] and _field(k) not in RESUME_MAY_CHANGE]
-    if differ:
-        shown = ", ".join(f"{k}: saved {saved_d[k]!r}, given {given_d[k]!r}" for k in differ)
-        raise CenterLossError(
-            f"cannot resume {saved.run_dir}: its settings differ ({shown}); "
-            "drop those flags, or use --overwrite to start again"
-        )
-    changes = {_field(k): getattr(given, _field(k)) for k in keys if _field(k) in RESUME_MAY_CHANGE}
-    return saved.with_(**changes)
+def diverged(state: TrainState, epoch: int, step: int) -> Diverged:
+    """The error for a NaN or inf loss, saying truly what is left on disk."""
+    if (state.run_dir / runs.CHECKPOINT).is_file():
+        kept = "its last good checkpoint is kept"
+    else:
+        kept = "no checkpoint was written, since no epoch had finished"
+    return Diverged(
+        f"run {state.config.run_name}: the loss became NaN or inf at epoch {epoch}, step {step}; {kept}. "
+        "Try a smaller --lambda or --lr"
+    )
 
 
-def _field(key: str) -> str:
-    return KEY_TO_FIELD.get(key, key)
+def end_epoch(state: TrainState, data: MNIST, epoch: int, started: float,
+              plotter: plots.PlotWorker | None = None) -> None:
+    """Evaluate, save features and plots, then checkpoint (the commit point) and rewrite metrics.csv."""
+    metrics, feats = evaluate(state, data, epoch)
+    means = (state.loss_sums / max(state.batch, 1)).tolist()
+    if not all(math.isfinite(v) for v in (*means, metrics["test_softmax_loss"], metrics["test_center_loss"])):
+        raise diverged(state, epoch, state.step)  # before anything of this epoch is written
+    runs.save_features(state.run_dir, feats)
+    # Plots are derived from the saved features: if a kill loses them, resuming draws them again.
+    if plotter is not None:
+        plotter.submit(state.run_dir, feats)
+    else:
+        plots.draw_epoch_plots(state.run_dir, feats)
+    state.history.append({
+        "epoch": epoch, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
+        "seconds": round(time.perf_counter() - started, 3),
+        "train_softmax_loss": means[0], "train_center_loss": means[1], **metrics,
+    })
+    state.epoch, state.batch, state.seconds = epoch, 0, 0.0
+    state.loss_sums.zero_()
+    # The checkpoint is the commit point; metrics.csv is derived from it, so a crash between the two
+    # is repaired when the run resumes.
+    save_checkpoint(state)
+    runs.write_metrics(state.run_dir, state.history)
 
 
-def _check_writable(run_dir: Path) -> None:
-    parent = run_dir
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise CenterLossError(f"output folder {parent} is not writable; choose another with --output-dir")
-
+# --- the loop ------------------------------------------------------------------------------------------
 
 @contextmanager
 def stop_on_sigint() -> Iterator[list[bool]]:
@@ -268,63 +361,73 @@ def stop_on_sigint() -> Iterator[list[bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def resume_command(config: TrainConfig) -> str:
-    args = ["centerloss", "train", "--resume", "--output-dir", config.output_dir, "--name", config.run_name]
-    return " ".join(args)
+def _postfix(means: torch.Tensor) -> dict[str, str]:
+    """The progress bar's losses: the values for one run, the range over runs for several."""
+    lo, hi = means.min(0).values.tolist(), means.max(0).values.tolist()
+    show = lambda i: f"{lo[i]:.4f}" if len(means) == 1 else f"{lo[i]:.4f}..{hi[i]:.4f}"  # noqa: E731
+    return {"softmax": show(0), "center": show(1)}
 
 
-@dataclass
-class RunResult:
-    run_dir: Path
-    config: TrainConfig
-    history: list[dict[str, float]]
-    trained_epochs: int  # epochs trained by this call (0 when the run was already complete)
+def run_epochs(states: Sequence[TrainState], data: MNIST, progress: bool = True, position: int | None = None,
+               plotter: plots.PlotWorker | None = None) -> None:
+    """Train runs that stand at the same epoch and batch to their last epoch, checkpointing each one after
+    every epoch: one run with its plain step, several as one stacked model. Plots go to `plotter` (a
+    background process) when given, else are drawn here."""
+    first, k = states[0], len(states)
+    cfg = first.config
+    device = first.loss_sums.device
+    with stop_on_sigint() as stop, float32_precision(cfg.precision):
+        while not first.finished:
+            epoch = first.epoch + 1
+            started = time.perf_counter() - first.seconds
+            step = PlainStep(states) if k == 1 else StackedStep(states)
+            order = epoch_permutation(len(data.train), cfg.seed, epoch, device)
+            sums = torch.stack([s.loss_sums for s in states])  # (K, 2)
+            first_bad = torch.full((k,), -1, device=device)  # per run, the first step whose loss was not finite
+            runs_text = "" if k == 1 else f"{k} runs, "
+            bar = tqdm(total=first.steps_per_epoch, initial=first.batch, desc=f"{runs_text}epoch {epoch}/{first.total_epochs}",
+                       disable=not progress, leave=position is None, position=position, dynamic_ncols=True,
+                       file=sys.stderr)
+            with bar:
+                for x, y in batches(data.train, order, cfg.batch_size, start=first.batch):
+                    losses = step(x, y).double()
+                    sums += losses
+                    first_bad = torch.where((first_bad < 0) & ~torch.isfinite(losses).all(1), first.step, first_bad)
+                    for s in states:
+                        s.batch += 1
+                    bar.update(1)
+                    # Reading a value back forces a device sync: free on the CPU, so check every step
+                    # there, but only once per logging interval on an accelerator.
+                    log_now = first.batch % cfg.log_every == 0 or first.batch == first.steps_per_epoch or stop[0]
+                    if log_now or device.type == "cpu":
+                        for s, bad in zip(states, first_bad.tolist()):
+                            if bad >= 0:
+                                raise diverged(s, epoch, bad)
+                    if log_now:
+                        bar.set_postfix(_postfix(sums / first.batch))
+                    if stop[0]:
+                        break
+            step.finish()
+            for s, run_sums in zip(states, sums):
+                s.loss_sums.copy_(run_sums)
+                s.seconds = time.perf_counter() - started
+            if stop[0]:
+                for s in states:
+                    save_checkpoint(s)
+                saved = "checkpoint saved" if k == 1 else "checkpoints saved"
+                also = "" if k == 1 else ", or run the same sweep again"
+                raise Interrupted(
+                    f"interrupted at epoch {epoch}, batch {first.batch}; {saved}. "
+                    f"Resume with: {runs.resume_command(cfg)}{also}"
+                )
+            for s in states:
+                end_epoch(s, data, epoch, started, plotter)
 
-    @property
-    def final(self) -> dict[str, float]:
-        return self.history[-1] if self.history else {}
 
+# --- whole runs: the run folders around the engine -------------------------------------------------
 
-def summary(result: RunResult) -> str:
-    f = result.final
-    if not f:
-        return f"run {result.run_dir}: no epoch finished yet"
-    return (
-        f"finished {result.run_dir.name}: epoch {int(f['epoch'])}, test accuracy {100 * f['test_acc']:.2f}%, "
-        f"compactness ratio (intra/inter) train {f['train_ratio']:.3f}, test {f['test_ratio']:.3f}\n"
-        f"  files: {result.run_dir}/ (metrics.csv, checkpoint.pt, features/, plots/)"
-    )
-
-
-def completed_result(config: TrainConfig) -> RunResult | None:
-    """The result of a run whose folder holds all of its epochs, read from disk; None when it has more to do."""
-    if not (config.run_dir / CHECKPOINT).is_file():
-        return None
-    config = reconcile(runs.read_config(config.run_dir), config, explicit=None)
-    ckpt = runs.load_checkpoint(config.run_dir)
-    if ckpt["epoch"] < total_epochs(config, ckpt["n_train"]):
-        return None
-    return RunResult(config.run_dir, config, list(ckpt["history"]), trained_epochs=0)
-
-
-def prepare_run(config: TrainConfig, resume: bool, overwrite: bool, explicit: set[str] | None) -> tuple[TrainConfig, bool]:
-    """The config to run with, and whether a checkpoint is to be resumed. Touches nothing on disk, and
-    runs before MNIST is loaded, so an unusable run folder fails fast."""
-    if resume and overwrite:
-        raise CenterLossError("--resume and --overwrite contradict each other: give one")
-    run_dir = config.run_dir
-    if run_dir.exists() and not run_dir.is_dir():
-        raise CenterLossError(f"run folder {run_dir} exists and is not a folder")
-    _check_writable(run_dir)
-    RunLock(run_dir).check_free()
-    occupied = run_dir.is_dir() and any(p.name != ".lock" for p in run_dir.iterdir())
-    if occupied and not (resume or overwrite):
-        raise CenterLossError(
-            f"run folder {run_dir} already exists: add --resume to continue it or --overwrite to start again"
-        )
-    if resume and (run_dir / CONFIG_JSON).is_file():
-        config = reconcile(runs.read_config(run_dir), config, explicit)
-    return config, resume and (run_dir / CHECKPOINT).is_file()
+def load_data(config: TrainConfig, device: torch.device) -> MNIST:
+    return load_mnist(config.data_dir, device, config.train_limit, config.test_limit, config.verify)
 
 
 def train(
@@ -342,116 +445,49 @@ def train(
     `explicit` names the settings the user gave (for resuming with only some flags); `data` lets
     callers that run several trainings load MNIST once; `position` places the progress bar among others.
     """
-    validate(config)
-    config, has_checkpoint = prepare_run(config, resume, overwrite, explicit)
-    if has_checkpoint and (done := completed_result(config)) is not None:
-        return done
-    device = resolve_device(config.device)
-    if data is None:
-        data = load_mnist(config.data_dir, device, config.train_limit, config.test_limit, config.verify)
-    with open_run(config, has_checkpoint, overwrite, data, device) as state, plots.PlotWorker() as plotter:
-        start_epoch = state.epoch
-        run_epochs(state, data, config.run_dir, progress, position, plotter)
-        return RunResult(config.run_dir, config, state.history, trained_epochs=state.epoch - start_epoch)
+    return _train([config], resume=resume, overwrite=overwrite, explicit=explicit, data=data,
+                  progress=progress, position=position)[0]
 
 
-@contextmanager
-def open_run(config: TrainConfig, has_checkpoint: bool, overwrite: bool, data: MNIST,
-             device: torch.device) -> Iterator[TrainState]:
-    """The run folder, locked and laid out, and its training state: fresh, or restored from the checkpoint."""
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):
-        remove_stale_temp_files(run_dir)
-        if overwrite:
-            for p in run_dir.iterdir():
-                if p.name != ".lock":
-                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-        (run_dir / "features").mkdir(exist_ok=True)
-        (run_dir / "plots").mkdir(exist_ok=True)
-        runs.write_config(run_dir, config, environment(device))
-        state = new_state(config, len(data.train), device)
-        if has_checkpoint:
-            ckpt = runs.load_checkpoint(run_dir, device)
-            if ckpt["n_train"] != len(data.train):
-                raise CenterLossError(
-                    f"cannot resume {run_dir}: it trained on {ckpt['n_train']} images, this data has {len(data.train)}"
-                )
-            state.load_state_dict(ckpt)
-        runs.write_metrics(run_dir, state.history)
-        plots.draw_missing_plots(run_dir, range(1, state.epoch + 1))
-        yield state
+def train_stacked(configs: Sequence[TrainConfig], *, data: MNIST | None = None, progress: bool = True) -> list[RunResult]:
+    """Train (or resume, or skip when finished) every config, unfinished ones stacked into one model.
+
+    Runs that stand at different points (say, one was resumed alone) are stacked in groups."""
+    check_stackable(configs)
+    return _train(configs, resume=True, data=data, progress=progress)
 
 
-def run_epochs(state: TrainState, data: MNIST, run_dir: Path, progress: bool = True, position: int | None = None,
-               plotter: plots.PlotWorker | None = None) -> None:
-    """Train from wherever `state` stands to the last epoch, checkpointing after each one; plots go to
-    `plotter` (a background process) when given, else are drawn here."""
-    cfg = state.config
-    device = state.loss_sums.device
-    with stop_on_sigint() as stop, float32_precision(cfg.precision):
-        while not state.finished:
-            epoch = state.epoch + 1
-            started = time.perf_counter() - state.seconds
-            order = epoch_permutation(len(data.train), cfg.seed, epoch, device)
-            first_bad = torch.tensor(-1, device=device)  # the first step whose loss was not finite
-            bar = tqdm(total=state.steps_per_epoch, initial=state.batch, desc=f"epoch {epoch}/{state.total_epochs}",
-                       disable=not progress, leave=position is None, position=position, dynamic_ncols=True,
-                       file=sys.stderr)
-            with bar:
-                for x, y in batches(data.train, order, cfg.batch_size, start=state.batch):
-                    softmax_loss, center_loss = train_step(state, x, y)
-                    losses = torch.stack([softmax_loss, center_loss]).double()
-                    state.loss_sums += losses
-                    first_bad = torch.where((first_bad < 0) & ~torch.isfinite(losses).all(), state.step, first_bad)
-                    state.batch += 1
-                    bar.update(1)
-                    # Reading a value back forces a device sync: free on the CPU, so check every step
-                    # there, but only once per logging interval on an accelerator.
-                    log_now = state.batch % cfg.log_every == 0 or state.batch == state.steps_per_epoch or stop[0]
-                    if (log_now or device.type == "cpu") and (bad := int(first_bad)) >= 0:
-                        raise diverged(epoch, bad)
-                    if log_now:
-                        means = (state.loss_sums / state.batch).tolist()
-                        bar.set_postfix(softmax=f"{means[0]:.4f}", center=f"{means[1]:.4f}")
-                    if stop[0]:
-                        state.seconds = time.perf_counter() - started
-                        save_checkpoint(run_dir, state)
-                        raise Interrupted(
-                            f"interrupted at epoch {epoch}, batch {state.batch}; checkpoint saved. "
-                            f"Resume with: {resume_command(cfg)}"
-                        )
-            end_epoch(state, data, run_dir, epoch, started, plotter)
-
-
-def diverged(epoch: int, step: int) -> Diverged:
-    return Diverged(
-        f"the loss became NaN or inf at epoch {epoch}, step {step}; the last good checkpoint is kept. "
-        "Try a smaller --lambda or --lr"
-    )
-
-
-def end_epoch(state: TrainState, data: MNIST, run_dir: Path, epoch: int, started: float,
-              plotter: plots.PlotWorker | None = None) -> None:
-    """Evaluate, save features and plots, then checkpoint (the commit point) and rewrite metrics.csv."""
-    metrics, feats = evaluate(state, data, epoch)
-    means = (state.loss_sums / max(state.batch, 1)).tolist()
-    if not all(math.isfinite(v) for v in (*means, metrics["test_softmax_loss"], metrics["test_center_loss"])):
-        raise diverged(epoch, state.step)  # before anything of this epoch is written
-    runs.save_features(run_dir, feats)
-    # Plots are derived from the saved features: if a kill loses them, resuming draws them again.
-    if plotter is not None:
-        plotter.submit(run_dir, feats)
-    else:
-        plots.draw_epoch_plots(run_dir, feats)
-    state.history.append({
-        "epoch": epoch, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
-        "seconds": round(time.perf_counter() - started, 3),
-        "train_softmax_loss": means[0], "train_center_loss": means[1], **metrics,
-    })
-    state.epoch, state.batch, state.seconds = epoch, 0, 0.0
-    state.loss_sums.zero_()
-    # The checkpoint is the commit point; metrics.csv is derived from it, so a crash between the two
-    # is repaired when the run resumes.
-    save_checkpoint(run_dir, state)
-    runs.write_metrics(run_dir, state.history)
+def _train(configs: Sequence[TrainConfig], *, resume: bool, overwrite: bool = False, explicit: set[str] | None = None,
+           data: MNIST | None = None, progress: bool = True, position: int | None = None) -> list[RunResult]:
+    """Open every run folder (checked and locked), then train those that are not complete, each group
+    of runs that stand at the same point through one loop."""
+    with ExitStack() as opened:
+        folders = [opened.enter_context(RunFolder(c, resume=resume, overwrite=overwrite, explicit=explicit))
+                   for c in configs]
+        todo = [f for f in folders if not f.complete]
+        results = {f.path: f.result() for f in folders if f.complete}
+        if todo:
+            device = resolve_device(todo[0].config.device)
+            if data is None:
+                data = load_data(todo[0].config, device)
+            for f in todo:
+                f.check_data(len(data.train))  # everything is checked before the first folder changes
+            states = []
+            for f in todo:
+                f.create(runs.environment(device))
+                state = new_state(f.config, len(data.train), device)
+                if f.checkpoint is not None:
+                    state.load_state_dict(f.checkpoint)
+                runs.write_metrics(f.path, state.history)
+                plots.draw_missing_plots(f.path, range(1, state.epoch + 1))
+                states.append(state)
+            plotter = opened.enter_context(plots.PlotWorker())
+            groups: dict[tuple[int, int, int], list[TrainState]] = {}
+            for s in states:
+                groups.setdefault((s.epoch, s.batch, s.total_epochs), []).append(s)
+            for group in groups.values():
+                start = group[0].epoch
+                run_epochs(group, data, progress, position, plotter)
+                for s in group:
+                    results[s.run_dir] = RunResult(s.run_dir, s.config, s.history, s.epoch - start)
+        return [results[f.path] for f in folders]

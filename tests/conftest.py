@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from centerloss_cli.cli import app
@@ -72,6 +73,35 @@ def run_cli(tmp_path, monkeypatch):
     return invoke
 
 
-# A tiny but real run: 256 training images in 4 batches of 64, 128 test images, 1 epoch.
-TINY = ["--train-limit", "256", "--batch-size", "64", "--test-limit", "128", "--plot-train-samples", "128",
-        "--epochs", "1", "--quiet"]
+# A tiny but real run: 128 training images in 4 batches of 32, 64 test images, 1 epoch.
+TINY_SETTINGS = {"train_limit": 128, "batch_size": 32, "test_limit": 64, "plot_train_samples": 64, "epochs": 1}
+
+
+def tiny(**changes) -> list[str]:
+    """The CLI flags of the tiny run, with `changes` (by TOML key, e.g. epochs=2), and --quiet."""
+    settings = {**TINY_SETTINGS, **changes}
+    return [a for k, v in settings.items() for a in (f"--{k.replace('_', '-')}", str(v))] + ["--quiet"]
+
+
+TINY = tiny()
+
+
+def checkpoint(run: Path) -> dict:
+    return torch.load(Path(run) / "checkpoint.pt", weights_only=True)
+
+
+def max_difference(a: dict, b: dict) -> float:
+    """The largest absolute difference between two checkpoints' weights and centers."""
+    tensors = lambda c: [*c["model"].values(), c["center_loss"]["centers"]]  # noqa: E731
+    return max((x - y).abs().max().item() for x, y in zip(tensors(a), tensors(b), strict=True))
+
+
+def assert_each_matches_only_itself(left: Path, right: Path, names: list[str], tol: float) -> None:
+    """Run `name` under `left` and under `right` agree within `tol`, and every two different runs differ by
+    far more than the largest such agreement, so a swap of runs, or runs that all came out alike, fails."""
+    same = [max_difference(checkpoint(left / n), checkpoint(right / n)) for n in names]
+    assert max(same) <= tol, dict(zip(names, same))
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            other = max_difference(checkpoint(left / a), checkpoint(right / b))
+            assert other > 10 * max(max(same), 1e-7), (a, b, other, same)

@@ -2,8 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from centerloss_cli.center_loss import CenterLoss
+from centerloss_cli.center_loss import CenterLoss, center_delta, center_loss
 from centerloss_cli.config import TrainConfig
+from centerloss_cli.devices import float32_precision
 from centerloss_cli.train import new_state, train_step
 
 
@@ -109,3 +110,37 @@ def test_centers_are_saved_but_never_optimized():
     before = state.center_loss.centers.clone()
     train_step(state, *_batch())
     assert not torch.equal(before, state.center_loss.centers)
+
+
+def test_one_center_loss_for_one_run_and_for_stacked_runs():
+    g = torch.Generator().manual_seed(1)
+    feats, centers, y = torch.randn(3, 8, 2, generator=g), torch.randn(3, 4, 2, generator=g), torch.randint(0, 4, (8,), generator=g)
+    stacked = center_loss(feats, centers, y)
+    assert stacked.shape == (3,)
+    for k in range(3):
+        assert torch.allclose(stacked[k], loss_with(centers[k].tolist())(feats[k], y))
+        for rule in ("paper", "sgd"):
+            assert torch.allclose(center_delta(centers, feats, y, rule)[k], center_delta(centers[k], feats[k], y, rule))
+
+
+def test_bf16_autocasts_the_network_but_keeps_losses_and_centers_in_fp32():
+    x, y = _batch()
+    fp32, bf16 = new_state(TrainConfig(), 16), new_state(TrainConfig(precision="bf16"), 16)
+    seen = []
+    bf16.model.classifier.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    plain, autocast = train_step(fp32, x, y), train_step(bf16, x, y)
+    assert seen == [torch.bfloat16]  # the network really ran in bf16
+    assert [t.dtype for t in autocast] == [torch.float32, torch.float32]
+    assert bf16.center_loss.centers.dtype == torch.float32
+    assert not torch.equal(fp32.model.feature[0].weight, bf16.model.feature[0].weight)
+    assert torch.allclose(autocast[0], plain[0], rtol=0.05)  # but computed the same step, roughly
+
+
+def test_tf32_switches_hold_for_the_run_only():
+    switches = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
+    before = [s.fp32_precision for s in switches]
+    with float32_precision("tf32"):
+        assert [s.fp32_precision for s in switches] == ["tf32", "tf32"]
+    with float32_precision("fp32"):
+        assert [s.fp32_precision for s in switches] == ["ieee", "ieee"]
+    assert [s.fp32_precision for s in switches] == before

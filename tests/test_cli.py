@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from centerloss_cli.runs import read_metrics
-from conftest import TINY
+from conftest import TINY, tiny
 
 RUN = Path("outputs") / "lambda0.01_alpha0.5_seed0"
 
@@ -18,16 +18,16 @@ def test_one_epoch_run_writes_every_file(run_cli, mnist):
     for f in ["config.json", "metrics.csv", "checkpoint.pt", "features/epoch_001.npz",
               "plots/train_epoch_001.png", "plots/test_epoch_001.png"]:
         assert (RUN / f).is_file() and (RUN / f).stat().st_size > 0, f
-    assert not [p for p in RUN.rglob("*") if ".tmp" in p.name or p.name == ".lock"]
+    assert not [p for p in RUN.rglob("*") if ".tmp" in p.name]
     config = json.loads((RUN / "config.json").read_text())
-    assert config["lambda"] == 0.01 and config["alpha"] == 0.5 and config["train_limit"] == 256
+    assert config["lambda"] == 0.01 and config["alpha"] == 0.5 and config["train_limit"] == 128
     assert {"torch_version", "torchvision_version", "python_version", "resolved_device"} <= set(config)
     rows = read_metrics(RUN)
     assert [r["epoch"] for r in rows] == [1.0] and rows[0]["step"] == 4 and rows[0]["lr"] == 0.01
     assert 0 <= rows[0]["test_acc"] <= 1 and rows[0]["test_ratio"] > 0
     saved = np.load(RUN / "features/epoch_001.npz")
-    assert saved["test_features"].shape == (128, 2) and saved["train_features"].shape == (128, 2)
-    assert saved["centers"].shape == (10, 2) and saved["test_labels"].shape == (128,)
+    assert saved["test_features"].shape == (64, 2) and saved["train_features"].shape == (64, 2)
+    assert saved["centers"].shape == (10, 2) and saved["test_labels"].shape == (64,)
     ckpt = torch.load(RUN / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "center_loss", "epoch", "step", "rng", "config"} <= set(ckpt)
     assert torch.equal(ckpt["center_loss"]["centers"], torch.from_numpy(saved["centers"]))
@@ -52,7 +52,7 @@ def test_config_file_and_flags_that_win_over_it(run_cli, mnist, tmp_path):
     result = run_cli("train", "--config", cfg, *mnist.args, *TINY, "--alpha", "0.75")
     assert result.exit_code == 0, result.output
     config = json.loads(Path("outputs/fromfile/config.json").read_text())
-    assert config["lambda"] == 0.1 and config["alpha"] == 0.75 and config["train_limit"] == 256
+    assert config["lambda"] == 0.1 and config["alpha"] == 0.75 and config["train_limit"] == 128
 
 
 BAD = [
@@ -61,10 +61,11 @@ BAD = [
     (["--alpha", "nan"], "alpha = nan: expected a finite number"),
     (["--epochs", "0"], "epochs = 0: expected an integer >= 1"),
     (["--batch-size", "0"], "batch_size = 0: expected an integer >= 1"),
-    (["--device", "tpu"], "device 'tpu' is unknown: expected auto, cpu, cuda, cuda:N or mps"),
-    (["--center-update", "adam"], "center_update = 'adam': expected one of paper, sgd"),
+    (["--device", "tpu"], "device = 'tpu': expected auto, cpu, cuda, cuda:N or mps"),
+    (["--seed", "18446744073709551616"], "seed = 18446744073709551616: expected an integer in [0, 2^32)"),
+    (["--lr-milestones", "5000,x"], "lr_milestones = '5000,x': expected a list of integers"),
+
     (["--config", "missing.toml"], "config file missing.toml does not exist"),
-    (["--precision", "fp16"], "precision = 'fp16': expected one of fp32, tf32, bf16"),
 ]
 if not torch.cuda.is_available():
     BAD.append((["--device", "cuda"], "device 'cuda' asked for, but this machine has no CUDA device"))
@@ -109,8 +110,8 @@ def test_data_command_with_nothing_anywhere_fails_clearly(run_cli, tmp_path):
 
 def test_resume_is_exact(run_cli, mnist):
     """Two epochs in one go == one epoch, stop, and resume for the second."""
-    common = [*mnist.args, *TINY[:-3], "--quiet"]
-    assert run_cli("train", *common, "--epochs", "2", "--name", "whole").exit_code == 0
+    common = [*mnist.args, *tiny(epochs=2)]
+    assert run_cli("train", *common, "--name", "whole").exit_code == 0
     assert run_cli("train", *common, "--epochs", "1", "--name", "split").exit_code == 0
     resumed = run_cli("train", *common, "--epochs", "2", "--name", "split", "--resume")
     assert resumed.exit_code == 0, resumed.output
@@ -133,21 +134,3 @@ def test_resume_with_different_settings_is_refused(run_cli, mnist):
     result = run_cli("train", *mnist.args, *TINY, "--name", "r", "--resume", "--lambda", "0.1")
     assert result.exit_code != 0
     assert "lambda: saved 0.01, given 0.1" in result.output
-
-
-def test_bf16_autocast_keeps_centers_and_losses_in_fp32(run_cli, mnist):
-    result = run_cli("train", *mnist.args, *TINY, "--precision", "bf16")
-    assert result.exit_code == 0, result.output
-    run = Path("outputs/lambda0.01_alpha0.5_seed0_bf16")
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
-    assert ckpt["center_loss"]["centers"].dtype == torch.float32
-    assert all(v.dtype == torch.float32 for v in ckpt["model"].values())
-    row = read_metrics(run)[0]
-    assert np.isfinite([row["train_softmax_loss"], row["test_center_loss"]]).all()
-
-
-def test_tf32_switches_are_restored_after_a_run(run_cli, mnist):
-    before = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
-    assert run_cli("train", *mnist.args, *TINY, "--precision", "tf32").exit_code == 0
-    assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision) == before
-    assert Path("outputs/lambda0.01_alpha0.5_seed0_tf32/metrics.csv").is_file()

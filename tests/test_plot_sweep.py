@@ -6,9 +6,9 @@ from PIL import Image
 
 from centerloss_cli.plots import grid_panels
 from centerloss_cli.runs import read_metrics
-from conftest import TINY
+from conftest import TINY, assert_each_matches_only_itself, tiny
 
-TWO_EPOCHS = [*TINY[:-3], "--epochs", "2", "--quiet"]
+TWO_EPOCHS = tiny(epochs=2)
 
 
 def test_plot_redraws_from_saved_features_without_training(run_cli, mnist):
@@ -109,7 +109,9 @@ def test_parallel_sweep_gives_the_same_runs_as_a_sequential_one(run_cli, mnist):
     args = ["--alpha", "0.5", *mnist.args, *TINY]
     assert run_cli("sweep", "--lambda", "0,0.1", "--jobs", "2", *args, "--output-dir", "par").exit_code == 0
     assert run_cli("sweep", "--lambda", "0,0.1", *args, "--output-dir", "seq").exit_code == 0
-    for name in ("lambda0_alpha0.5_seed0", "lambda0.1_alpha0.5_seed0"):
-        par, seq = read_metrics(Path("par") / name), read_metrics(Path("seq") / name)
-        assert [r["test_acc"] for r in par] == pytest.approx([r["test_acc"] for r in seq], abs=0.02)
-        assert [r["epoch"] for r in par] == [1.0]
+    names = ["lambda0_alpha0.5_seed0", "lambda0.1_alpha0.5_seed0"]
+    for name in names:
+        assert [r["epoch"] for r in read_metrics(Path("par") / name)] == [1.0]
+    # Each worker computes with one CPU thread and the sequential sweep with two, so the float sums
+    # differ in their last bits: the runs agree to a tolerance, each with its own twin only.
+    assert_each_matches_only_itself(Path("seq"), Path("par"), names, tol=1e-3)

@@ -19,10 +19,10 @@ from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.config import resolve_config
 from centerloss_cli.runs import read_metrics
 from centerloss_cli.train import train
-from conftest import TINY, synthetic_mnist, write_idx
+from conftest import TINY, TINY_SETTINGS, synthetic_mnist, tiny, write_idx
 
 DRIVER = Path(__file__).with_name("fault_driver.py")
-TWO_EPOCHS = [*TINY[:-3], "--epochs", "2", "--quiet"]  # 4 steps an epoch
+TWO_EPOCHS = tiny(epochs=2)  # 4 steps an epoch
 RUN = Path("outputs") / "lambda0.01_alpha0.5_seed0"
 
 
@@ -30,8 +30,7 @@ RUN = Path("outputs") / "lambda0.01_alpha0.5_seed0"
 def reference(tmp_path_factory, mnist):
     """The uninterrupted two-epoch run that every interrupted-and-resumed run must equal."""
     out = tmp_path_factory.mktemp("reference")
-    settings_ = {"train_limit": 256, "batch_size": 64, "test_limit": 128, "plot_train_samples": 128, "epochs": 2,
-                 "data_dir": str(mnist.root), "verify": mnist.real, "output_dir": str(out)}
+    settings_ = {**TINY_SETTINGS, "epochs": 2, "data_dir": str(mnist.root), "verify": mnist.real, "output_dir": str(out)}
     result = train(resolve_config(None, settings_), progress=False)
     return result.run_dir
 
@@ -94,7 +93,7 @@ def test_kill_9_then_resume_loses_nothing(point, run_cli, mnist, reference, tmp_
     assert_nothing_half_written(RUN)
     resumed = run_cli("train", *mnist.args, *TWO_EPOCHS, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert not [p for p in RUN.rglob(".*")], "temp files or the lock were left behind"
+    assert not [p for p in RUN.rglob(".*.tmp-*")], "temp files were left behind"
     assert_nothing_half_written(RUN)
     assert_same_run(reference, RUN)
     plots = sorted(p.name for p in (RUN / "plots").iterdir())
@@ -127,27 +126,37 @@ def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(run_cli, mnist, referen
     assert_same_run(reference, RUN)
 
 
+HOLD_LOCK = """
+import sys, time
+from centerloss_cli.config import DEFAULTS
+from centerloss_cli.runs import RunFolder
+folder = RunFolder(DEFAULTS, resume=True)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
 def test_a_second_process_on_the_same_folder_is_refused(run_cli, mnist):
     RUN.mkdir(parents=True)
-    other = subprocess.Popen(["sleep", "60"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK], stdout=subprocess.PIPE, text=True)
     try:
-        (RUN / ".lock").write_text(str(other.pid))
+        assert holder.stdout.readline().strip() == "held"
         result = run_cli("train", *mnist.args, *TINY, "--resume")
         assert result.exit_code != 0
-        assert f"{RUN} is in use by another process (pid {other.pid})" in result.output
+        assert f"{RUN} is in use by another process (pid {holder.pid})" in result.output
     finally:
-        other.kill()
-        other.wait()
+        holder.kill()
+        holder.wait()
+    # The kernel lock died with its holder: the folder is free at once, though the lock file stays.
+    assert (RUN / ".lock").exists()
+    assert run_cli("train", *mnist.args, *TINY, "--resume").exit_code == 0
 
 
-def test_a_stale_lock_is_taken_over(run_cli, mnist):
+def test_a_lock_file_that_nobody_holds_is_no_obstacle(run_cli, mnist):
     RUN.mkdir(parents=True)
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    (RUN / ".lock").write_text(str(dead.pid))
+    (RUN / ".lock").write_text("12345")  # left by a killed process: no process holds its kernel lock
     result = run_cli("train", *mnist.args, *TINY)
     assert result.exit_code == 0, result.output
-    assert not (RUN / ".lock").exists()
 
 
 def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(run_cli, mnist, monkeypatch):
@@ -166,7 +175,8 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(run_cli, mn
     monkeypatch.setattr(train_module, "train_step", poisoned)
     result = run_cli("train", *mnist.args, *TINY, "--epochs", "2", "--resume", "--log-every", "100")
     assert result.exit_code == 1
-    assert "NaN or inf at epoch 2, step 6" in result.output and "smaller --lambda or --lr" in result.output
+    assert "NaN or inf at epoch 2, step 6; its last good checkpoint is kept" in result.output
+    assert "smaller --lambda or --lr" in result.output
     assert (RUN / "checkpoint.pt").read_bytes() == good
     assert [r["epoch"] for r in read_metrics(RUN)] == [1.0]
 
@@ -175,12 +185,13 @@ def test_huge_lambda_and_lr_diverge_with_a_clear_message(run_cli, mnist):
     result = run_cli("train", *mnist.args, *TINY, "--lambda", "1e30", "--lr", "1e6")
     assert result.exit_code == 1, result.output
     assert "the loss became NaN or inf at epoch 1, step" in result.output
+    assert "no checkpoint was written, since no epoch had finished" in result.output
     assert "Traceback" not in result.output
     assert not (RUN / "checkpoint.pt").exists()
 
 
 def test_a_full_disk_leaves_the_last_good_checkpoint(run_cli, mnist, monkeypatch, reference):
-    assert run_cli("train", *mnist.args, *TWO_EPOCHS[:-3], "--epochs", "1", "--quiet").exit_code == 0
+    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
     good = (RUN / "checkpoint.pt").read_bytes()
     real_open = open
 
@@ -208,9 +219,9 @@ def test_an_unwritable_output_folder_fails_before_training(run_cli, mnist):
 
 def test_resume_with_a_different_config_shows_every_differing_key(run_cli, mnist):
     assert run_cli("train", *mnist.args, *TINY, "--name", "r").exit_code == 0
-    result = run_cli("train", *mnist.args, *TINY, "--name", "r", "--resume", "--lr", "0.1", "--batch-size", "32")
+    result = run_cli("train", *mnist.args, *TINY, "--name", "r", "--resume", "--lr", "0.1", "--batch-size", "16")
     assert result.exit_code != 0
-    assert "batch_size: saved 64, given 32" in result.output and "lr: saved 0.01, given 0.1" in result.output
+    assert "batch_size: saved 32, given 16" in result.output and "lr: saved 0.01, given 0.1" in result.output
 
 
 def _corrupt(root: Path, how: str) -> str:
@@ -268,7 +279,9 @@ def test_unknown_option_is_one_line_with_a_suggestion(tmp_path):
     result = subprocess.run([sys.executable, "-m", "centerloss_cli", "train", "--lamda", "0.1"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip() == "Error: No such option: --lamda (Possible options: --lambda, --name)"
+    # One line naming the option and suggesting the right one (click's exact wording varies by version).
+    assert result.stderr.startswith("Error: No such option: --lamda") and "--lambda" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 # Property tests of the paper's center update (Eq. 4).

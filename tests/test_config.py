@@ -1,0 +1,124 @@
+"""The settings schema, tested as pure functions: parsing, validation, naming, resume reconciliation,
+and the CLI options and README table derived from it."""
+import re
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from centerloss_cli.cli import app
+from centerloss_cli.config import (
+    DEFAULTS, SCHEMA, ConfigError, TrainConfig, default_text, from_dict, resolve_config, to_dict,
+)
+from centerloss_cli.errors import CenterLossError
+from centerloss_cli.runs import reconcile, resume_command
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def test_the_schema_module_does_not_import_torch():
+    code = "import sys, centerloss_cli.config, centerloss_cli.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_every_field_is_declared_with_a_key_and_help():
+    assert set(SCHEMA) == {f.name for f in fields(TrainConfig)}
+    assert all(s.help for s in SCHEMA.values())
+    assert SCHEMA["lam"].key == "lambda" and SCHEMA["lam"].flag == "--lambda"
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"lamda": 0.1}, "unknown key 'lamda' in f.toml; known keys:"),
+    ({"lam": 0.1}, "unknown key 'lam'"),  # the field name is not a key; "lambda" is
+    ({"epochs": "three"}, "epochs = 'three' in f.toml: expected an integer"),
+    ({"epochs": True}, "epochs = True in f.toml: expected an integer"),
+    ({"alpha": 2.0}, "alpha = 2.0 in f.toml: expected a number in [0, 1]"),
+    ({"lambda": float("nan")}, "lambda = nan in f.toml: expected a finite number"),
+    ({"precision": "fp16"}, "precision = 'fp16' in f.toml: expected one of fp32, tf32, bf16"),
+    ({"center_update": "adam"}, "center_update = 'adam' in f.toml: expected one of paper, sgd"),
+    ({"lr_milestones": [5000, "x"]}, "lr_milestones = [5000, 'x'] in f.toml: expected a list of integers"),
+    ({"lr_milestones": [0]}, "lr_milestones = (0,) in f.toml: expected positive iteration numbers"),
+    ({"name": "a/b"}, "name = 'a/b' in f.toml: expected a folder name without '/'"),
+    ({"name": "x" * 256}, "expected a folder name without '/' of at most 255 bytes"),
+    ({"seed": 2**32}, "seed = 4294967296 in f.toml: expected an integer in [0, 2^32)"),
+    ({"device": "tpu"}, "device = 'tpu' in f.toml: expected auto, cpu, cuda, cuda:N or mps"),
+])
+def test_bad_values_name_the_key_the_file_and_what_is_accepted(values, message):
+    with pytest.raises(ConfigError) as e:
+        from_dict(values, where=" in f.toml")
+    assert message in str(e.value)
+
+
+def test_a_config_cannot_exist_unvalidated():
+    with pytest.raises(ConfigError, match="lambda = -1.0: expected a number >= 0"):
+        TrainConfig(lam=-1.0)
+    with pytest.raises(ConfigError, match="alpha = 1.5"):
+        DEFAULTS.with_(alpha=1.5)
+
+
+def test_types_are_coerced_once():
+    c = from_dict({"lambda": 1, "lr_milestones": "10,20", "epochs": 3})
+    assert c.lam == 1.0 and isinstance(c.lam, float)
+    assert c.lr_milestones == (10, 20) and c.epochs == 3
+    assert to_dict(c)["lr_milestones"] == [10, 20] and to_dict(c)["lambda"] == 1.0
+
+
+def test_the_file_wins_over_defaults_and_flags_over_the_file(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("lambda = 0.1\nalpha = 0.25\n")
+    c = resolve_config(f, {"alpha": 0.75})
+    assert (c.lam, c.alpha, c.batch_size) == (0.1, 0.75, 128)
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        f.write_text("lambda = \n")
+        resolve_config(f)
+
+
+def test_run_names_come_from_the_settings_that_name_a_run():
+    assert DEFAULTS.run_name == "lambda0.01_alpha0.5_seed0"
+    c = DEFAULTS.with_(lam=0.0, seed=3, center_update="sgd", classifier_bias=True, precision="bf16")
+    assert c.run_name == "lambda0_alpha0.5_seed3_sgd_bias_bf16"
+    assert DEFAULTS.with_(name="mine").run_dir == Path("outputs/mine")
+
+
+def test_reconcile_takes_only_what_may_change_on_resume():
+    saved = DEFAULTS.with_(lam=0.1, epochs=2, train_limit=256)
+    given = DEFAULTS.with_(lam=0.1, epochs=5, device="cpu", train_limit=256)
+    assert reconcile(saved, given, {"epochs", "device"}) == saved.with_(epochs=5, device="cpu")
+    # Keys the user did not give are the saved ones, whatever the given config's defaults say.
+    assert reconcile(saved, DEFAULTS, {"epochs"}).lam == 0.1
+    with pytest.raises(CenterLossError) as e:
+        reconcile(saved, given.with_(lam=0.2, batch_size=64), None)
+    assert "batch_size: saved 128, given 64" in str(e.value) and "lambda: saved 0.1, given 0.2" in str(e.value)
+
+
+def test_the_resume_command_is_quoted_for_the_shell():
+    cmd = resume_command(DEFAULTS.with_(name="my run;rm", output_dir="out dir"))
+    assert cmd == "centerloss train --resume --output-dir 'out dir' --name 'my run;rm'"
+
+
+def test_help_shows_every_setting_its_choices_and_its_default():
+    text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
+    flat = " ".join(text.split())
+    for name, s in SCHEMA.items():
+        assert s.flag in text, s.flag
+        assert f"[default: {default_text(name)}]" in flat, name
+    assert "--center-update <paper|sgd>" in text and "--precision <fp32|tf32|bf16>" in text
+    sweep = CliRunner().invoke(app, ["sweep", "--help"], terminal_width=200).output
+    assert "--name" not in sweep and "--lambda" in sweep and "--lr-milestones" in sweep
+
+
+def test_the_readme_table_agrees_with_the_schema():
+    text = README.read_text()
+    table = text[text.index("### `centerloss train`"):text.index("### `centerloss plot")]
+    rows = {}
+    for line in table.splitlines():
+        if line.startswith("| `--"):  # cells split at the pipes that are not escaped, markdown's backticks dropped
+            cells = [c.strip().replace("`", "") for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+            rows[re.match(r"(--[a-z-]+)", cells[0]).group(1)] = cells[-1]
+    for name, s in SCHEMA.items():
+        assert s.flag in rows, f"the README has no row for {s.flag}"
+        assert rows[s.flag] == default_text(name), (s.flag, rows[s.flag], default_text(name))
