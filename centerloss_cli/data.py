@@ -4,6 +4,7 @@ Finding and fetching the files is fetch.py's job; this module only reads what is
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import struct
@@ -62,10 +63,19 @@ def parse_idx(raw: bytes, path: Path, expect_magic: int) -> torch.Tensor:
 
 
 def _load_file(path: Path, name: str, verify: bool) -> torch.Tensor:
-    raw = read_bytes(path)
+    """The parsed (and verified) file. A process that loads the data again (a sweep, a notebook, the
+    tests) reuses the last few parses; a file changed on disk has another size or time, so is read again."""
+    st = path.stat()
+    return _parse_file(str(path), st.st_size, st.st_mtime_ns, name, verify)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_file(path: str, size: int, mtime_ns: int, name: str, verify: bool) -> torch.Tensor:
+    raw = read_bytes(Path(path))
     if verify:
-        verify_md5(raw, name, path)
-    return parse_idx(raw, path, IMAGE_MAGIC if "images" in name else LABEL_MAGIC)
+        verify_md5(raw, name, Path(path))
+    # Callers copy before they change anything (indexing, .float()), so the cached tensor stays as read.
+    return parse_idx(raw, Path(path), IMAGE_MAGIC if "images" in name else LABEL_MAGIC)
 
 
 @dataclass

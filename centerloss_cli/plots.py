@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Sequence
 
@@ -171,8 +173,29 @@ def _init_worker(parent: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
+_POOL: ProcessPoolExecutor | None = None
+
+
+def _plot_process() -> ProcessPoolExecutor:
+    """This process's one plotting process, started on first use and kept for the runs that follow (the
+    runs of a sweep, a notebook's trainings), so each pays its start-up once. It ends with this process."""
+    global _POOL
+    if _POOL is None:
+        # spawn, not fork: no fork of a process that holds torch threads.
+        _POOL = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=_init_worker, initargs=(os.getpid(),))
+        # Start it now, so that its imports overlap the first epoch rather than delay the first plot.
+        _POOL.submit(os.getpid)
+        # A multiprocessing child (a `sweep --jobs` worker) joins its own children at exit before
+        # Python's exit hooks would shut this pool down, and would wait on it forever: shut it down first.
+        # (Queues close their feeder threads in finalizers of priority 10; this must run before them.)
+        multiprocessing.util.Finalize(None, _POOL.shutdown, exitpriority=100)
+    return _POOL
+
+
 class PlotWorker:
-    """Draws epoch plots in one background process, so training never waits for matplotlib.
+    """Draws one training's epoch plots in the background plotting process, so training never waits
+    for matplotlib.
 
     At most `max_pending` epochs are outstanding (each holds up to 20k features); `submit` waits for
     the oldest beyond that. `close` returns only when every plot is written. A failure in the worker
@@ -180,34 +203,32 @@ class PlotWorker:
     """
 
     def __init__(self, max_pending: int = 2):
-        # spawn, not fork: no fork of a process that holds torch threads.
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_init_worker, initargs=(os.getpid(),))
+        self._pool = _plot_process()
         self._pending: deque[Future] = deque()
         self._max_pending = max_pending
-        # Start the process now, so that its imports overlap the first epoch rather than delay the first plot.
-        self._pool.submit(os.getpid)
 
     @staticmethod
     def _wait(future: Future) -> None:
+        global _POOL
         try:
             future.result()
-        except Exception as e:  # the drawing's own error, or BrokenProcessPool when the process died
+        except BrokenProcessPool as e:
+            _POOL = None  # the process died: the next training starts a new one
+            raise PlotError(f"drawing plots failed: the plotting process died ({e})") from e
+        except Exception as e:  # the drawing's own error
             raise PlotError(f"drawing plots failed: {type(e).__name__}: {e}") from e
 
     def submit(self, run_dir: Path, feats: EpochFeatures) -> None:
         """Queue one epoch's plots; waits while `max_pending` epochs are outstanding."""
         while self._pending and (self._pending[0].done() or len(self._pending) >= self._max_pending):
             self._wait(self._pending.popleft())
-        self._pending.append(self._pool.submit(draw_epoch_plots, Path(run_dir), feats))
+        # Absolute: the plotting process outlives this training and keeps the working folder it started in.
+        self._pending.append(self._pool.submit(draw_epoch_plots, Path(run_dir).absolute(), feats))
 
     def close(self) -> None:
         """Wait until every queued plot is written; raise if any failed."""
-        try:
-            while self._pending:
-                self._wait(self._pending.popleft())
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        while self._pending:
+            self._wait(self._pending.popleft())
 
     def __enter__(self) -> "PlotWorker":
         return self

@@ -283,10 +283,14 @@ class RunFolder:
             lock.acquire()
         except Timeout:
             try:
-                pid = f" (pid {int((self.path / LOCK).read_text())})"
+                pid = int((self.path / LOCK).read_text())
             except (OSError, ValueError):
-                pid = ""
-            raise CenterLossError(f"run folder {self.path} is in use by another process{pid}") from None
+                pid = None
+            if pid == os.getpid():
+                raise CenterLossError(f"run folder {self.path} is already open in this process: "
+                                      "two runs of this command map to the same folder") from None
+            holder = f" (pid {pid})" if pid else ""
+            raise CenterLossError(f"run folder {self.path} is in use by another process{holder}") from None
         self._lock = lock
 
     @property
