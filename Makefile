@@ -4,7 +4,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Tests read MNIST from the shared copy when it sits beside the checkout (as in CI);
-# otherwise they generate small synthetic IDX files themselves.
+# otherwise they generate small synthetic IDX files themselves. `make test TEST_DATA=` forces the
+# synthetic files, as on a machine without ../shared.
 ifneq ($(wildcard ../shared/mnist),)
 TEST_DATA ?= $(abspath ../shared/mnist)
 endif

@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import subprocess
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +76,8 @@ def run_cli(tmp_path, monkeypatch):
     return invoke
 
 
-# A tiny but real run: 128 training images in 4 batches of 32, 64 test images, 1 epoch.
-TINY_SETTINGS = {"train_limit": 128, "batch_size": 32, "test_limit": 64, "plot_train_samples": 64, "epochs": 1}
+# A tiny but real run: 64 training images in 4 batches of 16, 32 test images, 1 epoch.
+TINY_SETTINGS = {"train_limit": 64, "batch_size": 16, "test_limit": 32, "plot_train_samples": 32, "epochs": 1}
 
 
 def tiny(**changes) -> list[str]:
@@ -105,3 +108,67 @@ def assert_each_matches_only_itself(left: Path, right: Path, names: list[str], t
         for b in names[i + 1 :]:
             other = max_difference(checkpoint(left / a), checkpoint(right / b))
             assert other > 10 * max(max(same), 1e-7), (a, b, other, same)
+
+
+# --- fault-injected runs for test_reliability.py ------------------------------------------------------
+
+DRIVER = Path(__file__).with_name("fault_driver.py")
+TWO_EPOCHS = tiny(epochs=2)  # 4 steps an epoch
+KILL_POINTS = {
+    "mid-epoch-1": ["step", "3"],
+    "mid-epoch-2": ["step", "6"],
+    "config-write": ["write", "config.json", "1"],
+    "checkpoint-write-epoch-1": ["write", "checkpoint.pt", "1"],
+    "checkpoint-write-epoch-2": ["write", "checkpoint.pt", "2"],
+    "features-write": ["write", "epoch_002.npz", "1"],
+    "plots-queued-not-drawn": ["call", "plots.PlotWorker.submit", "1"],
+    "metrics-write-after-checkpoint": ["write", "metrics.csv", "2"],
+}
+SWEEP = ["sweep", "--lambda", "0.01,0.1", "--alpha", "0.5"]
+# Each fault: (fault_driver.py's fault spec, the command, to which the data flags and TWO_EPOCHS are added).
+FAULTS = {
+    **{f"kill {name}": ([*spec, "kill"], ["train"]) for name, spec in KILL_POINTS.items()},
+    "sigint train": (["step", "6", "sigint"], ["train"]),
+    "sigint sweep": (["step", "6", "sigint"], SWEEP),
+}
+
+
+class FaultRuns:
+    """Each fault of FAULTS injected into its own `centerloss` process, in its own folder, two at a time
+    in the background from the start of the session. Most of such a process's time is spent importing
+    torch on one core, which the rest of the suite leaves idle. The faults fire at exact steps and
+    writes, never at a time, so what runs beside them changes nothing. `runs[name]` waits for one."""
+
+    def __init__(self, tmp_path_factory, mnist: Mnist):
+        self._pool = ThreadPoolExecutor(2)
+        self._env = {**os.environ, "PYTHONPATH": str(DRIVER.parent)}
+        self._runs: dict[str, Future] = {
+            name: self._pool.submit(self._run, tmp_path_factory.mktemp(name.replace(" ", "-")),
+                                    [*fault, "--", *command, *mnist.args, *TWO_EPOCHS])
+            for name, (fault, command) in FAULTS.items()
+        }
+
+    def _run(self, cwd: Path, args: list[str]) -> tuple[Path, subprocess.CompletedProcess]:
+        done = subprocess.run([sys.executable, str(DRIVER), *args], cwd=cwd, env=self._env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+        return cwd, done
+
+    def __getitem__(self, name: str) -> tuple[Path, subprocess.CompletedProcess]:
+        return self._runs[name].result()
+
+
+@pytest.fixture(scope="session")
+def fault_runs(tmp_path_factory, mnist) -> FaultRuns:
+    return FaultRuns(tmp_path_factory, mnist)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_fault_runs_early(request):
+    """Start the fault-injected runs with the session when any selected test needs them."""
+    if any("fault_runs" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("fault_runs")
+
+
+def pytest_collection_modifyitems(items):
+    """The tests that read the fault-injected runs go last, when the runs are most likely done."""
+    items.sort(key=lambda item: "fault_runs" in getattr(item, "fixturenames", ()))

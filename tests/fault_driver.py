@@ -12,8 +12,8 @@ import os
 import signal
 import sys
 
-from centerloss_cli import storage, train
-from centerloss_cli.cli import main
+# Nothing of centerloss_cli is imported at the top: spawned processes (the plotting process) re-import
+# this file as their main module, and should not pay seconds importing torch for nothing.
 
 
 class Fault:
@@ -37,6 +37,8 @@ class Fault:
         setattr(owner, attr, wrapper)
 
     def during_write(self, name: str, n: int) -> None:
+        from centerloss_cli import storage
+
         real_open, fault = open, self
 
         class HalfWritten:
@@ -73,6 +75,9 @@ class Fault:
 
 
 def run() -> None:
+    from centerloss_cli import train
+    from centerloss_cli.cli import main
+
     split = sys.argv.index("--")
     spec, cli_args = sys.argv[1:split], sys.argv[split + 1 :]
     fault = Fault(spec[-1])

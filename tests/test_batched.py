@@ -3,19 +3,23 @@ from pathlib import Path
 
 import pytest
 
+from centerloss_cli.config import resolve_config
 from centerloss_cli.runs import read_metrics
-from conftest import TINY, assert_each_matches_only_itself, checkpoint, tiny
+from centerloss_cli.train import train, train_stacked
+from conftest import TINY, TINY_SETTINGS, assert_each_matches_only_itself, checkpoint
 
 RUNS = ["lambda0_alpha0.5_seed0", "lambda0.1_alpha0.25_seed0"]
 
 
-def test_batched_sweep_matches_sequential_runs(run_cli, mnist):
-    common = [*mnist.args, *tiny(epochs=2)]
-    for lam, alpha in (("0", "0.5"), ("0.1", "0.25")):
-        assert run_cli("train", *common, "--lambda", lam, "--alpha", alpha, "--output-dir", "seq").exit_code == 0
-    batched = run_cli("sweep", "--lambda", "0,0.1", "--alpha", "0.5,0.25", "--batched", *common, "--output-dir", "bat")
-    assert batched.exit_code == 0, batched.output
-    assert "4 runs (4 trained now)" in batched.output
+def test_stacked_runs_match_sequential_runs(mnist, tmp_path, monkeypatch):
+    """Two runs that differ in lambda and in alpha, stacked into one model, against each trained alone."""
+    monkeypatch.chdir(tmp_path)
+    base = resolve_config(None, {**TINY_SETTINGS, "epochs": 2, "data_dir": str(mnist.root), "verify": mnist.real})
+    configs = [base.with_(lam=0.0, alpha=0.5), base.with_(lam=0.1, alpha=0.25)]
+    for c in configs:
+        train(c.with_(output_dir="seq"), progress=False)
+    results = train_stacked([c.with_(output_dir="bat") for c in configs], progress=False)
+    assert [r.trained_epochs for r in results] == [2, 2]
     for name in RUNS:
         seq, bat = read_metrics(Path("seq") / name), read_metrics(Path("bat") / name)
         assert [r["epoch"] for r in bat] == [1.0, 2.0]

@@ -20,30 +20,27 @@ def test_one_epoch_run_writes_every_file(run_cli, mnist):
         assert (RUN / f).is_file() and (RUN / f).stat().st_size > 0, f
     assert not [p for p in RUN.rglob("*") if ".tmp" in p.name]
     config = json.loads((RUN / "config.json").read_text())
-    assert config["lambda"] == 0.01 and config["alpha"] == 0.5 and config["train_limit"] == 128
+    assert config["lambda"] == 0.01 and config["alpha"] == 0.5 and config["train_limit"] == 64
     assert {"torch_version", "torchvision_version", "python_version", "resolved_device"} <= set(config)
     rows = read_metrics(RUN)
     assert [r["epoch"] for r in rows] == [1.0] and rows[0]["step"] == 4 and rows[0]["lr"] == 0.01
     assert 0 <= rows[0]["test_acc"] <= 1 and rows[0]["test_ratio"] > 0
     saved = np.load(RUN / "features/epoch_001.npz")
-    assert saved["test_features"].shape == (64, 2) and saved["train_features"].shape == (64, 2)
-    assert saved["centers"].shape == (10, 2) and saved["test_labels"].shape == (64,)
+    assert saved["test_features"].shape == (32, 2) and saved["train_features"].shape == (32, 2)
+    assert saved["centers"].shape == (10, 2) and saved["test_labels"].shape == (32,)
     ckpt = torch.load(RUN / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "center_loss", "epoch", "step", "rng", "config"} <= set(ckpt)
     assert torch.equal(ckpt["center_loss"]["centers"], torch.from_numpy(saved["centers"]))
 
 
-def test_a_second_run_into_the_same_folder_is_refused(run_cli, mnist):
-    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+def test_an_existing_folder_is_refused_then_overwritten(run_cli, mnist):
+    RUN.mkdir(parents=True)
+    (RUN / "metrics.csv").write_text("an old run's file\n")
     again = run_cli("train", *mnist.args, *TINY)
-    assert again.exit_code != 0 and "--resume" in again.output and "--overwrite" in again.output
+    assert again.exit_code == 2 and "--resume" in again.output and "--overwrite" in again.output
+    assert (RUN / "metrics.csv").read_text() == "an old run's file\n"
     assert run_cli("train", *mnist.args, *TINY, "--overwrite").exit_code == 0
-
-
-def test_lambda_zero_and_names_from_settings(run_cli, mnist):
-    result = run_cli("train", *mnist.args, *TINY, "--lambda", "0", "--center-update", "sgd", "--seed", "3")
-    assert result.exit_code == 0, result.output
-    assert (Path("outputs") / "lambda0_alpha0.5_seed3_sgd" / "metrics.csv").is_file()
+    assert read_metrics(RUN)[0]["epoch"] == 1.0
 
 
 def test_config_file_and_flags_that_win_over_it(run_cli, mnist, tmp_path):
@@ -52,7 +49,7 @@ def test_config_file_and_flags_that_win_over_it(run_cli, mnist, tmp_path):
     result = run_cli("train", "--config", cfg, *mnist.args, *TINY, "--alpha", "0.75")
     assert result.exit_code == 0, result.output
     config = json.loads(Path("outputs/fromfile/config.json").read_text())
-    assert config["lambda"] == 0.1 and config["alpha"] == 0.75 and config["train_limit"] == 128
+    assert config["lambda"] == 0.1 and config["alpha"] == 0.75 and config["train_limit"] == 64
 
 
 BAD = [
@@ -129,8 +126,3 @@ def test_resume_is_exact(run_cli, mnist):
     assert again.exit_code == 0 and "already complete" in again.output
 
 
-def test_resume_with_different_settings_is_refused(run_cli, mnist):
-    assert run_cli("train", *mnist.args, *TINY, "--name", "r").exit_code == 0
-    result = run_cli("train", *mnist.args, *TINY, "--name", "r", "--resume", "--lambda", "0.1")
-    assert result.exit_code != 0
-    assert "lambda: saved 0.01, given 0.1" in result.output

@@ -82,6 +82,8 @@ def test_run_names_come_from_the_settings_that_name_a_run():
     c = DEFAULTS.with_(lam=0.0, seed=3, center_update="sgd", classifier_bias=True, precision="bf16")
     assert c.run_name == "lambda0_alpha0.5_seed3_sgd_bias_bf16"
     assert DEFAULTS.with_(name="mine").run_dir == Path("outputs/mine")
+    flags = {"lambda": 0, "center_update": "sgd", "seed": 3}  # as the CLI passes `--lambda 0 --center-update sgd --seed 3`
+    assert resolve_config(None, flags).run_dir == Path("outputs/lambda0_alpha0.5_seed3_sgd")
 
 
 def test_reconcile_takes_only_what_may_change_on_resume():

@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from centerloss_cli.config import DEFAULTS
 from centerloss_cli.plots import grid_panels
+from centerloss_cli.sweep import parse_values, sweep_configs
 from centerloss_cli.runs import read_metrics
 from conftest import TINY, assert_each_matches_only_itself, tiny
 
@@ -76,10 +78,12 @@ def test_sweep_writes_summary_and_a_second_call_trains_nothing(run_cli, mnist):
     assert checkpoints == {p: p.stat().st_mtime_ns for p in Path("outputs").glob("lambda*/checkpoint.pt")}
 
 
-def test_sweep_duplicates_are_run_once_with_a_warning(run_cli, mnist):
-    result = run_cli("sweep", "--lambda", "0.1,0.1", "--alpha", "0.5", *mnist.args, *TINY)
-    assert result.exit_code == 0, result.output
-    assert "listed twice" in result.output and "1 runs (1 trained now)" in result.output
+def test_sweep_duplicates_are_run_once_with_a_warning():
+    warnings = []
+    lambdas = parse_values("0.1,0.01,0.1", "--lambda", warnings.append)
+    assert lambdas == [0.1, 0.01] and warnings == ["--lambda: 0.1 is listed twice; running it once"]
+    assert [c.run_name for c in sweep_configs(DEFAULTS, lambdas, [0.5])] == [
+        "lambda0.1_alpha0.5_seed0", "lambda0.01_alpha0.5_seed0"]
 
 
 @pytest.mark.parametrize("args,message", [

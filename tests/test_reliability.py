@@ -19,10 +19,8 @@ from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.config import resolve_config
 from centerloss_cli.runs import read_metrics
 from centerloss_cli.train import train
-from conftest import TINY, TINY_SETTINGS, synthetic_mnist, tiny, write_idx
+from conftest import KILL_POINTS, SWEEP, TINY, TINY_SETTINGS, TWO_EPOCHS, synthetic_mnist, write_idx
 
-DRIVER = Path(__file__).with_name("fault_driver.py")
-TWO_EPOCHS = tiny(epochs=2)  # 4 steps an epoch
 RUN = Path("outputs") / "lambda0.01_alpha0.5_seed0"
 
 
@@ -68,28 +66,11 @@ def assert_nothing_half_written(run: Path) -> None:
             raise AssertionError(f"unexpected file {p}")
 
 
-def run_driver(fault: list[str], cli_args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(DRIVER.parent)}
-    return subprocess.run([sys.executable, str(DRIVER), *fault, "--", *cli_args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-KILL_POINTS = {
-    "mid-epoch-1": ["step", "3"],
-    "mid-epoch-2": ["step", "6"],
-    "config-write": ["write", "config.json", "1"],
-    "checkpoint-write-epoch-1": ["write", "checkpoint.pt", "1"],
-    "checkpoint-write-epoch-2": ["write", "checkpoint.pt", "2"],
-    "features-write": ["write", "epoch_002.npz", "1"],
-    "plots-queued-not-drawn": ["call", "plots.PlotWorker.submit", "1"],
-    "metrics-write-after-checkpoint": ["write", "metrics.csv", "2"],
-}
-
-
 @pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_kill_9_then_resume_loses_nothing(point, run_cli, mnist, reference, tmp_path):
-    killed = run_driver([*KILL_POINTS[point], "kill"], ["train", *mnist.args, *TWO_EPOCHS], tmp_path)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+def test_kill_9_then_resume_loses_nothing(point, fault_runs, run_cli, mnist, reference, monkeypatch):
+    cwd, killed = fault_runs[f"kill {point}"]
+    monkeypatch.chdir(cwd)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:]
     assert_nothing_half_written(RUN)
     resumed = run_cli("train", *mnist.args, *TWO_EPOCHS, "--resume")
     assert resumed.exit_code == 0, resumed.output
@@ -100,12 +81,13 @@ def test_kill_9_then_resume_loses_nothing(point, run_cli, mnist, reference, tmp_
     assert plots == ["test_epoch_001.png", "test_epoch_002.png", "train_epoch_001.png", "train_epoch_002.png"]
 
 
-def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(run_cli, mnist, reference, tmp_path):
-    stopped = run_driver(["step", "6", "sigint"], ["train", *mnist.args, *TWO_EPOCHS], tmp_path)
-    assert stopped.returncode == 130, stopped.stderr[-2000:]
-    assert "interrupted at epoch 2, batch 2; checkpoint saved" in stopped.stderr
-    assert "Resume with: centerloss train --resume --output-dir outputs --name lambda0.01_alpha0.5_seed0" in stopped.stderr
-    assert "Traceback" not in stopped.stderr
+def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(fault_runs, run_cli, reference, monkeypatch):
+    cwd, stopped = fault_runs["sigint train"]
+    monkeypatch.chdir(cwd)
+    assert stopped.returncode == 130, stopped.stdout[-2000:]
+    assert "interrupted at epoch 2, batch 2; checkpoint saved" in stopped.stdout
+    assert "Resume with: centerloss train --resume --output-dir outputs --name lambda0.01_alpha0.5_seed0" in stopped.stdout
+    assert "Traceback" not in stopped.stdout
     ckpt = torch.load(RUN / "checkpoint.pt", weights_only=True)
     assert (ckpt["epoch"], ckpt["batch"], ckpt["step"]) == (1, 2, 6)
     assert_nothing_half_written(RUN)
@@ -114,13 +96,13 @@ def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(run_cli, mnist, reference, t
     assert_same_run(reference, RUN)
 
 
-def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(run_cli, mnist, reference, tmp_path):
-    sweep = ["sweep", "--lambda", "0.01,0.1", "--alpha", "0.5", *mnist.args, *TWO_EPOCHS]
-    stopped = run_driver(["step", "6", "sigint"], sweep, tmp_path)
-    assert stopped.returncode == 130, stopped.stderr[-2000:]
-    assert "Run the same sweep command again to resume it" in stopped.stderr
+def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(fault_runs, run_cli, mnist, reference, monkeypatch):
+    cwd, stopped = fault_runs["sigint sweep"]
+    monkeypatch.chdir(cwd)
+    assert stopped.returncode == 130, stopped.stdout[-2000:]
+    assert "Run the same sweep command again to resume it" in stopped.stdout
     assert not (Path("outputs") / "lambda0.1_alpha0.5_seed0").exists()  # the second run never started
-    again = run_cli(*sweep)
+    again = run_cli(*SWEEP, *mnist.args, *TWO_EPOCHS)
     assert again.exit_code == 0, again.output
     assert "2 runs (2 trained now)" in again.output
     assert_same_run(reference, RUN)
@@ -215,13 +197,6 @@ def test_an_unwritable_output_folder_fails_before_training(run_cli, mnist):
     Path("blocker").write_text("a file where a folder should be")
     result = run_cli("train", *mnist.args, *TINY, "--output-dir", "blocker/outputs")
     assert result.exit_code != 0 and "output folder blocker is not writable" in result.output
-
-
-def test_resume_with_a_different_config_shows_every_differing_key(run_cli, mnist):
-    assert run_cli("train", *mnist.args, *TINY, "--name", "r").exit_code == 0
-    result = run_cli("train", *mnist.args, *TINY, "--name", "r", "--resume", "--lr", "0.1", "--batch-size", "16")
-    assert result.exit_code != 0
-    assert "batch_size: saved 32, given 16" in result.output and "lr: saved 0.01, given 0.1" in result.output
 
 
 def _corrupt(root: Path, how: str) -> str:

@@ -1,0 +1,69 @@
+"""The run folder as pure functions: refusals, overwrite, resume reconciliation, relocation, the lock.
+No training: RunFolder decides all of this before any data is loaded."""
+import json
+from pathlib import Path
+
+import pytest
+
+from centerloss_cli.config import DEFAULTS
+from centerloss_cli.errors import CenterLossError
+from centerloss_cli.runs import CONFIG_JSON, RunFolder, write_config
+
+RUN = Path("outputs/lambda0.01_alpha0.5_seed0")
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def saved_run(config=DEFAULTS) -> Path:
+    """A run folder as a finished training leaves it, as far as opening it is concerned."""
+    config.run_dir.mkdir(parents=True)
+    write_config(config.run_dir, config, {"torch_version": "x"})
+    return config.run_dir
+
+
+def test_an_occupied_folder_is_refused_without_resume_or_overwrite():
+    saved_run()
+    with pytest.raises(CenterLossError, match="already exists: add --resume to continue it or --overwrite"):
+        RunFolder(DEFAULTS)
+    with pytest.raises(CenterLossError, match="--resume and --overwrite contradict each other"):
+        RunFolder(DEFAULTS, resume=True, overwrite=True)
+
+
+def test_overwrite_deletes_only_when_the_folder_is_created():
+    saved_run()
+    (RUN / "features").mkdir()
+    with RunFolder(DEFAULTS, overwrite=True) as folder:
+        assert (RUN / CONFIG_JSON).exists()  # opening changed nothing: data may still fail to load
+        folder.create({"torch_version": "y"})
+        assert sorted(p.name for p in RUN.iterdir()) == [".lock", "config.json", "features", "plots"]
+        assert json.loads((RUN / CONFIG_JSON).read_text())["torch_version"] == "y"
+
+
+def test_resume_with_other_settings_is_refused_naming_each_difference():
+    saved_run(DEFAULTS.with_(name="r", epochs=1))
+    given = DEFAULTS.with_(name="r", lr=0.1, batch_size=16, epochs=3)
+    with pytest.raises(CenterLossError) as e:
+        RunFolder(given, resume=True, explicit={"name", "lr", "batch_size", "epochs"})
+    assert "batch_size: saved 128, given 16" in str(e.value) and "lr: saved 0.01, given 0.1" in str(e.value)
+    assert "epochs" not in str(e.value)  # epochs may change on resume
+    with RunFolder(given, resume=True, explicit={"name", "epochs"}) as folder:
+        assert folder.config == DEFAULTS.with_(name="r", epochs=3)
+
+
+def test_a_moved_run_folder_resumes_where_it_now_lives():
+    saved_run(DEFAULTS.with_(output_dir="old"))
+    Path("old").rename("new")
+    with RunFolder(DEFAULTS.with_(output_dir="new/"), resume=True, explicit={"output_dir"}) as folder:
+        assert folder.config.run_dir == Path("new/lambda0.01_alpha0.5_seed0") == folder.path
+
+
+def test_one_folder_is_opened_by_one_run_at_a_time():
+    saved_run()
+    with RunFolder(DEFAULTS, resume=True):
+        with pytest.raises(CenterLossError, match="already open in this process: two runs of this command map"):
+            RunFolder(DEFAULTS, resume=True)
+    with RunFolder(DEFAULTS, resume=True):  # released on close
+        pass
