@@ -7,7 +7,6 @@ from PIL import Image
 from centerloss_cli.config import DEFAULTS
 from centerloss_cli.plots import grid_panels
 from centerloss_cli.sweep import parse_values, sweep_configs
-from centerloss_cli.runs import read_metrics
 from conftest import TINY, assert_each_matches_only_itself, tiny
 
 TWO_EPOCHS = tiny(epochs=2)
@@ -38,11 +37,34 @@ def test_plot_redraws_from_saved_features_without_training(run_cli, mnist):
             assert im.n_frames == 2
 
 
-def test_grid_of_two_runs_is_ordered_by_lambda(run_cli, mnist):
-    # Trained in the "wrong" order on purpose.
-    assert run_cli("train", *mnist.args, *TINY, "--lambda", "0.1").exit_code == 0
-    assert run_cli("train", *mnist.args, *TINY, "--lambda", "0").exit_code == 0
-    runs = ["outputs/lambda0.1_alpha0.5_seed0", "outputs/lambda0_alpha0.5_seed0"]
+def test_a_sweep_in_parallel_or_not_its_tables_and_its_grid(run_cli, mnist):
+    """`sweep --jobs 2` and a sequential sweep give the same runs; a sweep writes its figures and tables,
+    trains nothing when called again, and its runs make a grid ordered by lambda, in every format."""
+    args = ["sweep", "--lambda", "0.1,0", "--alpha", "0.5", *mnist.args, *TINY]  # not in order, on purpose
+    parallel = run_cli(*args, "--jobs", "2", "--output-dir", "par")
+    assert parallel.exit_code == 0, parallel.output
+    first = run_cli(*args)
+    assert first.exit_code == 0, first.output
+    assert "2 runs (2 trained now)" in first.output and "| λ | α |" in first.output
+    names = ["lambda0.1_alpha0.5_seed0", "lambda0_alpha0.5_seed0"]
+    # Each worker computes with one CPU thread and the sequential sweep with two, so the float sums
+    # differ in their last bits: the runs agree to a tolerance, each with its own twin only.
+    assert_each_matches_only_itself(Path("outputs"), Path("par"), names, tol=1e-3)
+
+    folder = Path("outputs/sweeps/lambda0.1-0_alpha0.5_seed0")
+    for f in ("grid_train.png", "grid_test.png", "summary.csv", "summary.md", "compactness.png"):
+        assert (folder / f).is_file(), f
+    rows = list(csv.DictReader(open(folder / "summary.csv")))
+    assert [float(r["lambda"]) for r in rows] == [0.0, 0.1]
+    assert {"test_acc", "train_ratio", "test_ratio", "test_intra", "test_inter"} <= set(rows[0])
+    checkpoints = {p: p.stat().st_mtime_ns for p in Path("outputs").glob("lambda*/checkpoint.pt")}
+    assert len(checkpoints) == 2
+    second = run_cli(*args)
+    assert second.exit_code == 0, second.output
+    assert "2 runs (0 trained now)" in second.output
+    assert checkpoints == {p: p.stat().st_mtime_ns for p in Path("outputs").glob("lambda*/checkpoint.pt")}
+
+    runs = [f"outputs/{n}" for n in names]
     panels = grid_panels(runs, "last", ("test",))
     assert len(panels) == 2
     assert panels[0][3].startswith("λ = 0,") and panels[1][3].startswith("λ = 0.1,")
@@ -57,25 +79,6 @@ def test_grid_of_two_runs_is_ordered_by_lambda(run_cli, mnist):
     assert [p[3].endswith(s) for p, s in zip(grid_panels(runs[:1], "last", ("train", "test")), ["(train)", "(test)"])] == [True, True]
     bad = run_cli("plot", *runs, "--grid", "--split", "test", "-o", "fig.jpg")
     assert bad.exit_code != 0 and "fig.jpg" in bad.output
-
-
-def test_sweep_writes_summary_and_a_second_call_trains_nothing(run_cli, mnist):
-    args = ["sweep", "--lambda", "0,0.1", "--alpha", "0.5", *mnist.args, *TINY]
-    first = run_cli(*args)
-    assert first.exit_code == 0, first.output
-    assert "2 runs (2 trained now)" in first.output and "| λ | α |" in first.output
-    folder = Path("outputs/sweeps/lambda0-0.1_alpha0.5_seed0")
-    for f in ("grid_train.png", "grid_test.png", "summary.csv", "summary.md", "compactness.png"):
-        assert (folder / f).is_file(), f
-    rows = list(csv.DictReader(open(folder / "summary.csv")))
-    assert [float(r["lambda"]) for r in rows] == [0.0, 0.1]
-    assert {"test_acc", "train_ratio", "test_ratio", "test_intra", "test_inter"} <= set(rows[0])
-    checkpoints = {p: p.stat().st_mtime_ns for p in Path("outputs").glob("lambda*/checkpoint.pt")}
-    assert len(checkpoints) == 2
-    second = run_cli(*args)
-    assert second.exit_code == 0, second.output
-    assert "2 runs (0 trained now)" in second.output
-    assert checkpoints == {p: p.stat().st_mtime_ns for p in Path("outputs").glob("lambda*/checkpoint.pt")}
 
 
 def test_sweep_duplicates_are_run_once_with_a_warning():
@@ -107,15 +110,3 @@ def test_plot_of_a_missing_or_empty_run_folder(run_cli, tmp_path):
     Path("outputs/empty").mkdir(parents=True)
     empty = run_cli("plot", "outputs/empty")
     assert empty.exit_code != 0 and "outputs/empty has no saved features" in empty.output
-
-
-def test_parallel_sweep_gives_the_same_runs_as_a_sequential_one(run_cli, mnist):
-    args = ["--alpha", "0.5", *mnist.args, *TINY]
-    assert run_cli("sweep", "--lambda", "0,0.1", "--jobs", "2", *args, "--output-dir", "par").exit_code == 0
-    assert run_cli("sweep", "--lambda", "0,0.1", *args, "--output-dir", "seq").exit_code == 0
-    names = ["lambda0_alpha0.5_seed0", "lambda0.1_alpha0.5_seed0"]
-    for name in names:
-        assert [r["epoch"] for r in read_metrics(Path("par") / name)] == [1.0]
-    # Each worker computes with one CPU thread and the sequential sweep with two, so the float sums
-    # differ in their last bits: the runs agree to a tolerance, each with its own twin only.
-    assert_each_matches_only_itself(Path("seq"), Path("par"), names, tol=1e-3)
