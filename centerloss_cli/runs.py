@@ -117,13 +117,26 @@ def saved_epochs(run_dir: Path) -> list[int]:
     return epochs
 
 
-def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
+def metrics_text(history: list[dict[str, float]]) -> str:
+    """metrics.csv as it follows from a checkpoint's history."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in history:
         writer.writerow({k: row[k] for k in METRIC_COLUMNS})
-    atomic_write_text(Path(run_dir) / METRICS_CSV, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
+    atomic_write_text(Path(run_dir) / METRICS_CSV, metrics_text(history))
+
+
+def _recorded_epochs(run_dir: Path) -> int:
+    """How many finished epochs metrics.csv records (it is written only after their checkpoint)."""
+    try:
+        return len(read_metrics(run_dir))
+    except (OSError, ValueError):
+        return 0
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
@@ -231,7 +244,10 @@ def _check_writable(run_dir: Path) -> None:
 def completed_result(config: TrainConfig) -> RunResult | None:
     """The result of a run whose folder holds all of its epochs; None when it has more to do."""
     with RunFolder(config, resume=True) as folder:
-        return folder.result() if folder.complete else None
+        if not folder.complete:
+            return None
+        folder.repair()
+        return folder.result()
 
 
 class RunFolder:
@@ -269,6 +285,13 @@ class RunFolder:
                 self.config = saved if saved.run_dir == self.path else saved.with_(name=self.path.name)
             if resume and (self.path / CHECKPOINT).is_file():
                 self.checkpoint = load_checkpoint(self.path)
+            elif resume and (recorded := _recorded_epochs(self.path)):
+                # Starting again would rewrite metrics.csv from an empty history: refuse, and touch nothing.
+                raise CenterLossError(
+                    f"cannot resume {self.path}: its {CHECKPOINT} is missing, but {METRICS_CSV} records {recorded} "
+                    f"finished epoch(s); nothing was changed. Put {CHECKPOINT} back to resume, or use --overwrite "
+                    "to start again, which deletes them"
+                )
         except BaseException:
             self.close()
             raise
@@ -299,6 +322,23 @@ class RunFolder:
         if self.checkpoint is None:
             return False
         return self.checkpoint["epoch"] >= total_epochs(self.config, self.checkpoint["n_train"])
+
+    def repair(self) -> None:
+        """Finish what a crash after the last checkpoint left undone (a run that is complete is never
+        trained again, so nothing else would): temp files of killed writes, metrics.csv as the checkpoint
+        has it, and the plots of saved epochs. Needs the lock, which an open folder holds."""
+        from . import plots  # plots imports this module
+
+        remove_stale_temp_files(self.path)
+        history = list(self.checkpoint["history"])
+        try:
+            current = (self.path / METRICS_CSV).read_text()
+        except OSError:
+            current = None
+        if current != metrics_text(history):
+            write_metrics(self.path, history)
+        (self.path / PLOTS).mkdir(exist_ok=True)
+        plots.draw_missing_plots(self.path, range(1, self.checkpoint["epoch"] + 1))
 
     def result(self, trained_epochs: int = 0, history: list[dict[str, float]] | None = None) -> RunResult:
         if history is None:

@@ -465,7 +465,11 @@ def _train(configs: Sequence[TrainConfig], *, resume: bool, overwrite: bool = Fa
         folders = [opened.enter_context(RunFolder(c, resume=resume, overwrite=overwrite, explicit=explicit))
                    for c in configs]
         todo = [f for f in folders if not f.complete]
-        results = {f.path: f.result() for f in folders if f.complete}
+        results = {}
+        for f in folders:
+            if f.complete:
+                f.repair()
+                results[f.path] = f.result()
         if todo:
             device = resolve_device(todo[0].config.device)
             if data is None:

@@ -325,3 +325,28 @@ def test_a_failing_plot_worker_surfaces_as_an_error(tmp_path):
     worker.submit(run, feats)
     with pytest.raises(PlotError, match="drawing plots failed"):
         worker.close()
+
+
+def test_resume_without_its_checkpoint_is_refused_and_changes_nothing(run_cli, mnist):
+    """It used to start again silently, rewriting metrics.csv from an empty history."""
+    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    (RUN / "checkpoint.pt").unlink()
+    before = {p: p.read_bytes() for p in RUN.rglob("*") if p.is_file() and p.name != ".lock"}
+    result = run_cli("train", *mnist.args, *TINY, "--resume")
+    assert result.exit_code == 2
+    assert "checkpoint.pt is missing, but metrics.csv records 1 finished epoch(s); nothing was changed" in result.output
+    assert {p: p.read_bytes() for p in RUN.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+def test_a_complete_run_is_repaired_when_opened_again(run_cli, mnist):
+    """A crash after the last checkpoint used to stay unrepaired: "already complete" returned first."""
+    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    good = (RUN / "metrics.csv").read_text()
+    (RUN / "metrics.csv").write_text(good.splitlines()[0] + "\n")  # the last row, lost
+    (RUN / "plots" / "test_epoch_001.png").unlink()
+    (RUN / "features" / ".epoch_002.npz.tmp-99999").write_bytes(b"half")
+    again = run_cli("train", *mnist.args, *TINY, "--resume")
+    assert again.exit_code == 0 and "already complete" in again.output
+    assert (RUN / "metrics.csv").read_text() == good
+    assert (RUN / "plots" / "test_epoch_001.png").is_file()
+    assert not (RUN / "features" / ".epoch_002.npz.tmp-99999").exists()
