@@ -31,7 +31,7 @@ from filelock import FileLock, Timeout
 
 from .config import DEFAULTS, SCHEMA, TrainConfig, from_dict, to_dict
 from .errors import CenterLossError
-from .storage import atomic_write, atomic_write_text, remove_stale_temp_files
+from .storage import atomic_write, atomic_write_text, is_temp_file, remove_stale_temp_files
 
 # torch is imported where it is used: the plotting process imports this module, and should start in
 # a second, not in the several that importing torch takes.
@@ -46,6 +46,8 @@ FEATURES = "features"
 PLOTS = "plots"
 SWEEPS = "sweeps"
 SPLITS = ("train", "test")
+# What the tool puts into a run folder: --overwrite deletes these, and nothing else.
+RUN_ENTRIES = frozenset({LOCK, CONFIG_JSON, METRICS_CSV, CHECKPOINT, FEATURES, PLOTS})
 METRIC_COLUMNS = [
     "epoch", "step", "lr", "seconds",
     "train_softmax_loss", "train_center_loss", "train_acc",
@@ -274,7 +276,15 @@ class RunFolder:
             return
         self._acquire()
         try:
-            occupied = any(p.name != LOCK for p in self.path.iterdir())
+            entries = {p.name for p in self.path.iterdir() if not is_temp_file(p)} - {LOCK}
+            foreign = sorted(entries - RUN_ENTRIES)
+            if foreign and CONFIG_JSON not in entries:
+                shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+                raise CenterLossError(
+                    f"{self.path} is not a run folder (it holds {shown} and no {CONFIG_JSON}), so it is left "
+                    "alone, --overwrite or not; choose another --name or --output-dir"
+                )
+            occupied = bool(entries)
             if occupied and not (resume or overwrite):
                 raise CenterLossError(
                     f"run folder {self.path} already exists: add --resume to continue it or --overwrite to start again"
@@ -360,9 +370,9 @@ class RunFolder:
             if any(p.name != LOCK for p in self.path.iterdir()):
                 raise CenterLossError(f"run folder {self.path} was created by another process meanwhile")
         remove_stale_temp_files(self.path)
-        if self.overwrite:
+        if self.overwrite:  # only what the tool made: files of the user's own stay
             for p in self.path.iterdir():
-                if p.name != LOCK:
+                if p.name in RUN_ENTRIES and p.name != LOCK:
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         (self.path / FEATURES).mkdir(exist_ok=True)
         (self.path / PLOTS).mkdir(exist_ok=True)

@@ -41,9 +41,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
         write(f)
 
 
+def is_temp_file(path: Path) -> bool:
+    """Whether `path` is the temp file of an atomic write (see atomic_open)."""
+    return path.name.startswith(".") and ".tmp-" in path.name and path.is_file()
+
+
 def remove_stale_temp_files(folder: Path) -> int:
     """Delete the temp files of writes that a killed process never finished (call with the lock held)."""
-    stale = [p for p in Path(folder).rglob(".*.tmp-*") if p.is_file()]
+    stale = [p for p in Path(folder).rglob(".*.tmp-*") if is_temp_file(p)]
     for p in stale:
         p.unlink()
     return len(stale)

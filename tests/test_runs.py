@@ -67,3 +67,27 @@ def test_one_folder_is_opened_by_one_run_at_a_time():
             RunFolder(DEFAULTS, resume=True)
     with RunFolder(DEFAULTS, resume=True):  # released on close
         pass
+
+
+def test_a_folder_the_tool_did_not_make_is_never_emptied():
+    """--overwrite used to empty any folder: a user's files, or the tool's own sweeps/ folder."""
+    thesis = Path("outputs/userstuff/thesis.tex")
+    thesis.parent.mkdir(parents=True)
+    thesis.write_text("x")
+    with pytest.raises(CenterLossError, match=r"outputs/userstuff is not a run folder \(it holds thesis.tex and no"):
+        RunFolder(DEFAULTS.with_(name="userstuff"), overwrite=True)
+    sweep_summary = Path("outputs/sweeps/lambda0-0.1_alpha0.5_seed0/summary.md")
+    sweep_summary.parent.mkdir(parents=True)
+    sweep_summary.write_text("| λ |")
+    with pytest.raises(CenterLossError, match="outputs/sweeps is not a run folder"):
+        RunFolder(DEFAULTS.with_(name="sweeps"), overwrite=True)
+    assert thesis.read_text() == "x" and sweep_summary.read_text() == "| λ |"
+
+
+def test_overwrite_deletes_only_what_the_tool_made():
+    saved_run()
+    (RUN / "checkpoint.pt").write_bytes(b"old")
+    (RUN / "notes.txt").write_text("mine")
+    with RunFolder(DEFAULTS, overwrite=True) as folder:
+        folder.create({})
+    assert not (RUN / "checkpoint.pt").exists() and (RUN / "notes.txt").read_text() == "mine"
