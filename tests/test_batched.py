@@ -6,7 +6,7 @@ import pytest
 from centerloss_cli.config import resolve_config
 from centerloss_cli.runs import read_metrics
 from centerloss_cli.train import train, train_stacked
-from conftest import TINY, TINY_SETTINGS, assert_each_matches_only_itself, checkpoint
+from conftest import TINY, TINY_SETTINGS, assert_each_matches_only_itself, checkpoint, tiny
 
 RUNS = ["lambda0_alpha0.5_seed0", "lambda0.1_alpha0.25_seed0"]
 
@@ -14,7 +14,9 @@ RUNS = ["lambda0_alpha0.5_seed0", "lambda0.1_alpha0.25_seed0"]
 def test_stacked_runs_match_sequential_runs(mnist, tmp_path, monkeypatch):
     """Two runs that differ in lambda and in alpha, stacked into one model, against each trained alone."""
     monkeypatch.chdir(tmp_path)
-    base = resolve_config(None, {**TINY_SETTINGS, "epochs": 2, "data_dir": str(mnist.root), "verify": mnist.real})
+    # 32 images: 2 steps an epoch, and 2 epochs, so the runs are restacked once from their states.
+    settings = {**TINY_SETTINGS, "train_limit": 32, "epochs": 2}
+    base = resolve_config(None, {**settings, "data_dir": str(mnist.root), "verify": mnist.real})
     configs = [base.with_(lam=0.0, alpha=0.5), base.with_(lam=0.1, alpha=0.25)]
     for c in configs:
         train(c.with_(output_dir="seq"), progress=False)
@@ -36,7 +38,7 @@ def test_stacked_runs_match_sequential_runs(mnist, tmp_path, monkeypatch):
 
 
 def test_a_batched_member_resumes_on_its_own(run_cli, mnist):
-    common = [*mnist.args, *TINY, "--output-dir", "bat"]
+    common = [*mnist.args, *tiny(train_limit=32), "--output-dir", "bat"]  # 2 steps an epoch
     assert run_cli("sweep", "--lambda", "0,0.1", "--batched", *common).exit_code == 0
     more = run_cli("train", *common, "--lambda", "0.1", "--epochs", "2", "--resume")
     assert more.exit_code == 0, more.output
