@@ -53,9 +53,17 @@ def setting(default: Any, key: str, help: str, **options: Any) -> Any:
     return field(default=default, metadata={"setting": Setting(key=key, help=help, **options)})
 
 
-def _valid_name(name: str) -> bool:
+def is_folder_name(name: str) -> bool:
+    """One folder name: not empty, no '/' or NUL, not . or .., and short enough for the file system."""
     return (bool(name) and "/" not in name and "\0" not in name and name not in (".", "..")
             and len(name.encode()) <= NAME_MAX_BYTES)
+
+
+def number_text(value: float) -> str:
+    """A number as names show it: short ('0.01', '1e-05'), but exact, so that 0.1000001 never shares
+    0.1's folder."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ class TrainConfig:
     output_dir: str = setting("outputs", "output_dir", "Folder that holds the run folders.",
                               accepted="a non-empty path", check=bool, resumable=True, metavar="DIR")
     name: str | None = setting(None, "name", "The run folder's name.",
-                               accepted=f"a folder name without '/' of at most {NAME_MAX_BYTES} bytes", check=_valid_name,
+                               accepted=f"a folder name without '/' of at most {NAME_MAX_BYTES} bytes", check=is_folder_name,
                                default_text="from the settings, e.g. lambda0.01_alpha0.5_seed0")
     log_every: int = setting(20, "log_every", "Batches between the progress bar's loss updates.",
                              accepted="an integer >= 1", check=lambda v: v >= 1, resumable=True)
@@ -132,7 +140,7 @@ class TrainConfig:
     def run_name(self) -> str:
         if self.name:
             return self.name
-        name = f"lambda{self.lam:g}_alpha{self.alpha:g}_seed{self.seed}"
+        name = f"lambda{number_text(self.lam)}_alpha{number_text(self.alpha)}_seed{self.seed}"
         if self.center_update != "paper":
             name += f"_{self.center_update}"
         if self.classifier_bias:

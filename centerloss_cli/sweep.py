@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import os
@@ -17,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from . import plots, runs
-from .config import TrainConfig
+from .config import NAME_MAX_BYTES, TrainConfig, is_folder_name, number_text
 from .data import MNIST
 from .devices import resolve_device
 from .errors import ConfigError, Interrupted
@@ -57,7 +58,11 @@ def sweep_configs(base: TrainConfig, lambdas: Sequence[float], alphas: Sequence[
 
 
 def default_sweep_name(lambdas: Sequence[float], alphas: Sequence[float], seed: int) -> str:
-    return f"lambda{'-'.join(f'{v:g}' for v in lambdas)}_alpha{'-'.join(f'{v:g}' for v in alphas)}_seed{seed}"
+    """The values, in order; a name too long for the file system keeps its start and gains a digest of the whole."""
+    name = f"lambda{'-'.join(map(number_text, lambdas))}_alpha{'-'.join(map(number_text, alphas))}_seed{seed}"
+    if len(name.encode()) <= NAME_MAX_BYTES:
+        return name
+    return f"{name[:200]}_{hashlib.sha1(name.encode()).hexdigest()[:12]}"
 
 
 @dataclass
@@ -94,6 +99,8 @@ def run_sweep(
         raise ConfigError(f"jobs = {jobs}: expected an integer >= 1")
     if batched and jobs > 1:
         raise ConfigError("--batched trains every run in one process: it does not combine with --jobs")
+    if name is not None and not is_folder_name(name):
+        raise ConfigError(f"--sweep-name {name!r}: expected a folder name without '/' of at most {NAME_MAX_BYTES} bytes")
     configs = sweep_configs(base, lambdas, alphas)
     folder = runs.sweep_dir(base.output_dir, name or default_sweep_name(lambdas, alphas, base.seed))
     plots.check_figure_path(folder / "grid_test.png")

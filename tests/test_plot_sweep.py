@@ -6,7 +6,7 @@ from PIL import Image
 
 from centerloss_cli.config import DEFAULTS
 from centerloss_cli.plots import grid_panels
-from centerloss_cli.sweep import parse_values, sweep_configs
+from centerloss_cli.sweep import default_sweep_name, parse_values, sweep_configs
 from conftest import TINY, assert_each_matches_only_itself, tiny
 
 TWO_EPOCHS = tiny(epochs=2)
@@ -89,8 +89,25 @@ def test_sweep_duplicates_are_run_once_with_a_warning():
         "lambda0.1_alpha0.5_seed0", "lambda0.01_alpha0.5_seed0"]
 
 
+def test_values_that_print_alike_get_folders_of_their_own():
+    """0.1 and 0.1000001 were both named 'lambda0.1', and so shared one folder and lost a run."""
+    names = [c.run_name for c in sweep_configs(DEFAULTS, [0.1, 0.1000001], [0.5])]
+    assert names == ["lambda0.1_alpha0.5_seed0", "lambda0.1000001_alpha0.5_seed0"]
+
+
+def test_a_long_default_sweep_name_still_fits_the_file_system():
+    """About 40 values used to make a name over 255 bytes: every run trained, then a traceback."""
+    many = [i / 1000 for i in range(60)]
+    name = default_sweep_name(many, [0.5], 0)
+    assert len(name.encode()) <= 255 and name.startswith("lambda0-0.001-0.002-")
+    assert name != default_sweep_name([*many[:-1], 1.0], [0.5], 0)
+    assert default_sweep_name([0, 0.1], [0.5], 0) == "lambda0-0.1_alpha0.5_seed0"
+
+
 @pytest.mark.parametrize("args,message", [
     (["--lambda", ""], "--lambda '': expected a comma-separated list"),
+    (["--sweep-name", "../x"], "--sweep-name '../x': expected a folder name without '/'"),
+    (["--sweep-name", "/abs"], "--sweep-name '/abs': expected a folder name"),
     (["--lambda", "0.1,,0.2"], "expected a comma-separated list"),
     (["--lambda", "0.1,-0.01"], "lambda = -0.01: expected a number >= 0"),
     (["--lambda", "0.1,big"], "'big' is not a number"),
