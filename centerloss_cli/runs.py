@@ -334,13 +334,13 @@ class RunFolder:
         return self.checkpoint["epoch"] >= total_epochs(self.config, self.checkpoint["n_train"])
 
     def repair(self) -> None:
-        """Finish what a crash after the last checkpoint left undone (a run that is complete is never
-        trained again, so nothing else would): temp files of killed writes, metrics.csv as the checkpoint
-        has it, and the plots of saved epochs. Needs the lock, which an open folder holds."""
+        """Bring what derives from the checkpoint in line with it, as a crash may have left it: temp files
+        of killed writes go, metrics.csv is the checkpoint's history, and saved epochs get their missing
+        plots. Called on every opened run that exists on disk, complete or about to train."""
         from . import plots  # plots imports this module
 
         remove_stale_temp_files(self.path)
-        history = list(self.checkpoint["history"])
+        history = list(self.checkpoint["history"]) if self.checkpoint else []
         try:
             current = (self.path / METRICS_CSV).read_text()
         except OSError:
@@ -348,7 +348,7 @@ class RunFolder:
         if current != metrics_text(history):
             write_metrics(self.path, history)
         (self.path / PLOTS).mkdir(exist_ok=True)
-        plots.draw_missing_plots(self.path, range(1, self.checkpoint["epoch"] + 1))
+        plots.draw_missing_plots(self.path, range(1, len(history) + 1))
 
     def result(self, trained_epochs: int = 0, history: list[dict[str, float]] | None = None) -> RunResult:
         if history is None:

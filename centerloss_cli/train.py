@@ -476,22 +476,18 @@ def _train(configs: Sequence[TrainConfig], *, resume: bool, overwrite: bool = Fa
                 data = load_data(todo[0].config, device)
             for f in todo:
                 f.check_data(len(data.train))  # everything is checked before the first folder changes
-            states = []
+            groups: dict[tuple[int, int, int], list[tuple[RunFolder, TrainState]]] = {}
             for f in todo:
                 f.create(runs.environment(device))
+                f.repair()
                 state = new_state(f.config, len(data.train), device)
                 if f.checkpoint is not None:
                     state.load_state_dict(f.checkpoint)
-                runs.write_metrics(f.path, state.history)
-                plots.draw_missing_plots(f.path, range(1, state.epoch + 1))
-                states.append(state)
+                groups.setdefault((state.epoch, state.batch, state.total_epochs), []).append((f, state))
             plotter = opened.enter_context(plots.PlotWorker())
-            groups: dict[tuple[int, int, int], list[TrainState]] = {}
-            for s in states:
-                groups.setdefault((s.epoch, s.batch, s.total_epochs), []).append(s)
             for group in groups.values():
-                start = group[0].epoch
-                run_epochs(group, data, progress, position, plotter)
-                for s in group:
-                    results[s.run_dir] = RunResult(s.run_dir, s.config, s.history, s.epoch - start)
+                start = group[0][1].epoch
+                run_epochs([s for _, s in group], data, progress, position, plotter)
+                for f, s in group:
+                    results[f.path] = f.result(s.epoch - start, s.history)
         return [results[f.path] for f in folders]
