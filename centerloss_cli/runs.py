@@ -363,13 +363,13 @@ class RunFolder:
             )
 
     def create(self, env: dict[str, str]) -> None:
-        """Lay the folder out and record the settings: from here on the disk changes."""
+        """Lay the folder out and record the settings: from here on the disk changes. Call `repair`
+        next, which also removes the temp files of killed writes."""
         self.path.mkdir(parents=True, exist_ok=True)
         if self._lock is None:
             self._acquire()
             if any(p.name != LOCK for p in self.path.iterdir()):
                 raise CenterLossError(f"run folder {self.path} was created by another process meanwhile")
-        remove_stale_temp_files(self.path)
         if self.overwrite:  # only what the tool made: files of the user's own stay
             for p in self.path.iterdir():
                 if p.name in RUN_ENTRIES and p.name != LOCK:
