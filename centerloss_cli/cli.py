@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, List, Literal, Optional
 
 import typer
 
-from .config import SCHEMA, TrainConfig, default_text, field_types, load_toml, resolve_config
+from .config import DEFAULTS, SCHEMA, TrainConfig, default_text, field_types, load_toml, resolve_config
 from .errors import CenterLossError
 from .runs import RunResult
 
@@ -183,13 +183,14 @@ def plot(
 
 @app.command()
 def data(
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="MNIST root. [default: $CENTERLOSS_DATA, else ./data]"),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the md5 sums."),
+    data_dir: Optional[str] = _setting_option("data_dir")[1],
+    verify: Optional[bool] = _setting_option("verify")[1],
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ) -> None:
     """Fetch MNIST if it is missing, verify it, and print where it came from and the per-class counts."""
     from .data import class_counts, load_mnist
 
+    verify = DEFAULTS.verify if verify is None else verify  # None: not given
     with user_errors(debug):
         mnist = load_mnist(data_dir, "cpu", verify=verify)
     typer.echo(f"MNIST {mnist.source}" + (" (md5 verified)" if verify else " (md5 not checked)"))
