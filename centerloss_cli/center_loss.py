@@ -1,4 +1,4 @@
-"""The center loss (paper Eq. 2) and the two ways of moving the centers."""
+"""The center loss (paper Eq. 2) and the three ways of moving the centers."""
 from __future__ import annotations
 
 import torch
@@ -20,8 +20,8 @@ def center_loss(features: torch.Tensor, centers: torch.Tensor, labels: torch.Ten
 class CenterLoss(nn.Module):
     """L_C = sum_i ||x_i - c_{y_i}||^2 / (2m), with the centers kept as a buffer.
 
-    The centers are never trained by the network's optimizer (so no weight decay and no momentum
-    reach them); `update` moves them after every optimizer step.
+    The centers are never trained by the network's optimizer (so no weight decay ever reaches them);
+    `update` moves them after every optimizer step, by the rule chosen (see `move_centers`).
     """
 
     def __init__(self, num_classes: int = 10, feat_dim: int = 2, rule: str = "paper"):
@@ -31,29 +31,52 @@ class CenterLoss(nn.Module):
         self.rule = rule
         # Filled as the official Caffe layer fills its centers.
         self.register_buffer("centers", xavier_caffe_(torch.empty(num_classes, feat_dim)))
+        if rule == "caffe":  # the official solver's momentum history of the centers
+            self.register_buffer("velocity", torch.zeros(num_classes, feat_dim))
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Gives the features the gradient (x_i - c_{y_i}) / m and the centers none."""
         return center_loss(features, self.centers, labels)
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor, labels: torch.Tensor, alpha: float) -> None:
-        """Move the centers toward the batch's (detached) features of their class; see center_delta."""
+    def update(self, features: torch.Tensor, labels: torch.Tensor, alpha: float, lr: float = 0.0,
+               momentum: float = 0.0) -> None:
+        """Move the centers toward the batch's (detached) features of their class. `alpha` is the paper's
+        and sgd's rate; `lr` (the network's current one) and `momentum` are caffe's."""
         features = features.detach().to(self.centers.dtype)
-        self.centers.sub_(alpha * center_delta(self.centers, features, labels, self.rule))
+        move_centers(self.centers, getattr(self, "velocity", None), features, labels, self.rule, alpha, lr, momentum)
+
+
+@torch.no_grad()
+def move_centers(centers: torch.Tensor, velocity: torch.Tensor | None, features: torch.Tensor, labels: torch.Tensor,
+                 rule: str, alpha: float | torch.Tensor, lr: float = 0.0, momentum: float = 0.0) -> None:
+    """One step of the centers, in place, for one run or K stacked ones (alpha then of shape (K, 1, 1)).
+
+    paper, sgd: c <- c - alpha * delta.
+    caffe: the official code makes the centers a solver parameter whose "gradient" is Eq. 4's delta, and
+    Caffe's SGD applies it with the network's lr (lr_mult 1), its schedule and momentum, and no weight
+    decay: v <- momentum * v + lr * delta; c <- c - v. Caffe keeps lr inside the history, where PyTorch's
+    SGD multiplies it outside; the two differ only after an lr drop, and this follows Caffe.
+    """
+    delta = center_delta(centers, features, labels, rule)
+    if rule == "caffe":
+        velocity.mul_(momentum).add_(delta, alpha=lr)
+        centers.sub_(velocity)
+    else:
+        centers.sub_(alpha * delta)
 
 
 def center_delta(centers: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, rule: str = "paper") -> torch.Tensor:
     """The step the centers take, before it is scaled by alpha: c <- c - alpha * delta.
 
-    "paper" (Eq. 4): delta_j = sum_{y_i=j} (c_j - x_i) / (1 + n_j); a class absent from the batch has
+    "paper" and "caffe" (Eq. 4): delta_j = sum_{y_i=j} (c_j - x_i) / (1 + n_j); a class absent from the batch has
     delta 0. It uses neither lambda, nor the batch size, nor the network's lr.
     "sgd": delta = dL_C/dc, the autograd gradient of L_C (which divides by m), as in popular
     re-implementations that train the centers as a parameter, but without their 1/lambda rescaling,
     so lambda = 0 is fine.
     Centers may be (C, D) with features (m, D), or stacked runs (K, C, D) with features (K, m, D).
     """
-    if rule == "paper":
+    if rule in ("paper", "caffe"):
         diff = centers[..., labels, :] - features
         delta = torch.zeros_like(centers).index_add_(centers.dim() - 2, labels, diff)
         # n_j by index_add_, not bincount: on CUDA bincount reads the labels' maximum back to the host.

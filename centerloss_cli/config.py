@@ -25,7 +25,8 @@ else:  # pragma: no cover
 
 from .errors import ConfigError
 
-CENTER_UPDATES = ("paper", "sgd")
+CENTER_UPDATES = ("paper", "sgd", "caffe")
+NETS = ("official", "table1")
 PRECISIONS = ("fp32", "tf32", "bf16")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 NAME_MAX_BYTES = 255  # the longest file name most file systems allow
@@ -43,6 +44,9 @@ class Setting:
     default_text: str = ""  # the default as --help and the README show it, where the value alone says too little
     resumable: bool = False  # may differ on --resume: it changes where or how long a run trains, not what it learns
     metavar: str | None = None
+    # How a value other than the default shows in a default run name ("n{}" -> "_n2000"); every setting
+    # that changes what a run learns has one, or is one of the name's fixed parts (lambda, alpha, seed).
+    suffix: str = ""
 
     @property
     def flag(self) -> str:
@@ -66,6 +70,12 @@ def number_text(value: float) -> str:
     return short if float(short) == value else repr(value)
 
 
+def suffix_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "-".join(map(str, value))
+    return number_text(value) if isinstance(value, float) else str(value)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of one run. Constructing one validates it; `with_` and `from_dict` make changed copies."""
@@ -76,37 +86,50 @@ class TrainConfig:
                            accepted="a number in [0, 1]", check=lambda v: 0 <= v <= 1, metavar="A")
     center_update: str = setting(
         "paper", "center_update",
-        "paper: the paper's Eq. 4 (c_j -= α Σ(c_j - x_i) / (1 + n_j)); sgd: centers trained by plain SGD with "
+        "paper: Algorithm 1, c_j -= α Δc_j with Eq. 4's Δc_j = Σ(c_j - x_i) / (1 + n_j); caffe: the official code, "
+        "Δc_j applied by the solver with the network's lr, schedule and momentum (α unused); sgd: plain SGD with "
         "learning rate α on the autograd gradient of L_C, as many re-implementations do.",
-        choices=CENTER_UPDATES)
+        choices=CENTER_UPDATES, suffix="{}")
+    net: str = setting(
+        "official", "net",
+        "official: the official Caffe net (pool3 3x3 stride 2, ceil mode); table1: the paper's Table 1 as "
+        "printed (pool3 2x2 stride 2, which never sees row and column 6 of conv3's 7x7 map).",
+        choices=NETS, suffix="{}")
     epochs: int | None = setting(None, "epochs", "Epochs to train.", accepted="an integer >= 1",
                                  check=lambda v: v >= 1,
-                                 default_text="as many as --iterations fills (21 on full MNIST)", resumable=True)
-    iterations: int = setting(10_000, "iterations", "Iteration budget, used when --epochs is not given.",
+                                 default_text="exactly --iterations steps (21 epochs and 151 steps on full MNIST)",
+                                 resumable=True)
+    iterations: int = setting(10_000, "iterations", "Steps of --batch-size images, when --epochs is not given.",
                               accepted="an integer >= 1", check=lambda v: v >= 1, resumable=True)
-    batch_size: int = setting(128, "batch_size", "Mini-batch size.", accepted="an integer >= 1", check=lambda v: v >= 1)
-    lr: float = setting(0.01, "lr", "SGD learning rate of the network.", accepted="a number > 0", check=lambda v: v > 0)
-    momentum: float = setting(0.9, "momentum", "SGD momentum.", accepted="a number in [0, 1)", check=lambda v: 0 <= v < 1)
-    weight_decay: float = setting(5e-4, "weight_decay", "Weight decay of the network, never of the centers.",
-                                  accepted="a number >= 0", check=lambda v: v >= 0)
+    batch_size: int = setting(128, "batch_size", "Mini-batch size.", accepted="an integer >= 1", check=lambda v: v >= 1,
+                              suffix="b{}")
+    lr: float = setting(0.01, "lr", "SGD learning rate of the network (biases: twice it).", accepted="a number > 0",
+                       check=lambda v: v > 0, suffix="lr{}")
+    momentum: float = setting(0.9, "momentum", "SGD momentum.", accepted="a number in [0, 1)", check=lambda v: 0 <= v < 1,
+                             suffix="mom{}")
+    weight_decay: float = setting(5e-4, "weight_decay", "Weight decay of the network's weights; never of its biases or the centers.",
+                                  accepted="a number >= 0", check=lambda v: v >= 0, suffix="wd{}")
     lr_milestones: tuple[int, ...] = setting(
         (5000, 8000), "lr_milestones", "Iterations at which the learning rate is multiplied by --lr-gamma.",
-        accepted="positive iteration numbers", check=lambda v: all(m >= 1 for m in v), metavar="I,I,...")
+        accepted="positive iteration numbers", check=lambda v: all(m >= 1 for m in v), metavar="I,I,...",
+        suffix="steps{}")
     lr_gamma: float = setting(0.8, "lr_gamma", "Factor of each learning-rate drop.",
-                              accepted="a number in (0, 1]", check=lambda v: 0 < v <= 1)
-    classifier_bias: bool = setting(False, "classifier_bias", "A bias in the 10-way classifier (the paper's net has none).")
+                              accepted="a number in (0, 1]", check=lambda v: 0 < v <= 1, suffix="gamma{}")
+    classifier_bias: bool = setting(False, "classifier_bias", "A bias in the 10-way classifier (the paper's net has none).",
+                                   suffix="bias")
     seed: int = setting(0, "seed", "Seed of the initialisation and of the batch order.",
                         accepted="an integer in [0, 2^32)", check=lambda v: 0 <= v < 2**32)
     device: str = setting("auto", "device", "auto, cpu, cuda, cuda:N or mps; auto takes CUDA when there is one.",
                           accepted=DEVICE_CHOICES, check=lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
                           resumable=True, metavar="DEVICE")
     train_limit: int | None = setting(None, "train_limit", "Train on a fixed, seeded subset of N training images.",
-                                      accepted="an integer >= 1", check=lambda v: v >= 1, default_text="all")
+                                      accepted="an integer >= 1", check=lambda v: v >= 1, default_text="all", suffix="n{}")
     test_limit: int | None = setting(None, "test_limit", "Evaluate on a fixed, seeded subset of N test images.",
-                                     accepted="an integer >= 1", check=lambda v: v >= 1, default_text="all")
+                                     accepted="an integer >= 1", check=lambda v: v >= 1, default_text="all",
+                                     suffix="test{}")
     plot_train_samples: int = setting(10_000, "plot_train_samples",
                                       "Training images whose features are saved and plotted each epoch.",
-                                      accepted="an integer >= 1", check=lambda v: v >= 1)
+                                      accepted="an integer >= 1", check=lambda v: v >= 1, suffix="plot{}")
     data_dir: str | None = setting(None, "data_dir", "The MNIST root.", default_text="$CENTERLOSS_DATA, else ./data",
                                    resumable=True, metavar="DIR")
     verify: bool = setting(True, "verify", "Check the md5 sums of the MNIST files; --no-verify lets other IDX data "
@@ -115,12 +138,12 @@ class TrainConfig:
                               accepted="a non-empty path", check=bool, resumable=True, metavar="DIR")
     name: str | None = setting(None, "name", "The run folder's name.",
                                accepted=f"a folder name without '/' of at most {NAME_MAX_BYTES} bytes", check=is_folder_name,
-                               default_text="from the settings, e.g. lambda0.01_alpha0.5_seed0")
+                               default_text="from the settings, e.g. lambda0.01_alpha0.5_seed0_n2000")
     log_every: int = setting(20, "log_every", "Batches between the progress bar's loss updates.",
                              accepted="an integer >= 1", check=lambda v: v >= 1, resumable=True)
     precision: str = setting("fp32", "precision", "tf32: TF32 matmuls and convolutions on CUDA; bf16: bf16 autocast "
                              "of the network. The losses, the centers and their update stay fp32 either way.",
-                             choices=PRECISIONS)
+                             choices=PRECISIONS, suffix="{}")
 
     def __post_init__(self) -> None:
         # Validation happens here, once per TrainConfig: a config that exists is a valid one.
@@ -138,15 +161,16 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
+        """--name, else λ, α and seed, then a suffix for each setting that differs from the paper's (see
+        Setting.suffix). Under the caffe update α has no effect, so it is left out."""
         if self.name:
             return self.name
-        name = f"lambda{number_text(self.lam)}_alpha{number_text(self.alpha)}_seed{self.seed}"
-        if self.center_update != "paper":
-            name += f"_{self.center_update}"
-        if self.classifier_bias:
-            name += "_bias"
-        if self.precision != "fp32":
-            name += f"_{self.precision}"
+        alpha = "" if self.center_update == "caffe" else f"_alpha{number_text(self.alpha)}"
+        name = f"lambda{number_text(self.lam)}{alpha}_seed{self.seed}"
+        for f in fields(self):
+            s, value = SCHEMA[f.name], getattr(self, f.name)
+            if s.suffix and value != getattr(DEFAULTS, f.name):
+                name += "_" + s.suffix.format(suffix_text(value))
         return name
 
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import os
 import struct
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Iterator
 import torch
 
 from .errors import DataError
-from .fetch import SPLIT_FILES, data_root, ensure_mnist, verify_md5
+from .fetch import MNIST_FINGERPRINT, MNIST_MD5, SPLIT_FILES, data_root, ensure_mnist, fingerprint, verify_md5
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -62,20 +63,31 @@ def parse_idx(raw: bytes, path: Path, expect_magic: int) -> torch.Tensor:
     return torch.frombuffer(bytearray(raw[offset:]), dtype=torch.uint8).reshape(shape)
 
 
-def _load_file(path: Path, name: str, verify: bool) -> torch.Tensor:
-    """The parsed (and verified) file. A process that loads the data again (a sweep, a notebook, the
-    tests) reuses the last few parses; a file changed on disk has another size or time, so is read again."""
+def _load_file(path: Path, name: str, verify: bool) -> tuple[torch.Tensor, str]:
+    """The parsed file and the md5 of its uncompressed content, verified when asked. A process that
+    loads the data again (a sweep, a notebook, the tests) reuses the last few parses; a file changed on
+    disk has another size or time, so is read again."""
     st = path.stat()
-    return _parse_file(str(path), st.st_size, st.st_mtime_ns, name, verify)
+    tensor, digest = _parse_file(str(path), st.st_size, st.st_mtime_ns, name)
+    if verify:
+        verify_md5(digest, name, path)
+    return tensor, digest
 
 
 @functools.lru_cache(maxsize=8)
-def _parse_file(path: str, size: int, mtime_ns: int, name: str, verify: bool) -> torch.Tensor:
+def _parse_file(path: str, size: int, mtime_ns: int, name: str) -> tuple[torch.Tensor, str]:
     raw = read_bytes(Path(path))
-    if verify:
-        verify_md5(raw, name, Path(path))
     # Callers copy before they change anything (indexing, .float()), so the cached tensor stays as read.
-    return parse_idx(raw, Path(path), IMAGE_MAGIC if "images" in name else LABEL_MAGIC)
+    return parse_idx(raw, Path(path), IMAGE_MAGIC if "images" in name else LABEL_MAGIC), hashlib.md5(raw).hexdigest()
+
+
+def data_fingerprint(data_dir: str | os.PathLike | None, verify: bool) -> str:
+    """The fingerprint (fetch.fingerprint) of the files a run with these data settings reads. Verified
+    files are MNIST's, or loading them fails, so only --no-verify data is read here."""
+    if verify:
+        return MNIST_FINGERPRINT
+    files, _ = ensure_mnist(data_root(data_dir))
+    return fingerprint([_load_file(files[name], name, verify=False)[1] for name in MNIST_MD5])
 
 
 @dataclass
@@ -95,13 +107,14 @@ class MNIST:
     test: Split
     source: str
     root: Path
+    fingerprint: str  # of the four files as read (fetch.fingerprint); MNIST's is fetch.MNIST_FINGERPRINT
 
 
 def load_split(files: dict[str, Path], split: str, verify: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The raw uint8 images (N, 28, 28) and labels (N,) of one split, verified."""
     image_name, label_name = SPLIT_FILES[split]
-    images = _load_file(files[image_name], image_name, verify)
-    labels = _load_file(files[label_name], label_name, verify)
+    images, _ = _load_file(files[image_name], image_name, verify)
+    labels, _ = _load_file(files[label_name], label_name, verify)
     if len(images) != len(labels):
         raise DataError(
             f"{files[image_name]}: {len(images)} images but {files[label_name]} has {len(labels)} labels"
@@ -141,17 +154,30 @@ def load_mnist(
     device = torch.device(device)
     train = to_split(*load_split(files, "train", verify), train_limit, device)
     test = to_split(*load_split(files, "test", verify), test_limit, device)
-    return MNIST(train=train, test=test, source=source, root=root)
+    digests = [_load_file(files[name], name, verify)[1] for name in MNIST_MD5]  # cached: no second read
+    return MNIST(train=train, test=test, source=source, root=root, fingerprint=fingerprint(digests))
 
 
-def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
-    """The order of epoch `epoch`: a pure function of (seed, epoch), so a resumed run replays it exactly."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+def pass_permutation(n: int, seed: int, pass_: int, device: torch.device) -> torch.Tensor:
+    """The order of pass `pass_` (1, 2, ...) over the n training images: a pure function of (seed, pass)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + pass_)
     return torch.randperm(n, generator=g).to(device)
 
 
+def stream_order(n: int, seed: int, first_step: int, steps: int, batch_size: int, device: torch.device) -> torch.Tensor:
+    """The images of steps first_step .. first_step + steps - 1 (counted from 0), batch after batch.
+
+    The batch stream is the passes' permutations laid end to end and cut into batches of batch_size:
+    every batch is full, and one may span two passes, as in Caffe's data layer. The stream is a pure
+    function of (seed, step), so a run resumed at any step replays it exactly."""
+    lo, hi = first_step * batch_size, (first_step + steps) * batch_size
+    passes = range(lo // n, (hi - 1) // n + 1)
+    order = torch.cat([pass_permutation(n, seed, p + 1, device) for p in passes])
+    return order[lo - passes[0] * n : hi - passes[0] * n]
+
+
 def batches(split: Split, order: torch.Tensor, batch_size: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches of `split` in `order`, from batch number `start` on; the last one may be short."""
+    """Mini-batches of `split` in `order`, from batch number `start` on."""
     for i in range(start * batch_size, len(order), batch_size):
         idx = order[i : i + batch_size]
         yield split.images[idx], split.labels[idx]

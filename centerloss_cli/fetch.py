@@ -23,6 +23,14 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+
+
+def fingerprint(md5s: Sequence[str]) -> str:
+    """One checksum for a dataset: the md5 of its four files' md5s, in MNIST_MD5's order of names."""
+    return hashlib.md5(" ".join(md5s).encode()).hexdigest()
+
+
+MNIST_FINGERPRINT = fingerprint(list(MNIST_MD5.values()))
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -52,9 +60,8 @@ def find_files(root: Path) -> dict[str, Path] | None:
     return found if len(found) == len(MNIST_MD5) else None
 
 
-def verify_md5(raw: bytes, name: str, path: Path) -> None:
-    """Raise unless `raw`, the uncompressed content of `path`, is the original MNIST file `name`."""
-    digest = hashlib.md5(raw).hexdigest()
+def verify_md5(digest: str, name: str, path: Path) -> None:
+    """Raise unless `digest`, the md5 of `path`'s uncompressed content, is the original MNIST file `name`'s."""
     if digest != MNIST_MD5[name]:
         raise DataError(
             f"{path}: md5 mismatch (got {digest}, expected {MNIST_MD5[name]}); "

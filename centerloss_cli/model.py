@@ -1,10 +1,18 @@
-"""LeNets++ from the paper's Table 1, with a 2-D feature layer."""
+"""LeNets++ with a 2-D feature layer: the official Caffe net by default, the paper's Table 1 on request.
+
+The two differ in stage 3's pooling only. The official prototxt pools the 7x7 conv3 map with kernel 3,
+stride 2 in Caffe's ceil mode: windows at rows/columns 0-2, 2-4 and 4-6, so every position reaches the
+feature layer. Table 1's 2x2 stride-2 pool gives the same 3x3 output, but from rows/columns 0-5 only:
+13 of the 49 positions (row and column 6) never reach it.
+"""
 from __future__ import annotations
 
 import math
 
 import torch
 from torch import nn
+
+from .config import NETS
 
 
 @torch.no_grad()
@@ -18,20 +26,28 @@ def xavier_caffe_(weight: torch.Tensor) -> torch.Tensor:
     return weight.uniform_(-bound, bound)
 
 
-def _stage(c_in: int, c_out: int) -> list[nn.Module]:
+
+
+
+def _stage(c_in: int, c_out: int, pool: nn.Module) -> list[nn.Module]:
     return [
         nn.Conv2d(c_in, c_out, 5, padding=2), nn.PReLU(c_out),
         nn.Conv2d(c_out, c_out, 5, padding=2), nn.PReLU(c_out),
-        nn.MaxPool2d(2, 2),  # floor mode: 28 -> 14 -> 7 -> 3, the same 3x3 as Caffe's 3/2 ceil-mode pool
+        pool,
     ]
 
 
 class LeNetPP(nn.Module):
-    """conv(32)x2 - pool - conv(64)x2 - pool - conv(128)x2 - pool - fc 1152->2 - PReLU - fc 2->10."""
+    """conv(32)x2 - pool - conv(64)x2 - pool - conv(128)x2 - pool3 - fc 1152->2 - PReLU - fc 2->10."""
 
-    def __init__(self, num_classes: int = 10, feat_dim: int = 2, classifier_bias: bool = False):
+    def __init__(self, num_classes: int = 10, feat_dim: int = 2, classifier_bias: bool = False, net: str = "official"):
         super().__init__()
-        self.body = nn.Sequential(*_stage(1, 32), *_stage(32, 64), *_stage(64, 128), nn.Flatten())
+        if net not in NETS:
+            raise ValueError(f"net {net!r}: expected one of {', '.join(NETS)}")
+        # 28 -> 14 -> 7 -> 3 either way; see the module's docstring for what differs.
+        pool3 = nn.MaxPool2d(3, 2, ceil_mode=True) if net == "official" else nn.MaxPool2d(2, 2)
+        self.body = nn.Sequential(*_stage(1, 32, nn.MaxPool2d(2, 2)), *_stage(32, 64, nn.MaxPool2d(2, 2)),
+                                  *_stage(64, 128, pool3), nn.Flatten())
         self.feature = nn.Sequential(nn.Linear(128 * 3 * 3, feat_dim), nn.PReLU(feat_dim))
         # No bias by default, as in the official net: with one, the class centers do not fan out
         # radially around the origin as in the paper's figures.

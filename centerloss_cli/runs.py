@@ -3,7 +3,7 @@ and reading and writing everything it holds.
 
 OUTPUT_DIR/<name>/
   .lock                    the lock: a kernel lock on it is held while a process trains here (the file stays)
-  config.json              every resolved setting, plus versions and device
+  config.json              every resolved setting, the data's fingerprint, the folder's format, versions and device
   metrics.csv              one row per finished epoch, rewritten from the checkpoint's history
   checkpoint.pt            the whole training state (train.TrainState)
   features/epoch_NNN.npz   2-D features, labels and centers of that epoch
@@ -38,6 +38,7 @@ from .storage import atomic_write, atomic_write_text, is_temp_file, remove_stale
 if TYPE_CHECKING:
     import torch
 
+FORMAT = 2  # of config.json and checkpoint.pt; 2: the official net, exact iterations, the data fingerprint
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
 CONFIG_JSON = "config.json"
@@ -125,7 +126,7 @@ def metrics_text(history: list[dict[str, float]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: row[k] for k in METRIC_COLUMNS})
+        writer.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})  # "": a column newer than the row
     return buf.getvalue()
 
 
@@ -158,17 +159,27 @@ def environment(device: torch.device) -> dict[str, str]:
     }
 
 
-def write_config(run_dir: Path, config: TrainConfig, env: dict[str, str]) -> None:
-    atomic_write_text(Path(run_dir) / CONFIG_JSON, json.dumps({**to_dict(config), **env}, indent=2) + "\n")
+def write_config(run_dir: Path, config: TrainConfig, record: dict[str, Any]) -> None:
+    """config.json: the settings (user-facing keys), then `record` (format, data fingerprint, environment)."""
+    atomic_write_text(Path(run_dir) / CONFIG_JSON, json.dumps({**to_dict(config), **record}, indent=2) + "\n")
 
 
-def read_config(run_dir: str | Path) -> TrainConfig:
-    """The settings a run folder was made with (its config.json, less the environment entries)."""
+def read_record(run_dir: str | Path) -> dict[str, Any]:
+    """config.json as saved: the settings and the record beside them."""
     path = Path(run_dir) / CONFIG_JSON
     try:
         saved = json.loads(path.read_text())
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+        return saved
     except (OSError, ValueError) as e:
         raise CenterLossError(f"{path}: cannot read the run's settings ({e})") from None
+
+
+def read_config(run_dir: str | Path) -> TrainConfig:
+    """The settings a run folder was made with (its config.json, less the record beside them)."""
+    path = Path(run_dir) / CONFIG_JSON
+    saved = read_record(run_dir)
     return from_dict({k: v for k, v in saved.items() if k in to_dict(DEFAULTS)}, where=f" in {path}")
 
 
@@ -208,14 +219,51 @@ def resume_command(config: TrainConfig) -> str:
     return shlex.join(["centerloss", "train", "--resume", "--output-dir", config.output_dir, "--name", config.run_name])
 
 
-def total_epochs(config: TrainConfig, n_train: int) -> int:
-    """--epochs, or as many whole epochs as the iteration budget (10,000 -> 21 on 60k images)."""
+def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
+    """An epoch is ceil(n / batch) steps: every image once, and the last batch filled from the next pass."""
+    return -(-n_train // config.batch_size)
+
+
+def total_steps(config: TrainConfig, n_train: int) -> int:
+    """--epochs whole epochs, else exactly --iterations steps (the official solver's 10,000)."""
     if config.epochs is not None:
-        return config.epochs
-    return max(1, round(config.iterations / math.ceil(n_train / config.batch_size)))
+        return config.epochs * steps_per_epoch(config, n_train)
+    return config.iterations
 
 
-def reconcile(saved: TrainConfig, given: TrainConfig, explicit: set[str] | None) -> TrainConfig:
+def epoch_end(start: int, total: int, per_epoch: int) -> int:
+    """The step at which the epoch that starts at step `start` ends: epochs end on multiples of the steps
+    per epoch, and at the last step (10,000 steps of 128 on 60k images: 21 epochs of 469 and one of 151)."""
+    return min((start // per_epoch + 1) * per_epoch, total)
+
+
+def epochs_left(start: int, total: int, per_epoch: int) -> int:
+    """How many epochs, this one included, run from step `start` to step `total`."""
+    count = 0
+    while start < total:
+        start, count = epoch_end(start, total, per_epoch), count + 1
+    return count
+
+
+def named_for_data(config: TrainConfig) -> TrainConfig:
+    """The config, its default name suffixed with the data's fingerprint when the data is not MNIST (only
+    --no-verify lets such data through), so runs on other data never share MNIST's folders."""
+    from .data import data_fingerprint  # imports torch
+    from .fetch import MNIST_FINGERPRINT
+
+    if config.name is not None or config.verify:
+        return config
+    fp = data_fingerprint(config.data_dir, config.verify)
+    return config if fp == MNIST_FINGERPRINT else config.with_(name=f"{config.run_name}_data{fp[:8]}")
+
+
+def _remedy(sweep: bool) -> str:
+    if sweep:
+        return "give the sweep another --output-dir, or move that folder away"
+    return "drop those flags to continue it as saved, give --name to train a new run beside it, or --overwrite to replace it"
+
+
+def reconcile(saved: TrainConfig, given: TrainConfig, explicit: set[str] | None, sweep: bool = False) -> TrainConfig:
     """The config of a resumed run: the saved one, with only the settings that may change taken from `given`.
 
     `explicit` names the user-facing keys the user actually gave (None: all of them)."""
@@ -223,14 +271,13 @@ def reconcile(saved: TrainConfig, given: TrainConfig, explicit: set[str] | None)
     # A name given by hand that equals the one derived from the settings names the same run.
     given_d["name"], saved_d["name"] = given.run_name, saved.run_name
     resumable = {s.key for s in SCHEMA.values() if s.resumable}
+    if saved.center_update == given.center_update == "caffe":
+        resumable.add("alpha")  # caffe's update does not use alpha
     keys = set(given_d) if explicit is None else set(explicit)
     differ = [k for k in sorted(keys) if given_d[k] != saved_d[k] and k not in resumable]
     if differ:
         shown = ", ".join(f"{k}: saved {saved_d[k]!r}, given {given_d[k]!r}" for k in differ)
-        raise CenterLossError(
-            f"cannot resume {saved.run_dir}: its settings differ ({shown}); "
-            "drop those flags, or use --overwrite to start again"
-        )
+        raise CenterLossError(f"cannot resume {saved.run_dir}: its settings differ ({shown}); {_remedy(sweep)}")
     changes = {f: getattr(given, f) for f, s in SCHEMA.items() if s.key in keys and s.resumable}
     return saved.with_(**changes)
 
@@ -243,9 +290,15 @@ def _check_writable(run_dir: Path) -> None:
         raise CenterLossError(f"output folder {parent} is not writable; choose another with --output-dir")
 
 
-def completed_result(config: TrainConfig) -> RunResult | None:
+def _fingerprint(config: TrainConfig) -> str:
+    from .data import data_fingerprint  # imports torch
+
+    return data_fingerprint(config.data_dir, config.verify)
+
+
+def completed_result(config: TrainConfig, sweep: bool = False) -> RunResult | None:
     """The result of a run whose folder holds all of its epochs; None when it has more to do."""
-    with RunFolder(config, resume=True) as folder:
+    with RunFolder(config, resume=True, sweep=sweep) as folder:
         if not folder.complete:
             return None
         folder.repair()
@@ -262,7 +315,7 @@ class RunFolder:
     """
 
     def __init__(self, config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
-                 explicit: set[str] | None = None):
+                 explicit: set[str] | None = None, sweep: bool = False):
         if resume and overwrite:
             raise CenterLossError("--resume and --overwrite contradict each other: give one")
         self.config, self.overwrite = config, overwrite
@@ -273,6 +326,7 @@ class RunFolder:
             raise CenterLossError(f"run folder {self.path} exists and is not a folder")
         _check_writable(self.path)
         if not self.path.is_dir():
+            self.fingerprint = _fingerprint(self.config)
             return
         self._acquire()
         try:
@@ -290,9 +344,23 @@ class RunFolder:
                     f"run folder {self.path} already exists: add --resume to continue it or --overwrite to start again"
                 )
             if resume and (self.path / CONFIG_JSON).is_file():
+                record = read_record(self.path)
+                if record.get("format") != FORMAT:
+                    raise CenterLossError(
+                        f"cannot resume {self.path}: it was made by an older centerloss (folder format "
+                        f"{record.get('format', 1)}, this one writes {FORMAT}: another network and schedule); "
+                        f"{_remedy(sweep) if sweep else 'give --name to train a new run beside it, or --overwrite to replace it'}"
+                    )
                 # The run lives where it was found, whatever config.json says of where it was made.
-                saved = reconcile(read_config(self.path), config, explicit).with_(output_dir=config.output_dir)
+                saved = reconcile(read_config(self.path), config, explicit, sweep).with_(output_dir=config.output_dir)
                 self.config = saved if saved.run_dir == self.path else saved.with_(name=self.path.name)
+            self.fingerprint = _fingerprint(self.config)
+            if resume and (self.path / CONFIG_JSON).is_file() and record.get("data_fingerprint") != self.fingerprint:
+                raise CenterLossError(
+                    f"cannot resume {self.path}: it was trained on other data (data fingerprint: saved "
+                    f"{str(record.get('data_fingerprint'))[:8]}, given {self.fingerprint[:8]}, from "
+                    f"{self.config.data_dir or '$CENTERLOSS_DATA or ./data'}); {_remedy(sweep)}"
+                )
             if resume and (self.path / CHECKPOINT).is_file():
                 self.checkpoint = load_checkpoint(self.path)
             elif resume and (recorded := _recorded_epochs(self.path)):
@@ -328,10 +396,11 @@ class RunFolder:
 
     @property
     def complete(self) -> bool:
-        """Whether the checkpoint holds every epoch the config asks for."""
+        """Whether the checkpoint holds every step the config asks for, its last epoch finished."""
         if self.checkpoint is None:
             return False
-        return self.checkpoint["epoch"] >= total_epochs(self.config, self.checkpoint["n_train"])
+        ckpt = self.checkpoint
+        return ckpt["step"] >= total_steps(self.config, ckpt["n_train"]) and ckpt["batch"] == 0
 
     def repair(self) -> None:
         """Bring what derives from the checkpoint in line with it, as a crash may have left it: temp files
@@ -355,8 +424,12 @@ class RunFolder:
             history = list(self.checkpoint["history"]) if self.checkpoint else []
         return RunResult(self.path, self.config, history, trained_epochs)
 
-    def check_data(self, n_train: int) -> None:
-        """A checkpoint resumes only on as many training images as it was trained on."""
+    def check_data(self, n_train: int, fingerprint: str) -> None:
+        """A run trains only on the data it was opened for, and a checkpoint resumes only on as many
+        training images as it was trained on."""
+        if fingerprint != self.fingerprint:
+            raise CenterLossError(f"run {self.path}: the data loaded ({fingerprint[:8]}) is not the data "
+                                  f"checked when it was opened ({self.fingerprint[:8]}); did the files change?")
         if self.checkpoint is not None and self.checkpoint["n_train"] != n_train:
             raise CenterLossError(
                 f"cannot resume {self.path}: it trained on {self.checkpoint['n_train']} images, this data has {n_train}"
@@ -376,7 +449,7 @@ class RunFolder:
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         (self.path / FEATURES).mkdir(exist_ok=True)
         (self.path / PLOTS).mkdir(exist_ok=True)
-        write_config(self.path, self.config, env)
+        write_config(self.path, self.config, {"format": FORMAT, "data_fingerprint": self.fingerprint, **env})
 
     def close(self) -> None:
         if self._lock is not None:

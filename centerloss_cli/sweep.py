@@ -77,7 +77,7 @@ class SweepResult:
 def _train_in_worker(config: TrainConfig, threads: int, progress: bool, position: int) -> RunResult:
     # Each worker gets its share of the cores, so `jobs` processes do not fight over them.
     torch.set_num_threads(threads)
-    return train(config, resume=True, progress=progress, position=position)
+    return train(config, resume=True, progress=progress, position=position, sweep=True)
 
 
 def run_sweep(
@@ -101,12 +101,12 @@ def run_sweep(
         raise ConfigError("--batched trains every run in one process: it does not combine with --jobs")
     if name is not None and not is_folder_name(name):
         raise ConfigError(f"--sweep-name {name!r}: expected a folder name without '/' of at most {NAME_MAX_BYTES} bytes")
-    configs = sweep_configs(base, lambdas, alphas)
+    configs = [runs.named_for_data(c) for c in sweep_configs(base, lambdas, alphas)]
     folder = runs.sweep_dir(base.output_dir, name or default_sweep_name(lambdas, alphas, base.seed))
     plots.check_figure_path(folder / "grid_test.png")
     results: dict[str, RunResult] = {}
     for c in configs:
-        if (done := completed_result(c)) is not None:
+        if (done := completed_result(c, sweep=True)) is not None:
             results[c.run_name] = done
     todo = [c for c in configs if c.run_name not in results]
     try:
@@ -129,7 +129,7 @@ def _train_all(todo: list[TrainConfig], results: dict[str, RunResult], jobs: int
             for c in todo:
                 if data is None:  # loaded once, and only when some run still has to train
                     data = load_data(c, resolve_device(c.device))
-                results[c.run_name] = train(c, resume=True, data=data, progress=progress, position=1)
+                results[c.run_name] = train(c, resume=True, data=data, progress=progress, position=1, sweep=True)
                 bar.update(1)
         elif todo:
             threads = max(1, (os.cpu_count() or 1) // jobs)

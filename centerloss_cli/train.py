@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,9 +24,9 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
 from . import plots, runs
-from .center_loss import CenterLoss, center_delta, center_loss
+from .center_loss import CenterLoss, center_loss, move_centers
 from .config import TrainConfig, to_dict
-from .data import MNIST, batches, epoch_permutation, load_mnist, num_batches, subset_indices
+from .data import MNIST, batches, load_mnist, stream_order, subset_indices
 from .devices import autocast, float32_precision, resolve_device
 from .errors import CenterLossError, Diverged, Interrupted
 from .metrics import compactness
@@ -49,6 +49,7 @@ class TrainState:
     optimizer: torch.optim.SGD
     scheduler: torch.optim.lr_scheduler.MultiStepLR
     loss_sums: torch.Tensor  # [softmax, center] summed over the batches done in this epoch, on the device
+    threads: int  # CPU threads it trains with: CPU results depend on the count, so a resume keeps it
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
     batch: int = 0  # batches done in epoch `epoch + 1` (non-zero only after an interruption)
@@ -61,22 +62,34 @@ class TrainState:
 
     @property
     def steps_per_epoch(self) -> int:
-        return num_batches(self.n_train, self.config.batch_size)
+        return runs.steps_per_epoch(self.config, self.n_train)
 
     @property
-    def total_epochs(self) -> int:
-        return runs.total_epochs(self.config, self.n_train)
+    def total_steps(self) -> int:
+        return runs.total_steps(self.config, self.n_train)
 
     @property
     def finished(self) -> bool:
-        return self.epoch >= self.total_epochs
+        return self.step >= self.total_steps and self.batch == 0
+
+    def epoch_span(self) -> tuple[int, int]:
+        """First and end step of the epoch in progress (or about to start). A run stopped mid-epoch with a
+        smaller --iterations ends that epoch where it stopped."""
+        start = self.step - self.batch
+        return start, max(runs.epoch_end(start, self.total_steps, self.steps_per_epoch), self.step)
+
+    @property
+    def total_epochs(self) -> int:
+        """The epoch the run will end at, as the progress bar shows it."""
+        start, _ = self.epoch_span()
+        return self.epoch + max(1, runs.epochs_left(start, self.total_steps, self.steps_per_epoch))
 
     def state_dict(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
-            "format": 1,
+            "format": runs.FORMAT,
             "config": to_dict(self.config),
             "n_train": self.n_train,
             "model": self.model.state_dict(),
@@ -88,6 +101,7 @@ class TrainState:
             "batch": self.batch,
             "loss_sums": self.loss_sums.detach().cpu(),
             "seconds": self.seconds,
+            "threads": self.threads,
             "history": self.history,
             "rng": rng,
         }
@@ -99,7 +113,7 @@ class TrainState:
         self.scheduler.load_state_dict(d["scheduler"])
         self.epoch, self.step, self.batch = d["epoch"], d["step"], d["batch"]
         self.loss_sums = d["loss_sums"].to(self.loss_sums.device)
-        self.seconds = d["seconds"]
+        self.seconds, self.threads = d["seconds"], d["threads"]
         self.history = list(d["history"])
         # Training draws nothing from these (the data order is a function of seed and epoch),
         # but restoring them keeps any later random draw identical to an uninterrupted run.
@@ -113,7 +127,7 @@ def new_state(config: TrainConfig, n_train: int, device: torch.device | str = "c
     device = torch.device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = LeNetPP(classifier_bias=config.classifier_bias)
+        model = LeNetPP(classifier_bias=config.classifier_bias, net=config.net)
         center_loss_ = CenterLoss(rule=config.center_update)
     # channels_last measured 1.12x faster per training step and 1.55x per evaluation forward on
     # a 2-core AVX2 CPU (bench/RESULTS.md); it is not measured on a GPU, so it stays CPU-only. A
@@ -121,10 +135,8 @@ def new_state(config: TrainConfig, n_train: int, device: torch.device | str = "c
     memory_format = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     center_loss_.to(device)
-    # The centers are a buffer, not a parameter: no weight decay or momentum ever reaches them.
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+    # The centers are a buffer, not a parameter: the network's optimizer never reaches them.
+    optimizer = torch.optim.SGD(param_groups(model.named_parameters(), config), lr=config.lr, momentum=config.momentum)
     # Milestones count iterations, as in the official solver, so the scheduler steps every batch.
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=list(config.lr_milestones), gamma=config.lr_gamma
@@ -132,7 +144,18 @@ def new_state(config: TrainConfig, n_train: int, device: torch.device | str = "c
     return TrainState(
         config=config, n_train=n_train, model=model, center_loss=center_loss_, optimizer=optimizer,
         scheduler=scheduler, loss_sums=torch.zeros(2, dtype=torch.float64, device=device),
+        threads=torch.get_num_threads(),
     )
+
+
+def param_groups(named: Iterable[tuple[str, torch.Tensor]], config: TrainConfig) -> list[dict[str, Any]]:
+    """The official net's two groups: weights (PReLU slopes too) at lr with weight decay, and biases at
+    twice the lr with none, as every layer's `lr_mult: 2, decay_mult: 0` for its bias in the prototxt."""
+    weights, biases = [], []
+    for name, p in named:
+        (biases if name.endswith("bias") else weights).append(p)
+    return [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay},
+            {"params": biases, "lr": 2 * config.lr, "weight_decay": 0.0}]
 
 
 # --- one step: a plain run, or K stacked runs ------------------------------------------------------
@@ -151,9 +174,10 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[tor
     loss = softmax_loss + cfg.lam * center if cfg.lam else softmax_loss
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    lr = state.optimizer.param_groups[0]["lr"]  # this step's rate, which the caffe center update uses too
     state.optimizer.step()
     state.scheduler.step()
-    state.center_loss.update(features.detach(), y, cfg.alpha)
+    state.center_loss.update(features.detach(), y, cfg.alpha, lr, cfg.momentum)
     state.step += 1
     return softmax_loss.detach(), center.detach()
 
@@ -189,12 +213,13 @@ class StackedStep:
         self.lam = torch.tensor([s.config.lam for s in states], device=device)
         self.alpha = torch.tensor([s.config.alpha for s in states], device=device).view(-1, 1, 1)
         self.centers = torch.stack([s.center_loss.centers for s in states])
+        self.velocity = torch.stack([s.center_loss.velocity for s in states]) if cfg.center_update == "caffe" else None
         # SGD is elementwise, so one optimizer over stacked tensors is K independent optimizers.
-        self.optimizer = torch.optim.SGD(self.params.values(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.SGD(param_groups(self.params.items(), cfg), lr=cfg.lr, momentum=cfg.momentum)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(cfg.lr_milestones), cfg.lr_gamma)
         self.scheduler.load_state_dict(first.scheduler.state_dict())
-        self.optimizer.param_groups[0]["lr"] = first.optimizer.param_groups[0]["lr"]
+        for group, own in zip(self.optimizer.param_groups, first.optimizer.param_groups):
+            group["lr"] = own["lr"]
         for name, stacked in self.params.items():
             buffers = [_momentum(s, name) for s in states]
             if all(b is not None for b in buffers):
@@ -214,28 +239,30 @@ class StackedStep:
         loss = (softmax + self.lam * center).sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
-        with torch.no_grad():
-            self.centers.sub_(self.alpha * center_delta(self.centers, features.detach(), y, cfg.center_update))
+        move_centers(self.centers, self.velocity, features.detach(), y, cfg.center_update, self.alpha, lr, cfg.momentum)
         for s in self.states:
             s.step += 1
         return torch.stack([softmax.detach(), center.detach()], dim=1)
 
     def finish(self) -> None:
         """Copy every member's weights, momentum, lr schedule and centers back into its TrainState."""
-        lr = self.optimizer.param_groups[0]["lr"]
         for k, s in enumerate(self.states):
             named = dict(s.model.named_parameters())
             with torch.no_grad():
                 for name, stacked in self.params.items():
                     named[name].copy_(stacked[k])
                 s.center_loss.centers.copy_(self.centers[k])
+                if self.velocity is not None:
+                    s.center_loss.velocity.copy_(self.velocity[k])
             for name, stacked in self.params.items():
                 buf = self.optimizer.state.get(stacked, {}).get("momentum_buffer")
                 if buf is not None:
                     s.optimizer.state[named[name]]["momentum_buffer"] = buf[k].clone()
-            s.optimizer.param_groups[0]["lr"] = lr
+            for group, own in zip(self.optimizer.param_groups, s.optimizer.param_groups):
+                own["lr"] = group["lr"]
             s.scheduler.load_state_dict(self.scheduler.state_dict())
 
 
@@ -361,6 +388,21 @@ def stop_on_sigint() -> Iterator[list[bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextmanager
+def cpu_threads(threads: int, device: torch.device) -> Iterator[None]:
+    """Train on the CPU with the thread count the run started with: CPU results depend on it (the order of
+    a sum's partial results), so this keeps a resume exact whichever process resumes it."""
+    if device.type != "cpu" or threads == torch.get_num_threads():
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _postfix(means: torch.Tensor) -> dict[str, str]:
     """The progress bar's losses: the values for one run, the range over runs for several."""
     lo, hi = means.min(0).values.tolist(), means.max(0).values.tolist()
@@ -376,16 +418,18 @@ def run_epochs(states: Sequence[TrainState], data: MNIST, progress: bool = True,
     first, k = states[0], len(states)
     cfg = first.config
     device = first.loss_sums.device
-    with stop_on_sigint() as stop, float32_precision(cfg.precision):
+    with stop_on_sigint() as stop, float32_precision(cfg.precision), cpu_threads(first.threads, device):
         while not first.finished:
             epoch = first.epoch + 1
             started = time.perf_counter() - first.seconds
             step = PlainStep(states) if k == 1 else StackedStep(states)
-            order = epoch_permutation(len(data.train), cfg.seed, epoch, device)
+            start, end = first.epoch_span()
+            steps = end - start
+            order = stream_order(len(data.train), cfg.seed, start, steps, cfg.batch_size, device)
             sums = torch.stack([s.loss_sums for s in states])  # (K, 2)
             first_bad = torch.full((k,), -1, device=device)  # per run, the first step whose loss was not finite
             runs_text = "" if k == 1 else f"{k} runs, "
-            bar = tqdm(total=first.steps_per_epoch, initial=first.batch, desc=f"{runs_text}epoch {epoch}/{first.total_epochs}",
+            bar = tqdm(total=steps, initial=first.batch, desc=f"{runs_text}epoch {epoch}/{first.total_epochs}",
                        disable=not progress, leave=position is None, position=position, dynamic_ncols=True,
                        file=sys.stderr)
             with bar:
@@ -398,7 +442,7 @@ def run_epochs(states: Sequence[TrainState], data: MNIST, progress: bool = True,
                     bar.update(1)
                     # Reading a value back forces a device sync: free on the CPU, so check every step
                     # there, but only once per logging interval on an accelerator.
-                    log_now = first.batch % cfg.log_every == 0 or first.batch == first.steps_per_epoch or stop[0]
+                    log_now = first.batch % cfg.log_every == 0 or first.batch == steps or stop[0]
                     if log_now or device.type == "cpu":
                         for s, bad in zip(states, first_bad.tolist()):
                             if bad >= 0:
@@ -439,14 +483,16 @@ def train(
     data: MNIST | None = None,
     progress: bool = True,
     position: int | None = None,
+    sweep: bool = False,
 ) -> RunResult:
     """Train one run into config.run_dir; with resume, continue it exactly where its checkpoint stopped.
 
     `explicit` names the settings the user gave (for resuming with only some flags); `data` lets
-    callers that run several trainings load MNIST once; `position` places the progress bar among others.
+    callers that run several trainings load MNIST once; `position` places the progress bar among others;
+    `sweep` makes refusals give a sweep's remedies.
     """
     return _train([config], resume=resume, overwrite=overwrite, explicit=explicit, data=data,
-                  progress=progress, position=position)[0]
+                  progress=progress, position=position, sweep=sweep)[0]
 
 
 def train_stacked(configs: Sequence[TrainConfig], *, data: MNIST | None = None, progress: bool = True) -> list[RunResult]:
@@ -454,15 +500,17 @@ def train_stacked(configs: Sequence[TrainConfig], *, data: MNIST | None = None, 
 
     Runs that stand at different points (say, one was resumed alone) are stacked in groups."""
     check_stackable(configs)
-    return _train(configs, resume=True, data=data, progress=progress)
+    return _train(configs, resume=True, data=data, progress=progress, sweep=True)
 
 
 def _train(configs: Sequence[TrainConfig], *, resume: bool, overwrite: bool = False, explicit: set[str] | None = None,
-           data: MNIST | None = None, progress: bool = True, position: int | None = None) -> list[RunResult]:
+           data: MNIST | None = None, progress: bool = True, position: int | None = None,
+           sweep: bool = False) -> list[RunResult]:
     """Open every run folder (checked and locked), then train those that are not complete, each group
     of runs that stand at the same point through one loop."""
     with ExitStack() as opened:
-        folders = [opened.enter_context(RunFolder(c, resume=resume, overwrite=overwrite, explicit=explicit))
+        folders = [opened.enter_context(RunFolder(runs.named_for_data(c), resume=resume, overwrite=overwrite,
+                                                  explicit=explicit, sweep=sweep))
                    for c in configs]
         todo = [f for f in folders if not f.complete]
         results = {}
@@ -475,15 +523,16 @@ def _train(configs: Sequence[TrainConfig], *, resume: bool, overwrite: bool = Fa
             if data is None:
                 data = load_data(todo[0].config, device)
             for f in todo:
-                f.check_data(len(data.train))  # everything is checked before the first folder changes
-            groups: dict[tuple[int, int, int], list[tuple[RunFolder, TrainState]]] = {}
+                f.check_data(len(data.train), data.fingerprint)  # everything is checked before the first folder changes
+            groups: dict[tuple[int, ...], list[tuple[RunFolder, TrainState]]] = {}
             for f in todo:
                 f.create(runs.environment(device))
                 f.repair()
                 state = new_state(f.config, len(data.train), device)
                 if f.checkpoint is not None:
                     state.load_state_dict(f.checkpoint)
-                groups.setdefault((state.epoch, state.batch, state.total_epochs), []).append((f, state))
+                key = (state.epoch, state.step, state.total_steps, state.threads)
+                groups.setdefault(key, []).append((f, state))
             plotter = opened.enter_context(plots.PlotWorker())
             for group in groups.values():
                 start = group[0][1].epoch

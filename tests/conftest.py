@@ -55,6 +55,15 @@ class Mnist:
     def args(self) -> list[str]:
         return ["--data-dir", str(self.root)] + ([] if self.real else ["--no-verify"])
 
+    def run(self, output_dir: str | Path = "outputs", **settings) -> Path:
+        """The folder the tool gives a run of the tiny settings with `settings` (by TOML key, e.g. lambda=0.1)
+        on this data: its name gains suffixes for the limits, and for the synthetic data's fingerprint."""
+        from centerloss_cli.config import resolve_config
+        from centerloss_cli.runs import named_for_data
+
+        given = {**TINY_SETTINGS, "data_dir": str(self.root), "verify": self.real, "output_dir": str(output_dir), **settings}
+        return named_for_data(resolve_config(None, given)).run_dir
+
 
 @pytest.fixture(scope="session")
 def mnist(tmp_path_factory) -> Mnist:
@@ -62,6 +71,12 @@ def mnist(tmp_path_factory) -> Mnist:
     if env and Path(env).is_dir():
         return Mnist(Path(env), real=True)
     return Mnist(synthetic_mnist(tmp_path_factory.mktemp("synthetic_mnist")), real=False)
+
+
+@pytest.fixture
+def run_path(mnist) -> Path:
+    """Where the tiny run with default settings lives, relative to the test's working folder."""
+    return mnist.run()
 
 
 @pytest.fixture
@@ -81,8 +96,8 @@ TINY_SETTINGS = {"train_limit": 64, "batch_size": 16, "test_limit": 32, "plot_tr
 
 
 def tiny(**changes) -> list[str]:
-    """The CLI flags of the tiny run, with `changes` (by TOML key, e.g. epochs=2), and --quiet."""
-    settings = {**TINY_SETTINGS, **changes}
+    """The CLI flags of the tiny run, with `changes` (by TOML key, e.g. epochs=2; None drops one), and --quiet."""
+    settings = {k: v for k, v in {**TINY_SETTINGS, **changes}.items() if v is not None}  # None: leave it out
     return [a for k, v in settings.items() for a in (f"--{k.replace('_', '-')}", str(v))] + ["--quiet"]
 
 

@@ -76,14 +76,19 @@ def _batch(seed=0):
     return torch.randn(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g)
 
 
-@pytest.mark.parametrize("rule", ["paper", "sgd"])
+@pytest.mark.parametrize("rule", ["paper", "sgd", "caffe"])
 def test_lambda_zero_gives_exactly_the_softmax_gradient(rule):
     x, y = _batch()
     state = new_state(TrainConfig(lam=0.0, center_update=rule), n_train=16)
     reference = new_state(TrainConfig(lam=0.0), n_train=16).model
     train_step(state, x, y)
-    # The same step with softmax alone, by hand.
-    opt = torch.optim.SGD(reference.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    # The same step with softmax alone, by hand, with the official net's lr and decay: biases at twice
+    # the lr and without decay (lr_mult 2, decay_mult 0), every other parameter at lr with decay.
+    named = list(reference.named_parameters())
+    opt = torch.optim.SGD([
+        {"params": [p for n, p in named if not n.endswith("bias")], "lr": 0.01, "weight_decay": 5e-4},
+        {"params": [p for n, p in named if n.endswith("bias")], "lr": 0.02, "weight_decay": 0.0},
+    ], momentum=0.9)
     _, logits = reference(x)
     F.cross_entropy(logits, y).backward()
     opt.step()
@@ -119,7 +124,7 @@ def test_one_center_loss_for_one_run_and_for_stacked_runs():
     assert stacked.shape == (3,)
     for k in range(3):
         assert torch.allclose(stacked[k], loss_with(centers[k].tolist())(feats[k], y))
-        for rule in ("paper", "sgd"):
+        for rule in ("paper", "sgd", "caffe"):
             assert torch.allclose(center_delta(centers, feats, y, rule)[k], center_delta(centers[k], feats[k], y, rule))
 
 
@@ -144,3 +149,49 @@ def test_tf32_switches_hold_for_the_run_only():
     with float32_precision("fp32"):
         assert [s.fp32_precision for s in switches] == ["ieee", "ieee"]
     assert [s.fp32_precision for s in switches] == before
+
+
+def test_biases_learn_at_twice_the_rate_without_decay():
+    state = new_state(TrainConfig(), n_train=16)
+    groups = state.optimizer.param_groups
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(0.01, 5e-4), (0.02, 0.0)]
+    names = {id(p): n for n, p in state.model.named_parameters()}
+    assert {names[id(p)] for p in groups[1]["params"]} == {
+        "body.0.bias", "body.2.bias", "body.5.bias", "body.7.bias", "body.10.bias", "body.12.bias", "feature.0.bias"}
+    state.scheduler.last_epoch = 4999  # the next step crosses the first milestone: both groups drop
+    state.optimizer.step()  # no gradients yet: changes nothing, but keeps the scheduler from warning
+    state.scheduler.step()
+    assert [g["lr"] for g in groups] == pytest.approx([0.008, 0.016])
+
+
+def test_caffe_update_by_hand_over_two_steps_with_momentum():
+    """The official solver: v <- 0.9 v + lr * delta, c <- c - v, with delta from Eq. 4 and no decay."""
+    cl = loss_with(C, rule="caffe")
+    y = torch.tensor([0, 0, 1])
+    x1 = torch.tensor([[1.0, 0.0], [3.0, 2.0], [3.0, 1.0]])
+    # Step 1, lr 0.5: delta_0 = ((1,2)-(1,0) + (1,2)-(3,2)) / 3 = (-2, 2)/3; delta_1 = ((3,-1)-(3,1)) / 2 = (0, -1).
+    cl.update(x1, y, alpha=0.123, lr=0.5, momentum=0.9)  # alpha is not used by caffe
+    v1 = {0: [-1 / 3, 1 / 3], 1: [0.0, -0.5]}
+    assert cl.velocity[0].tolist() == pytest.approx(v1[0]) and cl.velocity[1].tolist() == pytest.approx(v1[1])
+    c0, c1 = [1 + 1 / 3, 2 - 1 / 3], [3.0, -0.5]
+    assert cl.centers[0].tolist() == pytest.approx(c0) and cl.centers[1].tolist() == pytest.approx(c1)
+    assert cl.centers[2:].tolist() == C[2:] and cl.velocity[2:].abs().sum() == 0  # absent classes stay
+    # Step 2, lr 0.25 (a drop), class 1 only: delta_1 = (c1 - (3, 0.5)) / 2 = (0, -0.5).
+    cl.update(torch.tensor([[3.0, 0.5]]), torch.tensor([1]), alpha=0.123, lr=0.25, momentum=0.9)
+    v2_0 = [0.9 * v for v in v1[0]]  # no batch sample: momentum alone moves it on, as in Caffe
+    v2_1 = [0.0, 0.9 * -0.5 + 0.25 * -0.5]
+    assert cl.velocity[0].tolist() == pytest.approx(v2_0) and cl.velocity[1].tolist() == pytest.approx(v2_1)
+    assert cl.centers[0].tolist() == pytest.approx([c0[0] - v2_0[0], c0[1] - v2_0[1]])
+    assert cl.centers[1].tolist() == pytest.approx([3.0, -0.5 - v2_1[1]])
+
+
+def test_caffe_update_uses_the_network_lr_of_each_step():
+    state = new_state(TrainConfig(center_update="caffe", lr=0.05), n_train=16)
+    before = state.center_loss.centers.clone()
+    x, y = _batch()
+    with torch.no_grad():
+        features, _ = state.model(x)
+    delta = center_delta(before, features, y, "caffe")
+    train_step(state, x, y)
+    assert torch.allclose(state.center_loss.velocity, 0.05 * delta, atol=1e-6)
+    assert "velocity" in state.state_dict()["center_loss"]

@@ -8,39 +8,38 @@ import torch
 from centerloss_cli.runs import read_metrics
 from conftest import TINY, tiny
 
-RUN = Path("outputs") / "lambda0.01_alpha0.5_seed0"
 
 
-def test_one_epoch_run_writes_every_file(run_cli, mnist):
+def test_one_epoch_run_writes_every_file(run_path, run_cli, mnist):
     result = run_cli("train", *mnist.args, *TINY)
     assert result.exit_code == 0, result.output
-    assert "test accuracy" in result.output and str(RUN) in result.output
+    assert "test accuracy" in result.output and str(run_path) in result.output
     for f in ["config.json", "metrics.csv", "checkpoint.pt", "features/epoch_001.npz",
               "plots/train_epoch_001.png", "plots/test_epoch_001.png"]:
-        assert (RUN / f).is_file() and (RUN / f).stat().st_size > 0, f
-    assert not [p for p in RUN.rglob("*") if ".tmp" in p.name]
-    config = json.loads((RUN / "config.json").read_text())
+        assert (run_path / f).is_file() and (run_path / f).stat().st_size > 0, f
+    assert not [p for p in run_path.rglob("*") if ".tmp" in p.name]
+    config = json.loads((run_path / "config.json").read_text())
     assert config["lambda"] == 0.01 and config["alpha"] == 0.5 and config["train_limit"] == 64
     assert {"torch_version", "torchvision_version", "python_version", "resolved_device"} <= set(config)
-    rows = read_metrics(RUN)
+    rows = read_metrics(run_path)
     assert [r["epoch"] for r in rows] == [1.0] and rows[0]["step"] == 4 and rows[0]["lr"] == 0.01
     assert 0 <= rows[0]["test_acc"] <= 1 and rows[0]["test_ratio"] > 0
-    saved = np.load(RUN / "features/epoch_001.npz")
+    saved = np.load(run_path / "features/epoch_001.npz")
     assert saved["test_features"].shape == (32, 2) and saved["train_features"].shape == (32, 2)
     assert saved["centers"].shape == (10, 2) and saved["test_labels"].shape == (32,)
-    ckpt = torch.load(RUN / "checkpoint.pt", weights_only=True)
+    ckpt = torch.load(run_path / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "center_loss", "epoch", "step", "rng", "config"} <= set(ckpt)
     assert torch.equal(ckpt["center_loss"]["centers"], torch.from_numpy(saved["centers"]))
 
 
-def test_an_existing_folder_is_refused_then_overwritten(run_cli, mnist):
-    RUN.mkdir(parents=True)
-    (RUN / "metrics.csv").write_text("an old run's file\n")
+def test_an_existing_folder_is_refused_then_overwritten(run_path, run_cli, mnist):
+    run_path.mkdir(parents=True)
+    (run_path / "metrics.csv").write_text("an old run's file\n")
     again = run_cli("train", *mnist.args, *TINY)
     assert again.exit_code == 2 and "--resume" in again.output and "--overwrite" in again.output
-    assert (RUN / "metrics.csv").read_text() == "an old run's file\n"
+    assert (run_path / "metrics.csv").read_text() == "an old run's file\n"
     assert run_cli("train", *mnist.args, *TINY, "--overwrite").exit_code == 0
-    assert read_metrics(RUN)[0]["epoch"] == 1.0
+    assert read_metrics(run_path)[0]["epoch"] == 1.0
 
 
 def test_config_file_and_flags_that_win_over_it(run_cli, mnist, tmp_path):
@@ -105,13 +104,22 @@ def test_data_command_with_nothing_anywhere_fails_clearly(run_cli, tmp_path):
     assert result.exit_code != 0 and "not a directory" in result.output
 
 
-def test_resume_is_exact(run_cli, mnist):
-    """Two epochs in one go == one epoch, stop, and resume for the second."""
+def test_resume_is_exact_whatever_the_thread_count(run_cli, mnist):
+    """Two epochs in one go == one epoch, stop, and resume for the second, in a process with other threads:
+    CPU sums depend on the thread count, so the run keeps the count it started with."""
     common = [*mnist.args, *tiny(epochs=2, train_limit=32)]  # 2 steps an epoch
-    assert run_cli("train", *common, "--name", "whole").exit_code == 0
-    assert run_cli("train", *common, "--epochs", "1", "--name", "split").exit_code == 0
-    resumed = run_cli("train", *common, "--epochs", "2", "--name", "split", "--resume")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a `sweep --jobs 2` worker on 2 cores
+    try:
+        assert run_cli("train", *common, "--name", "whole").exit_code == 0
+        assert run_cli("train", *common, "--epochs", "1", "--name", "split").exit_code == 0
+        torch.set_num_threads(2)  # as the printed `centerloss train --resume` command
+        resumed = run_cli("train", *common, "--epochs", "2", "--name", "split", "--resume")
+        assert torch.get_num_threads() == 2  # given back to the process afterwards
+    finally:
+        torch.set_num_threads(threads)
     assert resumed.exit_code == 0, resumed.output
+    assert torch.load("outputs/split/checkpoint.pt", weights_only=True)["threads"] == 1
     a = torch.load("outputs/whole/checkpoint.pt", weights_only=True)
     b = torch.load("outputs/split/checkpoint.pt", weights_only=True)
     for k, v in a["model"].items():
@@ -126,3 +134,18 @@ def test_resume_is_exact(run_cli, mnist):
     assert again.exit_code == 0 and "already complete" in again.output
 
 
+
+
+def test_the_schedule_is_exactly_iterations_steps_with_a_last_partial_epoch(run_cli, mnist):
+    """64 images in batches of 16 are 4 steps an epoch: 10 iterations are epochs of 4, 4 and 2 steps,
+    and the partial third is evaluated and plotted like the others."""
+    result = run_cli("train", *mnist.args, *tiny(epochs=None, iterations=10))
+    assert result.exit_code == 0, result.output
+    run = mnist.run(epochs=None, iterations=10)
+    rows = read_metrics(run)
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 4), (2, 8), (3, 10)]
+    assert (run / "plots" / "test_epoch_003.png").is_file() and (run / "features" / "epoch_003.npz").is_file()
+    again = run_cli("train", *mnist.args, *tiny(epochs=None, iterations=12), "--resume")  # 2 more steps
+    assert again.exit_code == 0, again.output
+    # Epoch 3 was finished early as the last one; the 2 steps more make an epoch 4 that ends on the grid.
+    assert [(r["epoch"], r["step"]) for r in read_metrics(run)] == [(1, 4), (2, 8), (3, 10), (4, 12)]

@@ -108,7 +108,7 @@ def test_help_shows_every_setting_its_choices_and_its_default():
     for name, s in SCHEMA.items():
         assert s.flag in text, s.flag
         assert f"[default: {default_text(name)}]" in flat, name
-    assert "--center-update <paper|sgd>" in text and "--precision <fp32|tf32|bf16>" in text
+    assert "--center-update <paper|sgd|caffe>" in text and "--precision <fp32|tf32|bf16>" in text
     sweep = CliRunner().invoke(app, ["sweep", "--help"], terminal_width=200).output
     assert "--name" not in sweep and "--lambda" in sweep and "--lr-milestones" in sweep
 

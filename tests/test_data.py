@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from centerloss_cli.data import batches, epoch_permutation, load_mnist, subset_indices
+from centerloss_cli.data import batches, pass_permutation, load_mnist, subset_indices
 from centerloss_cli.errors import DataError
 from centerloss_cli.fetch import MNIST_MD5, ensure_mnist, fetch_npm
 from conftest import synthetic_mnist, write_idx
@@ -140,9 +140,9 @@ def test_subsets_are_fixed_and_batches_cover_the_epoch(tmp_path):
     root = synthetic_mnist(tmp_path)
     m = load_mnist(root, verify=False, train_limit=100)
     assert len(m.train) == 100
-    order = epoch_permutation(100, seed=3, epoch=1, device=torch.device("cpu"))
-    assert torch.equal(order, epoch_permutation(100, 3, 1, torch.device("cpu")))
-    assert not torch.equal(order, epoch_permutation(100, 3, 2, torch.device("cpu")))
+    order = pass_permutation(100, seed=3, pass_=1, device=torch.device("cpu"))
+    assert torch.equal(order, pass_permutation(100, 3, 1, torch.device("cpu")))
+    assert not torch.equal(order, pass_permutation(100, 3, 2, torch.device("cpu")))
     sizes = [len(y) for _, y in batches(m.train, order, 32)]
     assert sizes == [32, 32, 32, 4]
     assert [len(y) for _, y in batches(m.train, order, 32, start=2)] == [32, 4]

@@ -42,3 +42,35 @@ def test_weights_use_caffes_xavier_fan_in_bound():
     first, classifier = model.body[0].weight, model.classifier.weight
     assert first.abs().max() <= (3 / 25) ** 0.5 and first.abs().max() > 0.9 * (3 / 25) ** 0.5
     assert classifier.abs().max() <= (3 / 2) ** 0.5 and classifier.abs().max() > 0.5
+
+
+def _conv3_positions_reached(net: str) -> torch.Tensor:
+    """Which of the 7x7 positions of conv3's output map the feature layer's gradient reaches, over a batch."""
+    torch.manual_seed(0)
+    model = LeNetPP(net=net)
+    conv3 = model.body[12]  # the PReLU after the last conv: the map that pool3 reads
+    seen = []
+
+    def keep(module, inputs, out):
+        out.retain_grad()
+        seen.append(out)
+
+    conv3.register_forward_hook(keep)
+    features, _ = model(torch.randn(32, 1, 28, 28))
+    features.sum().backward()
+    (out,) = seen
+    assert out.shape[-2:] == (7, 7)
+    return out.grad.abs().sum((0, 1)) > 0
+
+
+def test_the_official_pool3_lets_every_conv3_position_reach_the_features():
+    assert _conv3_positions_reached("official").all()
+    # Table 1's 2x2 pool never reads row and column 6: 13 of the 49 positions.
+    table1 = _conv3_positions_reached("table1")
+    assert table1[:6, :6].all() and not table1[6].any() and not table1[:, 6].any()
+    assert int((~table1).sum()) == 13
+
+
+def test_both_nets_reduce_to_the_same_3x3():
+    for net in ("official", "table1"):
+        assert LeNetPP(net=net).body(torch.zeros(1, 1, 28, 28)).shape == (1, 128 * 3 * 3)

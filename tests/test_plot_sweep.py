@@ -46,7 +46,7 @@ def test_a_sweep_in_parallel_or_not_its_tables_and_its_grid(run_cli, mnist):
     first = run_cli(*args)
     assert first.exit_code == 0, first.output
     assert "2 runs (2 trained now)" in first.output and "| λ | α |" in first.output
-    names = ["lambda0.1_alpha0.5_seed0", "lambda0_alpha0.5_seed0"]
+    names = [mnist.run(**{"lambda": lam}).name for lam in (0.1, 0)]
     # Each worker computes with one CPU thread and the sequential sweep with two, so the float sums
     # differ in their last bits: the runs agree to a tolerance, each with its own twin only.
     assert_each_matches_only_itself(Path("outputs"), Path("par"), names, tol=1e-3)

@@ -21,7 +21,6 @@ from centerloss_cli.runs import read_metrics
 from centerloss_cli.train import train
 from conftest import KILL_POINTS, SWEEP, TINY, TINY_SETTINGS, TWO_EPOCHS, synthetic_mnist, write_idx
 
-RUN = Path("outputs") / "lambda0.01_alpha0.5_seed0"
 
 
 @pytest.fixture(scope="module")
@@ -67,84 +66,84 @@ def assert_nothing_half_written(run: Path) -> None:
 
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_kill_9_then_resume_loses_nothing(point, fault_runs, run_cli, mnist, reference, monkeypatch):
+def test_kill_9_then_resume_loses_nothing(run_path, point, fault_runs, run_cli, mnist, reference, monkeypatch):
     cwd, killed = fault_runs[f"kill {point}"]
     monkeypatch.chdir(cwd)
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:]
-    assert_nothing_half_written(RUN)
+    assert_nothing_half_written(run_path)
     resumed = run_cli("train", *mnist.args, *TWO_EPOCHS, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert not [p for p in RUN.rglob(".*.tmp-*")], "temp files were left behind"
-    assert_nothing_half_written(RUN)
-    assert_same_run(reference, RUN)
-    plots = sorted(p.name for p in (RUN / "plots").iterdir())
+    assert not [p for p in run_path.rglob(".*.tmp-*")], "temp files were left behind"
+    assert_nothing_half_written(run_path)
+    assert_same_run(reference, run_path)
+    plots = sorted(p.name for p in (run_path / "plots").iterdir())
     assert plots == ["test_epoch_001.png", "test_epoch_002.png", "train_epoch_001.png", "train_epoch_002.png"]
 
 
-def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(fault_runs, run_cli, reference, monkeypatch):
+def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(run_path, fault_runs, run_cli, reference, monkeypatch):
     cwd, stopped = fault_runs["sigint train"]
     monkeypatch.chdir(cwd)
     assert stopped.returncode == 130, stopped.stdout[-2000:]
     assert "interrupted at epoch 2, batch 2; checkpoint saved" in stopped.stdout
-    assert "Resume with: centerloss train --resume --output-dir outputs --name lambda0.01_alpha0.5_seed0" in stopped.stdout
+    assert f"Resume with: centerloss train --resume --output-dir outputs --name {run_path.name}" in stopped.stdout
     assert "Traceback" not in stopped.stdout
-    ckpt = torch.load(RUN / "checkpoint.pt", weights_only=True)
+    ckpt = torch.load(run_path / "checkpoint.pt", weights_only=True)
     assert (ckpt["epoch"], ckpt["batch"], ckpt["step"]) == (1, 2, 6)
-    assert_nothing_half_written(RUN)
-    resumed = run_cli("train", "--resume", "--output-dir", "outputs", "--name", "lambda0.01_alpha0.5_seed0")
+    assert_nothing_half_written(run_path)
+    resumed = run_cli("train", "--resume", "--output-dir", "outputs", "--name", run_path.name)
     assert resumed.exit_code == 0, resumed.output
-    assert_same_run(reference, RUN)
+    assert_same_run(reference, run_path)
 
 
-def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(fault_runs, run_cli, mnist, reference, monkeypatch):
+def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(run_path, fault_runs, run_cli, mnist, reference, monkeypatch):
     cwd, stopped = fault_runs["sigint sweep"]
     monkeypatch.chdir(cwd)
     assert stopped.returncode == 130, stopped.stdout[-2000:]
     assert "Run the same sweep command again to resume it" in stopped.stdout
-    assert not (Path("outputs") / "lambda0.1_alpha0.5_seed0").exists()  # the second run never started
+    assert not mnist.run(**{"lambda": 0.1}).exists()  # the second run never started
     again = run_cli(*SWEEP, *mnist.args, *TWO_EPOCHS)
     assert again.exit_code == 0, again.output
     assert "2 runs (2 trained now)" in again.output
-    assert_same_run(reference, RUN)
+    assert_same_run(reference, run_path)
 
 
 HOLD_LOCK = """
 import sys, time
 from centerloss_cli.config import DEFAULTS
 from centerloss_cli.runs import RunFolder
-folder = RunFolder(DEFAULTS, resume=True)
+folder = RunFolder(DEFAULTS.with_(name=sys.argv[1]), resume=True)
 print("held", flush=True)
 time.sleep(60)
 """
 
 
-def test_a_second_process_on_the_same_folder_is_refused(run_cli, mnist):
-    RUN.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK], stdout=subprocess.PIPE, text=True)
+def test_a_second_process_on_the_same_folder_is_refused(run_path, run_cli, mnist):
+    run_path.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, run_path.name], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         result = run_cli("train", *mnist.args, *TINY, "--resume")
         assert result.exit_code != 0
-        assert f"{RUN} is in use by another process (pid {holder.pid})" in result.output
+        assert f"{run_path} is in use by another process (pid {holder.pid})" in result.output
     finally:
         holder.kill()
         holder.wait()
     # The kernel lock died with its holder: the folder is free at once, though the lock file stays.
-    assert (RUN / ".lock").exists()
+    assert (run_path / ".lock").exists()
     assert run_cli("train", *mnist.args, *TINY, "--resume").exit_code == 0
 
 
-def test_a_lock_file_that_nobody_holds_is_no_obstacle(run_cli, mnist):
-    RUN.mkdir(parents=True)
-    (RUN / ".lock").write_text("12345")  # left by a killed process: no process holds its kernel lock
+def test_a_lock_file_that_nobody_holds_is_no_obstacle(run_path, run_cli, mnist):
+    run_path.mkdir(parents=True)
+    (run_path / ".lock").write_text("12345")  # left by a killed process: no process holds its kernel lock
     result = run_cli("train", *mnist.args, *TINY)
     assert result.exit_code == 0, result.output
 
 
-def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(run_cli, mnist, monkeypatch):
+def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(run_path, run_cli, mnist, monkeypatch):
     # --log-every 100: on the CPU the check runs every step whatever the logging interval.
     assert run_cli("train", *mnist.args, *TINY).exit_code == 0
-    good = (RUN / "checkpoint.pt").read_bytes()
+    good = (run_path / "checkpoint.pt").read_bytes()
     real_step = train_module.train_step
 
     def poisoned(state, x, y):  # the 2nd step of epoch 2 blows up
@@ -159,22 +158,22 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(run_cli, mn
     assert result.exit_code == 1
     assert "NaN or inf at epoch 2, step 6; its last good checkpoint is kept" in result.output
     assert "smaller --lambda or --lr" in result.output
-    assert (RUN / "checkpoint.pt").read_bytes() == good
-    assert [r["epoch"] for r in read_metrics(RUN)] == [1.0]
+    assert (run_path / "checkpoint.pt").read_bytes() == good
+    assert [r["epoch"] for r in read_metrics(run_path)] == [1.0]
 
 
-def test_huge_lambda_and_lr_diverge_with_a_clear_message(run_cli, mnist):
+def test_huge_lambda_and_lr_diverge_with_a_clear_message(run_path, run_cli, mnist):
     result = run_cli("train", *mnist.args, *TINY, "--lambda", "1e30", "--lr", "1e6")
     assert result.exit_code == 1, result.output
     assert "the loss became NaN or inf at epoch 1, step" in result.output
     assert "no checkpoint was written, since no epoch had finished" in result.output
     assert "Traceback" not in result.output
-    assert not (RUN / "checkpoint.pt").exists()
+    assert not (run_path / "checkpoint.pt").exists()
 
 
-def test_a_full_disk_leaves_the_last_good_checkpoint(run_cli, mnist, monkeypatch, reference):
+def test_a_full_disk_leaves_the_last_good_checkpoint(run_path, run_cli, mnist, monkeypatch, reference):
     assert run_cli("train", *mnist.args, *TINY).exit_code == 0
-    good = (RUN / "checkpoint.pt").read_bytes()
+    good = (run_path / "checkpoint.pt").read_bytes()
     real_open = open
 
     def full_disk(path, mode="r", *args, **kwargs):
@@ -186,11 +185,11 @@ def test_a_full_disk_leaves_the_last_good_checkpoint(run_cli, mnist, monkeypatch
     result = run_cli("train", *mnist.args, *TWO_EPOCHS, "--resume")
     assert result.exit_code != 0
     assert "checkpoint.pt: the disk is full; the previous version is intact" in result.output
-    assert (RUN / "checkpoint.pt").read_bytes() == good
-    assert_nothing_half_written(RUN)
+    assert (run_path / "checkpoint.pt").read_bytes() == good
+    assert_nothing_half_written(run_path)
     monkeypatch.delattr(storage, "open")
     assert run_cli("train", *mnist.args, *TWO_EPOCHS, "--resume").exit_code == 0
-    assert_same_run(reference, RUN)
+    assert_same_run(reference, run_path)
 
 
 def test_an_unwritable_output_folder_fails_before_training(run_cli, mnist):
@@ -327,26 +326,26 @@ def test_a_failing_plot_worker_surfaces_as_an_error(tmp_path):
         worker.close()
 
 
-def test_resume_without_its_checkpoint_is_refused_and_changes_nothing(run_cli, mnist):
+def test_resume_without_its_checkpoint_is_refused_and_changes_nothing(run_path, run_cli, mnist):
     """It used to start again silently, rewriting metrics.csv from an empty history."""
     assert run_cli("train", *mnist.args, *TINY).exit_code == 0
-    (RUN / "checkpoint.pt").unlink()
-    before = {p: p.read_bytes() for p in RUN.rglob("*") if p.is_file() and p.name != ".lock"}
+    (run_path / "checkpoint.pt").unlink()
+    before = {p: p.read_bytes() for p in run_path.rglob("*") if p.is_file() and p.name != ".lock"}
     result = run_cli("train", *mnist.args, *TINY, "--resume")
     assert result.exit_code == 2
     assert "checkpoint.pt is missing, but metrics.csv records 1 finished epoch(s); nothing was changed" in result.output
-    assert {p: p.read_bytes() for p in RUN.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    assert {p: p.read_bytes() for p in run_path.rglob("*") if p.is_file() and p.name != ".lock"} == before
 
 
-def test_a_complete_run_is_repaired_when_opened_again(run_cli, mnist):
+def test_a_complete_run_is_repaired_when_opened_again(run_path, run_cli, mnist):
     """A crash after the last checkpoint used to stay unrepaired: "already complete" returned first."""
     assert run_cli("train", *mnist.args, *TINY).exit_code == 0
-    good = (RUN / "metrics.csv").read_text()
-    (RUN / "metrics.csv").write_text(good.splitlines()[0] + "\n")  # the last row, lost
-    (RUN / "plots" / "test_epoch_001.png").unlink()
-    (RUN / "features" / ".epoch_002.npz.tmp-99999").write_bytes(b"half")
+    good = (run_path / "metrics.csv").read_text()
+    (run_path / "metrics.csv").write_text(good.splitlines()[0] + "\n")  # the last row, lost
+    (run_path / "plots" / "test_epoch_001.png").unlink()
+    (run_path / "features" / ".epoch_002.npz.tmp-99999").write_bytes(b"half")
     again = run_cli("train", *mnist.args, *TINY, "--resume")
     assert again.exit_code == 0 and "already complete" in again.output
-    assert (RUN / "metrics.csv").read_text() == good
-    assert (RUN / "plots" / "test_epoch_001.png").is_file()
-    assert not (RUN / "features" / ".epoch_002.npz.tmp-99999").exists()
+    assert (run_path / "metrics.csv").read_text() == good
+    assert (run_path / "plots" / "test_epoch_001.png").is_file()
+    assert not (run_path / "features" / ".epoch_002.npz.tmp-99999").exists()

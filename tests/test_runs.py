@@ -7,10 +7,10 @@ import pytest
 
 from centerloss_cli.config import DEFAULTS
 from centerloss_cli.errors import CenterLossError
-from centerloss_cli.runs import CONFIG_JSON, RunFolder, write_config
+from centerloss_cli.fetch import MNIST_FINGERPRINT
+from centerloss_cli.runs import CONFIG_JSON, FORMAT, RunFolder, write_config
 
-RUN = Path("outputs/lambda0.01_alpha0.5_seed0")
-
+RUN = DEFAULTS.run_dir
 
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path, monkeypatch):
@@ -20,7 +20,7 @@ def in_tmp(tmp_path, monkeypatch):
 def saved_run(config=DEFAULTS) -> Path:
     """A run folder as a finished training leaves it, as far as opening it is concerned."""
     config.run_dir.mkdir(parents=True)
-    write_config(config.run_dir, config, {"torch_version": "x"})
+    write_config(config.run_dir, config, {"format": FORMAT, "data_fingerprint": MNIST_FINGERPRINT, "torch_version": "x"})
     return config.run_dir
 
 
