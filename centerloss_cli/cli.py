@@ -12,7 +12,9 @@ import typer
 
 from .config import DEFAULTS, SCHEMA, TrainConfig, default_text, field_types, load_toml, resolve_config
 from .errors import CenterLossError
-from .runs import RunResult
+from .runs import RunResult, named_for_data
+
+SWEEP_LAMBDAS = "0,0.0001,0.001,0.01,0.1"  # the paper's Figure 3 values, and softmax alone
 
 app = typer.Typer(
     add_completion=False,
@@ -116,6 +118,8 @@ def train(
 
     with user_errors(debug):
         cfg, given = _resolve(config, settings)
+        if resume and not (run_dir := named_for_data(cfg).run_dir).exists():
+            typer.echo(f"no run at {run_dir} yet: --resume starts it")
         result = run_training(cfg, resume=resume, overwrite=overwrite, explicit=given, progress=not quiet)
     if resume and result.trained_epochs == 0:
         typer.echo(f"{result.run_dir} is already complete; nothing to train.")
@@ -123,11 +127,14 @@ def train(
 
 
 @app.command()
-@training_options(exclude=("lam", "alpha", "name"))
+@training_options(exclude=("lam", "alpha", "seed", "name"))
 def sweep(
     settings: dict,
-    lambdas: str = typer.Option("0,0.0001,0.001,0.01,0.1", "--lambda", help="Comma-separated λ values."),
-    alphas: str = typer.Option("0.5", "--alpha", help="Comma-separated α values."),
+    lambdas: Optional[str] = typer.Option(None, "--lambda", help=f"Comma-separated λ values. [default: {SWEEP_LAMBDAS}, "
+                                          "or the config file's lambda]"),
+    alphas: Optional[str] = typer.Option(None, "--alpha", help="Comma-separated α values. [default: 0.5, or the config file's alpha]"),
+    seeds: Optional[str] = typer.Option(None, "--seed", help="Comma-separated seeds; with several, the summary adds "
+                                        "mean ± std rows and the compactness plot error bars. [default: 0, or the config file's seed]"),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Runs trained at once, in separate processes sharing the CPU threads."),
     batched: bool = typer.Option(False, "--batched", help="Train all runs as one stacked model in one process (fastest on a GPU)."),
     sweep_name: Optional[str] = typer.Option(None, "--sweep-name", help="Folder under OUTPUT_DIR/sweeps. [default: from the values]"),
@@ -135,18 +142,23 @@ def sweep(
     quiet: bool = False,
     debug: bool = False,
 ) -> None:
-    """Train every λ × α combination (finished runs are skipped, interrupted ones resumed), then draw
-    the grids, the compactness plot and the summary table."""
+    """Train every λ × α × seed combination (finished runs are skipped, interrupted ones resumed), then
+    draw the grids, the compactness plot and the summary table."""
     from .sweep import parse_values, run_sweep
 
     def warn(msg: str) -> None:
         typer.echo(f"Warning: {msg}", err=True)
 
     with user_errors(debug):
+        base, given = _resolve(config, settings)
+        # A value the config file gives is the sweep's single value, unless a flag lists several.
+        if lambdas is None:
+            lambdas = str(base.lam) if "lambda" in given else SWEEP_LAMBDAS
         lam_values = parse_values(lambdas, "--lambda", warn)
-        alpha_values = parse_values(alphas, "--alpha", warn)
-        base, _ = _resolve(config, settings)
-        result = run_sweep(base, lam_values, alpha_values, jobs=jobs, batched=batched, name=sweep_name, progress=not quiet)
+        alpha_values = parse_values(str(base.alpha) if alphas is None else alphas, "--alpha", warn)
+        seed_values = parse_values(str(base.seed) if seeds is None else seeds, "--seed", warn, kind=int)
+        result = run_sweep(base, lam_values, alpha_values, seed_values, jobs=jobs, batched=batched, name=sweep_name,
+                           progress=not quiet)
     typer.echo(result.table)
     typer.echo(f"{len(result.results)} runs ({result.trained_runs} trained now); figures and tables in {result.folder}/")
 

@@ -7,11 +7,11 @@ import os
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -308,9 +308,15 @@ def grid_of_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     return save_grid(out, grid_panels(run_dirs, epoch, splits), suptitle=f"{' and '.join(splits)} features, {which}")
 
 
-def save_compactness_plot(out: str | os.PathLike, rows: Sequence[dict[str, float]], metric: str = "test_ratio") -> Path:
+MEAN_ROW = "mean"  # the seed column of a sweep summary's rows that average a (lambda, alpha) over seeds
+
+
+def save_compactness_plot(out: str | os.PathLike, rows: Sequence[dict[str, Any]], metric: str = "test_ratio") -> Path:
     """`metric` against lambda on a log axis, one line per alpha; against alpha instead when the sweep
-    has a single lambda and several alphas. A value of 0 sits at the left edge, labelled 0."""
+    has a single lambda and several alphas. A value of 0 sits at the left edge, labelled 0. `rows` are a
+    sweep's summary rows: each point is the mean over the seeds of its runs, with an error bar of one
+    standard deviation where there are several. The y axis starts at 0, so differences look their size."""
+    rows = [r for r in rows if r["seed"] != MEAN_ROW]  # the per-run rows; the means are recomputed per point
     lambdas, alphas = {r["lambda"] for r in rows}, {r["alpha"] for r in rows}
     x_key, line_key = ("alpha", "lambda") if len(lambdas) == 1 and len(alphas) > 1 else ("lambda", "alpha")
     positive = sorted({r[x_key] for r in rows if r[x_key] > 0})
@@ -318,17 +324,24 @@ def save_compactness_plot(out: str | os.PathLike, rows: Sequence[dict[str, float
     fig = new_figure(6.0, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     symbol = {"lambda": "λ", "alpha": "α"}
+    seeds = max(Counter((r["lambda"], r["alpha"]) for r in rows).values())
     for value in sorted({r[line_key] for r in rows}):
-        pts = sorted((r[x_key] or zero_x, r[metric]) for r in rows if r[line_key] == value)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{symbol[line_key]} = {value:g}")
+        xs = sorted({r[x_key] for r in rows if r[line_key] == value})
+        ys = [[r[metric] for r in rows if r[line_key] == value and r[x_key] == x] for x in xs]
+        means = [float(np.mean(y)) for y in ys]
+        stds = [float(np.std(y, ddof=1)) if len(y) > 1 else 0.0 for y in ys]
+        ax.errorbar([x or zero_x for x in xs], means, yerr=stds if seeds > 1 else None, marker="o", capsize=4,
+                    label=f"{symbol[line_key]} = {value:g}")
     ax.set_xscale("log")
     ticks = [zero_x] * any(r[x_key] == 0 for r in rows) + positive
     ax.set_xticks(ticks)
     ax.set_xticklabels(["0" if t == zero_x else f"{t:g}" for t in ticks])
     ax.minorticks_off()
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("λ (center loss weight)" if x_key == "lambda" else "α (center update rate)")
     ax.set_ylabel("intra / inter distance (test)" if metric == "test_ratio" else metric)
-    ax.set_title("Compactness: smaller is tighter classes")
+    spread = f"; mean ± std over {seeds} seeds" if seeds > 1 else ""
+    ax.set_title(f"Compactness: smaller is tighter classes{spread}")
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, out)

@@ -1,4 +1,4 @@
-"""Sweeps over lambda and alpha: every combination is an ordinary run, then one grid, table and plot."""
+"""Sweeps over lambda, alpha and seeds: every combination is an ordinary run, then one grid, table and plot."""
 from __future__ import annotations
 
 import csv
@@ -6,10 +6,11 @@ import hashlib
 import io
 import math
 import os
+import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from itertools import product
+from itertools import groupby, product
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Sequence
@@ -26,23 +27,27 @@ from .runs import RunResult, completed_result
 from .storage import atomic_write_text
 from .train import load_data, stop_on_sigint, train, train_stacked
 
-SUMMARY_COLUMNS = [
-    "lambda", "alpha", "epochs", "test_acc",
-    "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio", "run",
-]
+METRICS = ["test_acc", "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio"]
+# Over seeds, these get a standard deviation beside their mean.
+SPREAD = ["test_acc", "train_ratio", "test_ratio"]
+SUMMARY_COLUMNS = ["lambda", "alpha", "seed", "epochs", *METRICS, *(f"{k}_std" for k in SPREAD), "run"]
+MEAN = plots.MEAN_ROW
 
 
-def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda msg: None) -> list[float]:
-    """"0,0.001,0.01" -> [0.0, 0.001, 0.01]; duplicates are dropped with a warning, order is kept."""
+def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda msg: None,
+                 kind: type = float) -> list[float]:
+    """"0,0.001,0.01" -> [0.0, 0.001, 0.01] (kind=int: "0,1,2" -> [0, 1, 2]); duplicates are dropped with
+    a warning, order is kept."""
     items = [t.strip() for t in text.split(",")]
+    what = "numbers, e.g. 0,0.01,0.1" if kind is float else "integers, e.g. 0,1,2"
     if not text.strip() or any(not t for t in items):
-        raise ConfigError(f"{option} {text!r}: expected a comma-separated list of numbers, e.g. 0,0.01,0.1")
+        raise ConfigError(f"{option} {text!r}: expected a comma-separated list of {what}")
     values: list[float] = []
     for t in items:
         try:
-            v = float(t)
+            v = kind(t)
         except ValueError:
-            raise ConfigError(f"{option} {text!r}: {t!r} is not a number") from None
+            raise ConfigError(f"{option} {text!r}: {t!r} is not {'a number' if kind is float else 'an integer'}") from None
         if not math.isfinite(v):
             raise ConfigError(f"{option} {text!r}: {t!r} is not a finite number")
         if v in values:
@@ -52,14 +57,17 @@ def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda ms
     return values
 
 
-def sweep_configs(base: TrainConfig, lambdas: Sequence[float], alphas: Sequence[float]) -> list[TrainConfig]:
-    """One config per (lambda, alpha), each named from its settings (and so checked) before anything runs."""
-    return [base.with_(lam=lam, alpha=alpha, name=None) for lam, alpha in product(lambdas, alphas)]
+def sweep_configs(base: TrainConfig, lambdas: Sequence[float], alphas: Sequence[float],
+                  seeds: Sequence[int] | None = None) -> list[TrainConfig]:
+    """One config per (lambda, alpha, seed), each named from its settings (and so checked) before anything runs."""
+    return [base.with_(lam=lam, alpha=alpha, seed=seed, name=None)
+            for lam, alpha, seed in product(lambdas, alphas, seeds or [base.seed])]
 
 
-def default_sweep_name(lambdas: Sequence[float], alphas: Sequence[float], seed: int) -> str:
+def default_sweep_name(lambdas: Sequence[float], alphas: Sequence[float], seeds: Sequence[int]) -> str:
     """The values, in order; a name too long for the file system keeps its start and gains a digest of the whole."""
-    name = f"lambda{'-'.join(map(number_text, lambdas))}_alpha{'-'.join(map(number_text, alphas))}_seed{seed}"
+    name = (f"lambda{'-'.join(map(number_text, lambdas))}_alpha{'-'.join(map(number_text, alphas))}"
+            f"_seed{'-'.join(map(str, seeds))}")
     if len(name.encode()) <= NAME_MAX_BYTES:
         return name
     return f"{name[:200]}_{hashlib.sha1(name.encode()).hexdigest()[:12]}"
@@ -84,13 +92,14 @@ def run_sweep(
     base: TrainConfig,
     lambdas: Sequence[float],
     alphas: Sequence[float],
+    seeds: Sequence[int] | None = None,
     *,
     jobs: int = 1,
     batched: bool = False,
     name: str | None = None,
     progress: bool = True,
 ) -> SweepResult:
-    """Train every (lambda, alpha) run that is not complete yet, then write the sweep's figures and tables.
+    """Train every (lambda, alpha, seed) run that is not complete yet, then write the sweep's figures and tables.
 
     A finished run is skipped and an interrupted one resumed, so calling this again trains nothing.
     `batched` trains the runs as one stacked model in this process (see batched.py) instead.
@@ -101,8 +110,11 @@ def run_sweep(
         raise ConfigError("--batched trains every run in one process: it does not combine with --jobs")
     if name is not None and not is_folder_name(name):
         raise ConfigError(f"--sweep-name {name!r}: expected a folder name without '/' of at most {NAME_MAX_BYTES} bytes")
-    configs = [runs.named_for_data(c) for c in sweep_configs(base, lambdas, alphas)]
-    folder = runs.sweep_dir(base.output_dir, name or default_sweep_name(lambdas, alphas, base.seed))
+    seeds = list(seeds or [base.seed])
+    if base.center_update == "caffe" and len(alphas) > 1:
+        raise ConfigError(f"--alpha {','.join(map(number_text, alphas))}: the caffe center update does not use α; give one value")
+    configs = [runs.named_for_data(c) for c in sweep_configs(base, lambdas, alphas, seeds)]
+    folder = runs.sweep_dir(base.output_dir, name or default_sweep_name(lambdas, alphas, seeds))
     plots.check_figure_path(folder / "grid_test.png")
     results: dict[str, RunResult] = {}
     for c in configs:
@@ -111,8 +123,10 @@ def run_sweep(
     todo = [c for c in configs if c.run_name not in results]
     try:
         if batched and todo:
-            for r in train_stacked(todo, progress=progress):
-                results[r.run_dir.name] = r
+            # Stacked runs see the same batches, and the batch order is the seed's: one stack per seed.
+            for seed in dict.fromkeys(c.seed for c in todo):
+                for r in train_stacked([c for c in todo if c.seed == seed], progress=progress):
+                    results[r.run_dir.name] = r
         else:
             _train_all(todo, results, jobs, progress, already_done=len(configs) - len(todo))
     except Interrupted as e:
@@ -152,25 +166,47 @@ def _train_all(todo: list[TrainConfig], results: dict[str, RunResult], jobs: int
 
 
 def summary_rows(results: Sequence[RunResult]) -> list[dict[str, float | str]]:
-    rows = []
-    for r in sorted(results, key=lambda r: (r.config.lam, r.config.alpha)):
-        f = r.final
-        rows.append({
-            "lambda": r.config.lam, "alpha": r.config.alpha, "epochs": int(f["epoch"]), "test_acc": f["test_acc"],
-            **{k: f[k] for k in SUMMARY_COLUMNS[4:-1]}, "run": r.run_dir.name,
-        })
+    """One row per run, ordered by lambda, alpha and seed; after the runs of a (lambda, alpha) that has
+    several seeds, a row of their means, with the standard deviation (n - 1) of SPREAD's metrics."""
+    rows: list[dict[str, float | str]] = []
+    ordered = sorted(results, key=lambda r: (r.config.lam, r.config.alpha, r.config.seed))
+    for (lam, alpha), group in groupby(ordered, key=lambda r: (r.config.lam, r.config.alpha)):
+        group = list(group)
+        for r in group:
+            f = r.final
+            rows.append({"lambda": lam, "alpha": alpha, "seed": r.config.seed, "epochs": int(f["epoch"]),
+                         **{k: f[k] for k in METRICS}, **{f"{k}_std": "" for k in SPREAD}, "run": r.run_dir.name})
+        if len(group) > 1:
+            per_run = rows[-len(group):]
+            rows.append({
+                "lambda": lam, "alpha": alpha, "seed": MEAN, "epochs": min(r["epochs"] for r in per_run),
+                **{k: statistics.fmean(r[k] for r in per_run) for k in METRICS},
+                **{f"{k}_std": statistics.stdev(r[k] for r in per_run) for k in SPREAD},
+                "run": f"{len(group)} seeds",
+            })
     return rows
 
 
 def markdown_table(rows: Sequence[dict[str, float | str]]) -> str:
-    head = "| λ | α | epochs | test acc | train intra | train inter | train ratio | test intra | test inter | test ratio |"
-    lines = [head, "|" + "---|" * 10]
+    head = ("| λ | α | seed | epochs | test acc | train intra | train inter | train ratio | test intra | test inter "
+            "| test ratio |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
-        lines.append(
-            f"| {r['lambda']:g} | {r['alpha']:g} | {r['epochs']} | {100 * r['test_acc']:.2f}% | "
-            + " | ".join(f"{r[k]:.3f}" for k in SUMMARY_COLUMNS[4:-1]) + " |"
-        )
+        mean = r["seed"] == MEAN
+        cells = [f"{r['lambda']:g}", f"{r['alpha']:g}", f"mean ± std ({r['run']})" if mean else str(r["seed"]),
+                 str(r["epochs"])]
+        for k in METRICS:
+            text = f"{100 * r[k]:.2f}" if k == "test_acc" else f"{r[k]:.3f}"
+            if mean and k in SPREAD:
+                text += f" ± {text_std(k, r)}"
+            cells.append(text + ("%" if k == "test_acc" else ""))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def text_std(key: str, row: dict[str, float | str]) -> str:
+    std = float(row[f"{key}_std"])
+    return f"{100 * std:.2f}" if key == "test_acc" else f"{std:.3f}"
 
 
 def write_sweep_outputs(folder: Path, results: Sequence[RunResult], trained_runs: int = 0) -> SweepResult:

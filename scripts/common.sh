@@ -1,5 +1,5 @@
 # Shared by the reproduction scripts: settings from the environment, and the centerloss command.
-#   EPOCHS      epochs per run (default: the paper's 10,000 iterations, 21 epochs on full MNIST)
+#   EPOCHS      epochs per run (default: the paper's 10,000 iterations, 21 epochs and a partial 22nd on full MNIST)
 #   DEVICE      auto, cpu, cuda, cuda:N or mps (default: auto)
 #   DATA_DIR    MNIST root (default: $CENTERLOSS_DATA, else ./data, fetched when missing)
 #   EXTRA_ARGS  more flags for every run, e.g. "--train-limit 10000 --seed 1"

