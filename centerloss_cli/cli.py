@@ -202,9 +202,10 @@ def data(
     """Fetch MNIST if it is missing, verify it, and print where it came from and the per-class counts."""
     from .data import class_counts, load_mnist
 
-    verify = DEFAULTS.verify if verify is None else verify  # None: not given
     with user_errors(debug):
-        mnist = load_mnist(data_dir, "cpu", verify=verify)
+        cfg = resolve_config(None, {k: v for k, v in {"data_dir": data_dir, "verify": verify}.items() if v is not None})
+        verify = cfg.verify
+        mnist = load_mnist(cfg.data_dir, "cpu", verify=verify)
     typer.echo(f"MNIST {mnist.source}" + (" (md5 verified)" if verify else " (md5 not checked)"))
     for split in ("train", "test"):
         s = getattr(mnist, split)

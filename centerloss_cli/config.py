@@ -63,6 +63,11 @@ def is_folder_name(name: str) -> bool:
             and len(name.encode()) <= NAME_MAX_BYTES)
 
 
+def is_path(text: str) -> bool:
+    """A path the OS can take: not empty ('' would silently mean the default), no NUL byte."""
+    return bool(text) and "\0" not in text
+
+
 def number_text(value: float) -> str:
     """A number as names show it: short ('0.01', '1e-05'), but exact, so that 0.1000001 never shares
     0.1's folder."""
@@ -131,11 +136,11 @@ class TrainConfig:
                                       "Training images whose features are saved and plotted each epoch.",
                                       accepted="an integer >= 1", check=lambda v: v >= 1, suffix="plot{}")
     data_dir: str | None = setting(None, "data_dir", "The MNIST root.", default_text="$CENTERLOSS_DATA, else ./data",
-                                   resumable=True, metavar="DIR")
+                                   accepted="a non-empty path without NUL bytes", check=is_path, resumable=True, metavar="DIR")
     verify: bool = setting(True, "verify", "Check the md5 sums of the MNIST files; --no-verify lets other IDX data "
                            "(such as Fashion-MNIST) through.", resumable=True)
     output_dir: str = setting("outputs", "output_dir", "Folder that holds the run folders.",
-                              accepted="a non-empty path", check=bool, resumable=True, metavar="DIR")
+                              accepted="a non-empty path without NUL bytes", check=is_path, resumable=True, metavar="DIR")
     name: str | None = setting(None, "name", "The run folder's name.",
                                accepted=f"a folder name without '/' of at most {NAME_MAX_BYTES} bytes", check=is_folder_name,
                                default_text="from the settings, e.g. lambda0.01_alpha0.5_seed0_n2000")

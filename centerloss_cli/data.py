@@ -60,6 +60,8 @@ def parse_idx(raw: bytes, path: Path, expect_magic: int) -> torch.Tensor:
     need = offset + count * (shape[1] * shape[2] if len(shape) == 3 else 1)
     if len(raw) != need:
         raise DataError(f"{path}: truncated or oversized IDX file ({len(raw)} bytes, header says {need})")
+    if count == 0:
+        raise DataError(f"{path}: holds no {'images' if magic == IMAGE_MAGIC else 'labels'}")
     return torch.frombuffer(bytearray(raw[offset:]), dtype=torch.uint8).reshape(shape)
 
 
@@ -115,6 +117,8 @@ def load_split(files: dict[str, Path], split: str, verify: bool = True) -> tuple
     image_name, label_name = SPLIT_FILES[split]
     images, _ = _load_file(files[image_name], image_name, verify)
     labels, _ = _load_file(files[label_name], label_name, verify)
+    if images.shape[1:] != (28, 28):
+        raise DataError(f"{files[image_name]}: images of {images.shape[1]}x{images.shape[2]} pixels; LeNet++ takes 28x28")
     if len(images) != len(labels):
         raise DataError(
             f"{files[image_name]}: {len(images)} images but {files[label_name]} has {len(labels)} labels"

@@ -4,7 +4,9 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.util
 import os
+import re
 import signal
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -143,6 +145,7 @@ def panel_title(lam: float, alpha: float, test_acc: float) -> str:
 
 def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] = runs.SPLITS) -> list[Path]:
     """plots/{split}_epoch_NNN.png for one epoch: the drawing used by training and `centerloss plot` alike."""
+    (Path(run_dir) / runs.PLOTS).mkdir(exist_ok=True)  # a plots/ deleted by hand is drawn again
     out = []
     for split in splits:
         features, labels = feats.split(split)
@@ -157,7 +160,12 @@ def draw_missing_plots(run_dir: Path, epochs: Sequence[int]) -> list[Path]:
     for e in epochs:
         missing = tuple(s for s in runs.SPLITS if not runs.plot_path(run_dir, s, e).is_file())
         if missing and runs.features_path(run_dir, e).is_file():
-            out += draw_epoch_plots(run_dir, runs.load_features(run_dir, e), missing)
+            try:
+                feats = runs.load_features(run_dir, e)
+            except CenterLossError as err:  # a damaged features file costs its plots, never the run
+                print(f"Warning: {err}; its plots are not drawn", file=sys.stderr)
+                continue
+            out += draw_epoch_plots(run_dir, feats, missing)
     return out
 
 
@@ -250,7 +258,7 @@ def pick_epochs(run_dir: Path, epoch: str) -> list[int]:
         return saved
     if epoch == "last":
         return saved[-1:]
-    if not epoch.isdigit() or int(epoch) not in saved:
+    if not re.fullmatch(r"[0-9]+", epoch) or int(epoch) not in saved:  # not isdigit(): "²" is a digit to it
         raise CenterLossError(
             f"epoch {epoch!r} for {run_dir}: expected all, last or one of the saved epochs {saved[0]}..{saved[-1]}"
         )

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 FORMAT = 2  # of config.json and checkpoint.pt; 2: the official net, exact iterations, the data fingerprint
 LOCK = ".lock"
+# What a checkpoint holds (train.TrainState.state_dict); one without them was not written by this version.
+CHECKPOINT_KEYS = frozenset({"format", "config", "n_train", "model", "center_loss", "optimizer", "scheduler", "epoch",
+                             "step", "batch", "loss_sums", "seconds", "threads", "history", "rng"})
 CHECKPOINT = "checkpoint.pt"
 CONFIG_JSON = "config.json"
 METRICS_CSV = "metrics.csv"
@@ -98,7 +101,17 @@ def save_features(run_dir: Path, feats: EpochFeatures) -> None:
 
 
 def load_features(run_dir: Path, epoch: int) -> EpochFeatures:
-    with np.load(features_path(run_dir, epoch)) as z:
+    path = features_path(run_dir, epoch)
+    try:
+        return _read_features(path)
+    except OSError as e:
+        raise CenterLossError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except Exception as e:  # a truncated or foreign npz fails in zipfile, numpy or a missing key
+        raise CenterLossError(f"{path}: damaged or not a features file ({type(e).__name__})") from None
+
+
+def _read_features(path: Path) -> EpochFeatures:
+    with np.load(path) as z:
         return EpochFeatures(
             train_features=z["train_features"], train_labels=z["train_labels"],
             test_features=z["test_features"], test_labels=z["test_labels"], centers=z["centers"],
@@ -285,6 +298,9 @@ def reconcile(saved: TrainConfig, given: TrainConfig, explicit: set[str] | None,
 def _check_writable(run_dir: Path) -> None:
     parent = run_dir
     while not parent.exists():
+        if parent.is_symlink():  # exists() follows links: a dangling one, or a loop, ends here
+            raise CenterLossError(f"{parent} is a symbolic link to nothing (dangling, or a loop); "
+                                  "choose another --output-dir or --name")
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise CenterLossError(f"output folder {parent} is not writable; choose another with --output-dir")
@@ -363,6 +379,11 @@ class RunFolder:
                 )
             if resume and (self.path / CHECKPOINT).is_file():
                 self.checkpoint = load_checkpoint(self.path)
+                missing = sorted(CHECKPOINT_KEYS - set(self.checkpoint))
+                if missing or self.checkpoint.get("format") != FORMAT:
+                    what = f"it lacks {', '.join(missing)}" if missing else f"format {self.checkpoint.get('format')}"
+                    raise CenterLossError(f"{self.path / CHECKPOINT} is not a checkpoint of this version ({what}); "
+                                          "use --overwrite to start again")
             elif resume and (recorded := _recorded_epochs(self.path)):
                 # Starting again would rewrite metrics.csv from an empty history: refuse, and touch nothing.
                 raise CenterLossError(
@@ -438,15 +459,27 @@ class RunFolder:
     def create(self, env: dict[str, str]) -> None:
         """Lay the folder out and record the settings: from here on the disk changes. Call `repair`
         next, which also removes the temp files of killed writes."""
+        try:
+            self._create(env)
+        except OSError as e:  # /proc, a read-only mount, a file that will not go: one line, not a traceback
+            where = e.filename or self.path
+            raise CenterLossError(f"run folder {self.path}: cannot write {where} ({e.strerror or e})") from None
+
+    def _create(self, env: dict[str, str]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         if self._lock is None:
             self._acquire()
             if any(p.name != LOCK for p in self.path.iterdir()):
                 raise CenterLossError(f"run folder {self.path} was created by another process meanwhile")
         if self.overwrite:  # only what the tool made: files of the user's own stay
-            for p in self.path.iterdir():
-                if p.name in RUN_ENTRIES and p.name != LOCK:
-                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            doomed = [p for p in self.path.iterdir() if p.name in RUN_ENTRIES and p.name != LOCK]
+            for p in doomed:  # all or nothing: refuse before the first deletion, not halfway through
+                for folder in [p.parent, *(Path(d) for d, _, _ in os.walk(p) if not p.is_symlink())]:
+                    if not os.access(folder, os.W_OK | os.X_OK):
+                        raise CenterLossError(f"--overwrite: {folder} cannot be emptied (no write permission); "
+                                              "nothing was deleted")
+            for p in doomed:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         (self.path / FEATURES).mkdir(exist_ok=True)
         (self.path / PLOTS).mkdir(exist_ok=True)
         write_config(self.path, self.config, {"format": FORMAT, "data_fingerprint": self.fingerprint, **env})

@@ -503,6 +503,19 @@ def train_stacked(configs: Sequence[TrainConfig], *, data: MNIST | None = None, 
     return _train(configs, resume=True, data=data, progress=progress, sweep=True)
 
 
+def _restore(folder: RunFolder, n_train: int, device: torch.device) -> TrainState:
+    """A run's state: new, or its checkpoint loaded; a checkpoint that does not fit is refused before the
+    folder changes."""
+    state = new_state(folder.config, n_train, device)
+    if folder.checkpoint is not None:
+        try:
+            state.load_state_dict(folder.checkpoint)
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise CenterLossError(f"{folder.path / runs.CHECKPOINT} does not fit this run ({str(e).splitlines()[0][:200]}); "
+                                  "use --overwrite to start again") from None
+    return state
+
+
 def _train(configs: Sequence[TrainConfig], *, resume: bool, overwrite: bool = False, explicit: set[str] | None = None,
            data: MNIST | None = None, progress: bool = True, position: int | None = None,
            sweep: bool = False) -> list[RunResult]:
@@ -524,13 +537,11 @@ def _train(configs: Sequence[TrainConfig], *, resume: bool, overwrite: bool = Fa
                 data = load_data(todo[0].config, device)
             for f in todo:
                 f.check_data(len(data.train), data.fingerprint)  # everything is checked before the first folder changes
+            states = [_restore(f, len(data.train), device) for f in todo]
             groups: dict[tuple[int, ...], list[tuple[RunFolder, TrainState]]] = {}
-            for f in todo:
+            for f, state in zip(todo, states):
                 f.create(runs.environment(device))
                 f.repair()
-                state = new_state(f.config, len(data.train), device)
-                if f.checkpoint is not None:
-                    state.load_state_dict(f.checkpoint)
                 key = (state.epoch, state.step, state.total_steps, state.threads)
                 groups.setdefault(key, []).append((f, state))
             plotter = opened.enter_context(plots.PlotWorker())

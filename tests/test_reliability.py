@@ -3,6 +3,7 @@ import csv
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.config import resolve_config
 from centerloss_cli.runs import read_metrics
 from centerloss_cli.train import train
-from conftest import KILL_POINTS, SWEEP, TINY, TINY_SETTINGS, TWO_EPOCHS, synthetic_mnist, write_idx
+from conftest import KILL_POINTS, SWEEP, TINY, TINY_SETTINGS, TWO_EPOCHS, synthetic_mnist, tiny, write_idx
 
 
 
@@ -210,6 +211,14 @@ def _corrupt(root: Path, how: str) -> str:
     if how == "counts":
         write_idx(root / "t10k-labels-idx1-ubyte", np.zeros(7, dtype=np.uint8))
         return "t10k-labels-idx1-ubyte has 7 labels"
+    if how in ("32x32", "29x29"):
+        side = int(how[:2])
+        write_idx(root / "t10k-images-idx3-ubyte", np.zeros((300, side, side), dtype=np.uint8))
+        return f"t10k-images-idx3-ubyte: images of {side}x{side} pixels; LeNet++ takes 28x28"
+    if how == "no-images":
+        write_idx(root / "train-images-idx3-ubyte", np.zeros((0, 28, 28), dtype=np.uint8))
+        write_idx(root / "train-labels-idx1-ubyte", np.zeros(0, dtype=np.uint8))
+        return "train-images-idx3-ubyte: holds no images"
     if how == "not-gzip":
         f = root / "train-labels-idx1-ubyte"
         f.rename(root / "train-labels-idx1-ubyte.gz")
@@ -217,7 +226,7 @@ def _corrupt(root: Path, how: str) -> str:
     raise ValueError(how)
 
 
-@pytest.mark.parametrize("how", ["truncated", "magic", "counts", "not-gzip"])
+@pytest.mark.parametrize("how", ["truncated", "magic", "counts", "not-gzip", "32x32", "29x29", "no-images"])
 def test_bad_data_is_one_line_naming_the_file(run_cli, tmp_path, how):
     root = synthetic_mnist(tmp_path / "d", gz=False)
     message = _corrupt(root, how)
@@ -227,6 +236,69 @@ def test_bad_data_is_one_line_naming_the_file(run_cli, tmp_path, how):
     assert not Path("outputs").exists()
     debug = run_cli("train", "--data-dir", root, "--no-verify", *TINY, "--debug")
     assert debug.exit_code != 0 and debug.exception is not None  # --debug lets the traceback through
+
+
+def test_overwrite_with_bad_data_deletes_nothing(run_path, run_cli, mnist, tmp_path):
+    """--overwrite used to delete the old run, then fail on 32x32 images (only after a whole epoch when
+    only the test images were 32x32)."""
+    assert run_cli("train", *mnist.args, *TINY, "--name", "keep").exit_code == 0
+    before = {p: p.read_bytes() for p in Path("outputs/keep").rglob("*") if p.is_file() and p.name != ".lock"}
+    root = synthetic_mnist(tmp_path / "d", gz=False)
+    _corrupt(root, "32x32")
+    result = run_cli("train", "--data-dir", root, "--no-verify", *TINY, "--name", "keep", "--overwrite")
+    assert result.exit_code != 0 and "32x32 pixels" in result.output
+    assert {p: p.read_bytes() for p in Path("outputs/keep").rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data-dir", ""], "data_dir = '': expected a non-empty path without NUL bytes"),
+    (["--output-dir", "a\0b"], "expected a non-empty path without NUL bytes"),
+    (["--output-dir", "dangling"], "dangling is a symbolic link to nothing"),
+    (["--output-dir", "loop/out"], "loop is a symbolic link to nothing (dangling, or a loop)"),
+    (["--output-dir", "/proc/centerloss"], "run folder /proc/centerloss"),
+])
+def test_bad_paths_are_one_line(run_cli, mnist, args, message):
+    os.symlink("nowhere", "dangling")
+    os.symlink("loop", "loop")
+    if "\\0" in args[1]:
+        Path("c.toml").write_text('output_dir = "a\\u0000b"\n')
+        args = ["--config", "c.toml"]
+    result = run_cli("train", *mnist.args, *TINY, *args)
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("damage", ["foreign", "missing-weight"])
+def test_a_foreign_or_partial_checkpoint_is_refused_and_changes_nothing(run_path, run_cli, mnist, damage):
+    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    ckpt = torch.load(run_path / "checkpoint.pt", weights_only=True)
+    if damage == "foreign":
+        ckpt = {"foo": 1}
+    else:
+        del ckpt["model"]["feature.0.weight"]
+    torch.save(ckpt, run_path / "checkpoint.pt")
+    before = {p: p.read_bytes() for p in run_path.rglob("*") if p.is_file() and p.name != ".lock"}
+    result = run_cli("train", *mnist.args, *tiny(epochs=2), "--resume")
+    assert result.exit_code != 0 and "checkpoint.pt" in result.output and "--overwrite" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in run_path.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+def test_damaged_features_cost_their_plots_only(run_path, run_cli, mnist):
+    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    features = run_path / "features" / "epoch_001.npz"
+    features.write_bytes(features.read_bytes()[:100])  # truncated by a crash of the disk, say
+    plot = run_cli("plot", run_path)
+    assert plot.exit_code != 0 and f"{features}: damaged or not a features file" in plot.output
+    shutil.rmtree(run_path / "plots")
+    resumed = run_cli("train", *mnist.args, *tiny(epochs=2), "--resume")  # epoch 1's plots cannot be redrawn
+    assert resumed.exit_code == 0, resumed.output
+    assert (run_path / "plots" / "test_epoch_002.png").is_file() and len(read_metrics(run_path)) == 2
+    superscript = run_cli("plot", run_path, "--epoch", "²")
+    assert superscript.exit_code != 0 and "epoch '²'" in superscript.output
+    shutil.rmtree(run_path / "plots")
+    again = run_cli("plot", run_path, "--epoch", "2")  # plot makes a missing plots/ folder again
+    assert again.exit_code == 0 and (run_path / "plots" / "train_epoch_002.png").is_file()
 
 
 def test_md5_mismatch_via_the_cli(run_cli, tmp_path):
