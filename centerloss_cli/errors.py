@@ -34,6 +34,10 @@ class Diverged(CenterLossError):
 
 
 class Interrupted(CenterLossError):
-    """Ctrl-C: the run stopped at a batch boundary and saved its checkpoint (128 + SIGINT)."""
+    """A stop signal: the run stopped at a batch boundary and saved its checkpoint. The exit code is the
+    shell's for that signal, 128 + its number: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
 
-    exit_code = 130
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

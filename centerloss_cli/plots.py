@@ -177,7 +177,10 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _init_worker(parent: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it then closes us
+    # Stop signals are the trainer's to handle (a terminal's Ctrl-C, or Slurm's SIGTERM, reach the whole
+    # group): it saves, then closes us, so the plots of finished epochs still get drawn.
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 

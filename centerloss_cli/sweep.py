@@ -6,6 +6,7 @@ import hashlib
 import io
 import math
 import os
+import signal
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from itertools import groupby, product
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm import tqdm
@@ -25,7 +26,7 @@ from .devices import resolve_device
 from .errors import ConfigError, Interrupted
 from .runs import RunResult, completed_result
 from .storage import atomic_write_text
-from .train import load_data, stop_on_sigint, train, train_stacked
+from .train import load_data, stop_on_signals, train, train_stacked
 
 METRICS = ["test_acc", "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio"]
 # Over seeds, these get a standard deviation beside their mean.
@@ -82,7 +83,19 @@ class SweepResult:
     table: str
 
 
+_STOPPED: Any = None  # in a --jobs worker: the sweep's stop event, set once the sweep was told to stop
+
+
+def _start_worker(stopped: Any) -> None:
+    global _STOPPED
+    _STOPPED = stopped
+
+
 def _train_in_worker(config: TrainConfig, threads: int, progress: bool, position: int) -> RunResult:
+    # A run still queued when the sweep was stopped must not start: the pool hands a worker one call more
+    # than it runs, which cancelling the futures cannot take back.
+    if _STOPPED is not None and _STOPPED.is_set():
+        raise Interrupted(f"run {config.run_name} not started")
     # Each worker gets its share of the cores, so `jobs` processes do not fight over them.
     torch.set_num_threads(threads)
     return train(config, resume=True, progress=progress, position=position, sweep=True)
@@ -130,7 +143,7 @@ def run_sweep(
         else:
             _train_all(todo, results, jobs, progress, already_done=len(configs) - len(todo))
     except Interrupted as e:
-        raise Interrupted(f"sweep stopped: {e}. Run the same sweep command again to resume it") from None
+        raise Interrupted(f"sweep stopped: {e}. Run the same sweep command again to resume it", e.signum) from None
     return write_sweep_outputs(folder, [results[c.run_name] for c in configs], trained_runs=len(todo))
 
 
@@ -147,22 +160,36 @@ def _train_all(todo: list[TrainConfig], results: dict[str, RunResult], jobs: int
                 bar.update(1)
         elif todo:
             threads = max(1, (os.cpu_count() or 1) // jobs)
-            # Ctrl-C reaches the workers too; each stops at a batch boundary and saves. The parent only
-            # waits for them instead of dying mid-wait.
-            with stop_on_sigint() as stop, ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-                futures = {
-                    pool.submit(_train_in_worker, c, threads, progress, 1 + i % jobs): c for i, c in enumerate(todo)
-                }
-                try:
-                    for fut in as_completed(futures):
-                        results[futures[fut].run_name] = fut.result()  # re-raises a worker's Interrupted
-                        bar.update(1)
-                        if stop[0]:
-                            raise Interrupted("interrupted between runs; every finished run is saved")
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()  # runs not started yet must not start after Ctrl-C
-                    raise
+            context = get_context("spawn")
+            stopped = context.Event()
+            with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(stopped,)) as pool:
+
+                def stop_workers(signum: int) -> None:
+                    # Ctrl-C at a terminal reaches the workers too, but a `kill` of this process (or Slurm's
+                    # SIGTERM to it alone) does not: pass the stop on, so no worker trains on as an orphan.
+                    stopped.set()
+                    for pid in list(pool._processes or {}):  # noqa: SLF001 - the pool offers no public list
+                        try:
+                            os.kill(pid, signal.SIGTERM)
+                        except ProcessLookupError:
+                            pass
+
+                with stop_on_signals(stop_workers) as stop:
+                    futures = {
+                        pool.submit(_train_in_worker, c, threads, progress, 1 + i % jobs): c for i, c in enumerate(todo)
+                    }
+                    try:
+                        for fut in as_completed(futures):
+                            results[futures[fut].run_name] = fut.result()  # re-raises a worker's Interrupted
+                            bar.update(1)
+                            if stop:
+                                raise Interrupted("stopped between runs; every finished run is saved", stop.signum)
+                    except BaseException as e:
+                        for fut in futures:
+                            fut.cancel()  # runs not started yet must not start after a stop
+                        if isinstance(e, Interrupted) and stop:
+                            raise Interrupted(str(e), stop.signum) from None  # this process's signal decides
+                        raise
 
 
 def summary_rows(results: Sequence[RunResult]) -> list[dict[str, float | str]]:

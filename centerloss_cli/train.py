@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -368,24 +368,45 @@ def end_epoch(state: TrainState, data: MNIST, epoch: int, started: float,
 
 # --- the loop ------------------------------------------------------------------------------------------
 
+# The signals that stop a run gracefully: Ctrl-C, `kill` (and Slurm before it kills a job), a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stop:
+    """Which stop signal arrived (0: none yet); set by the handler, read at batch boundaries."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def __bool__(self) -> bool:
+        return self.signum != 0
+
+
 @contextmanager
-def stop_on_sigint() -> Iterator[list[bool]]:
-    """A flag set by Ctrl-C, so the loop can stop at the next batch boundary instead of mid-write."""
-    flag = [False]
+def stop_on_signals(on_stop: Callable[[int], None] | None = None) -> Iterator[Stop]:
+    """A Stop set by SIGINT, SIGTERM or SIGHUP, so the loop can stop at the next batch boundary instead of
+    mid-write; `on_stop(signum)` is called on the first one (a sweep passes it on to its workers). A
+    second Ctrl-C stops at once; other repeats change nothing."""
+    stop = Stop()
     if threading.current_thread() is not threading.main_thread():
-        yield flag
+        yield stop
         return
 
     def handler(signum, frame):
-        if flag[0]:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        flag[0] = True
+        if stop:
+            if signum == signal.SIGINT == stop.signum:
+                raise KeyboardInterrupt
+            return
+        stop.signum = signum
+        if on_stop is not None:
+            on_stop(signum)
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
-        yield flag
+        yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @contextmanager
@@ -403,6 +424,10 @@ def cpu_threads(threads: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def stopped_by(signum: int) -> str:
+    return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+
+
 def _postfix(means: torch.Tensor) -> dict[str, str]:
     """The progress bar's losses: the values for one run, the range over runs for several."""
     lo, hi = means.min(0).values.tolist(), means.max(0).values.tolist()
@@ -418,7 +443,7 @@ def run_epochs(states: Sequence[TrainState], data: MNIST, progress: bool = True,
     first, k = states[0], len(states)
     cfg = first.config
     device = first.loss_sums.device
-    with stop_on_sigint() as stop, float32_precision(cfg.precision), cpu_threads(first.threads, device):
+    with stop_on_signals() as stop, float32_precision(cfg.precision), cpu_threads(first.threads, device):
         while not first.finished:
             epoch = first.epoch + 1
             started = time.perf_counter() - first.seconds
@@ -442,27 +467,27 @@ def run_epochs(states: Sequence[TrainState], data: MNIST, progress: bool = True,
                     bar.update(1)
                     # Reading a value back forces a device sync: free on the CPU, so check every step
                     # there, but only once per logging interval on an accelerator.
-                    log_now = first.batch % cfg.log_every == 0 or first.batch == steps or stop[0]
+                    log_now = first.batch % cfg.log_every == 0 or first.batch == steps or stop
                     if log_now or device.type == "cpu":
                         for s, bad in zip(states, first_bad.tolist()):
                             if bad >= 0:
                                 raise diverged(s, epoch, bad)
                     if log_now:
                         bar.set_postfix(_postfix(sums / first.batch))
-                    if stop[0]:
+                    if stop:
                         break
             step.finish()
             for s, run_sums in zip(states, sums):
                 s.loss_sums.copy_(run_sums)
                 s.seconds = time.perf_counter() - started
-            if stop[0]:
+            if stop:
                 for s in states:
                     save_checkpoint(s)
                 saved = "checkpoint saved" if k == 1 else "checkpoints saved"
                 also = "" if k == 1 else ", or run the same sweep again"
                 raise Interrupted(
-                    f"interrupted at epoch {epoch}, batch {first.batch}; {saved}. "
-                    f"Resume with: {runs.resume_command(cfg)}{also}"
+                    f"{stopped_by(stop.signum)} at epoch {epoch}, batch {first.batch}; {saved}. "
+                    f"Resume with: {runs.resume_command(cfg)}{also}", signum=stop.signum
                 )
             for s in states:
                 end_epoch(s, data, epoch, started, plotter)

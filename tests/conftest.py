@@ -144,6 +144,7 @@ SWEEP = ["sweep", "--lambda", "0.01,0.1", "--alpha", "0.5"]
 FAULTS = {
     **{f"kill {name}": ([*spec, "kill"], ["train"]) for name, spec in KILL_POINTS.items()},
     "sigint train": (["step", "6", "sigint"], ["train"]),
+    "sigterm train": (["step", "6", "sigterm"], ["train"]),
     "sigint sweep": (["step", "6", "sigint"], SWEEP),
 }
 

@@ -5,7 +5,7 @@
                                                                (e.g. plots.PlotWorker.submit)
     python fault_driver.py write NAME N ACTION -- CLI ARGS... half-way through the N-th write of a file
                                                                whose name contains NAME
-ACTION is kill (SIGKILL: no cleanup of any kind) or sigint (as Ctrl-C).
+ACTION is kill (SIGKILL: no cleanup of any kind), sigint (as Ctrl-C) or sigterm (as `kill` or Slurm).
 """
 import importlib
 import os
@@ -18,7 +18,7 @@ import sys
 
 class Fault:
     def __init__(self, action: str):
-        self.signal = signal.SIGKILL if action == "kill" else signal.SIGINT
+        self.signal = {"kill": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}[action]
         self.count = 0
 
     def fire(self) -> None:

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,54 @@ def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(run_path, fault_runs, run_cl
     resumed = run_cli("train", "--resume", "--output-dir", "outputs", "--name", run_path.name)
     assert resumed.exit_code == 0, resumed.output
     assert_same_run(reference, run_path)
+
+
+def test_sigterm_saves_like_ctrl_c_and_exits_143(run_path, fault_runs, run_cli, reference, monkeypatch):
+    cwd, stopped = fault_runs["sigterm train"]
+    monkeypatch.chdir(cwd)
+    assert stopped.returncode == 143, stopped.stdout[-2000:]
+    assert "stopped by SIGTERM at epoch 2, batch 2; checkpoint saved" in stopped.stdout
+    assert "Traceback" not in stopped.stdout and "leaked semaphore" not in stopped.stdout
+    resumed = run_cli("train", "--resume", "--output-dir", "outputs", "--name", run_path.name)
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_run(reference, run_path)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM to the parent", "Ctrl-C to the group"])
+def test_a_stopped_parallel_sweep_leaves_no_orphans_and_starts_no_queued_run(tmp_path, mnist, sig):
+    """SIGTERM to the parent of `sweep --jobs 2` used to orphan its workers, which trained on; Ctrl-C
+    let queued runs start afterwards."""
+    args = [sys.executable, "-m", "centerloss_cli", "sweep", "--lambda", "0,0.1,1", "--jobs", "2", *mnist.args,
+            *tiny(epochs=400)]
+    parent = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("outputs/*/features/epoch_001.npz")):  # both workers are training
+            assert parent.poll() is None and time.monotonic() < deadline, parent.stdout.read()
+            time.sleep(0.2)
+        if sig == "SIGTERM to the parent":
+            os.kill(parent.pid, signal.SIGTERM)
+        else:
+            os.killpg(parent.pid, signal.SIGINT)
+        output, _ = parent.communicate(timeout=120)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+    assert parent.returncode == (143 if sig == "SIGTERM to the parent" else 130), output
+    assert "Run the same sweep command again to resume it" in output and "Traceback" not in output
+    for _ in range(50):  # the workers and their plotting processes are gone too
+        try:
+            os.killpg(parent.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("processes of the sweep outlived it")
+    folders = sorted(p.name for p in (tmp_path / "outputs").iterdir())
+    assert len(folders) == 2, folders  # the queued third run never started
+    for name in folders:
+        assert (tmp_path / "outputs" / name / "checkpoint.pt").is_file()
 
 
 def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(run_path, fault_runs, run_cli, mnist, reference, monkeypatch):
