@@ -26,7 +26,7 @@ from .devices import resolve_device
 from .errors import ConfigError, Interrupted
 from .runs import RunResult, completed_result
 from .storage import atomic_write_text
-from .train import load_data, stop_on_signals, train, train_stacked
+from .train import catch_stop_signals, load_data, stop_on_signals, train, train_stacked
 
 METRICS = ["test_acc", "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio"]
 # Over seeds, these get a standard deviation beside their mean.
@@ -89,6 +89,7 @@ _STOPPED: Any = None  # in a --jobs worker: the sweep's stop event, set once the
 def _start_worker(stopped: Any) -> None:
     global _STOPPED
     _STOPPED = stopped
+    catch_stop_signals()  # a stop that arrives while a run is being set up must not kill the worker
 
 
 def _train_in_worker(config: TrainConfig, threads: int, progress: bool, position: int) -> RunResult:

@@ -382,31 +382,44 @@ class Stop:
         return self.signum != 0
 
 
+# One per process: a signal caught while no loop runs (see catch_stop_signals) is kept for the next loop.
+_STOP = Stop()
+
+
+def _on_stop_signal(signum: int, on_stop: Callable[[int], None] | None = None) -> None:
+    if _STOP:
+        if signum == signal.SIGINT == _STOP.signum:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        return
+    _STOP.signum = signum
+    if on_stop is not None:
+        on_stop(signum)
+
+
 @contextmanager
 def stop_on_signals(on_stop: Callable[[int], None] | None = None) -> Iterator[Stop]:
     """A Stop set by SIGINT, SIGTERM or SIGHUP, so the loop can stop at the next batch boundary instead of
     mid-write; `on_stop(signum)` is called on the first one (a sweep passes it on to its workers). A
-    second Ctrl-C stops at once; other repeats change nothing."""
-    stop = Stop()
+    second Ctrl-C stops at once; other repeats change nothing. Once the block is left, the stop has been
+    dealt with (a checkpoint saved, Interrupted raised), and the next run of this process starts afresh."""
     if threading.current_thread() is not threading.main_thread():
-        yield stop
+        yield _STOP
         return
-
-    def handler(signum, frame):
-        if stop:
-            if signum == signal.SIGINT == stop.signum:
-                raise KeyboardInterrupt
-            return
-        stop.signum = signum
-        if on_stop is not None:
-            on_stop(signum)
-
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    previous = {s: signal.signal(s, lambda signum, frame: _on_stop_signal(signum, on_stop)) for s in STOP_SIGNALS}
     try:
-        yield stop
+        yield _STOP
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        _STOP.signum = 0
+
+
+def catch_stop_signals() -> None:
+    """For a process that only trains (a `sweep --jobs` worker): a stop signal that arrives outside a run's
+    loop, while the data loads say, is kept instead of killing the process, and the loop stops at its
+    first batch boundary, saving a checkpoint."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, lambda signum, frame: _on_stop_signal(signum))
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from PIL import Image
 from centerloss_cli import storage, train as train_module
 from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.config import resolve_config
+from centerloss_cli.errors import Interrupted
 from centerloss_cli.runs import read_metrics
 from centerloss_cli.train import train
 from conftest import KILL_POINTS, SWEEP, TINY, TINY_SETTINGS, TWO_EPOCHS, synthetic_mnist, tiny, write_idx
@@ -143,6 +144,25 @@ def test_a_stopped_parallel_sweep_leaves_no_orphans_and_starts_no_queued_run(tmp
     assert len(folders) == 2, folders  # the queued third run never started
     for name in folders:
         assert (tmp_path / "outputs" / name / "checkpoint.pt").is_file()
+
+
+def test_a_worker_keeps_a_stop_that_arrives_before_its_run_trains(tmp_path, mnist, monkeypatch):
+    """A sweep worker sent SIGTERM while its run was still being set up used to die at once (the pool then
+    broke); it must keep the stop, save at the first batch boundary and report it."""
+    monkeypatch.chdir(tmp_path)
+    config = resolve_config(None, {**TINY_SETTINGS, "data_dir": str(mnist.root), "verify": mnist.real})
+    previous = {s: signal.getsignal(s) for s in train_module.STOP_SIGNALS}
+    try:
+        train_module.catch_stop_signals()
+        os.kill(os.getpid(), signal.SIGTERM)  # before anything of the run exists
+        with pytest.raises(Interrupted) as stopped:
+            train(config, progress=False)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    assert stopped.value.exit_code == 143 and "stopped by SIGTERM at epoch 1, batch 1" in str(stopped.value)
+    assert torch.load(mnist.run() / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert train(config, resume=True, progress=False).trained_epochs == 1  # and it resumes
 
 
 def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(run_path, fault_runs, run_cli, mnist, reference, monkeypatch):
