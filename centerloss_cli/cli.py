@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, List, Literal, Optional
 
 import typer
 
-from .config import DEFAULTS, SCHEMA, TrainConfig, default_text, field_types, load_toml, resolve_config
+from .config import SCHEMA, TrainConfig, default_text, field_types, load_toml, resolve_config
 from .errors import CenterLossError
 from .runs import RunResult, named_for_data
 

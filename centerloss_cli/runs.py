@@ -16,7 +16,6 @@ import csv
 import importlib.metadata
 import io
 import json
-import math
 import os
 import platform
 import re
@@ -261,12 +260,11 @@ def epochs_left(start: int, total: int, per_epoch: int) -> int:
 def named_for_data(config: TrainConfig) -> TrainConfig:
     """The config, its default name suffixed with the data's fingerprint when the data is not MNIST (only
     --no-verify lets such data through), so runs on other data never share MNIST's folders."""
-    from .data import data_fingerprint  # imports torch
     from .fetch import MNIST_FINGERPRINT
 
     if config.name is not None or config.verify:
         return config
-    fp = data_fingerprint(config.data_dir, config.verify)
+    fp = _fingerprint(config)
     return config if fp == MNIST_FINGERPRINT else config.with_(name=f"{config.run_name}_data{fp[:8]}")
 
 
