@@ -293,6 +293,22 @@ def reconcile(saved: TrainConfig, given: TrainConfig, explicit: set[str] | None,
     return saved.with_(**changes)
 
 
+def _check_not_edited(run_dir: Path, checkpointed: dict[str, Any]) -> None:
+    """The checkpoint holds the settings the run trained with; a config.json edited since (by hand) would
+    make a resume train on with others, so any difference in a setting that a resume may not change is
+    refused. The name and output folder are where the run lives now, not part of what it trained with."""
+    on_disk = to_dict(read_config(run_dir))
+    fixed = {s.key for s in SCHEMA.values() if not s.resumable} - {"name"}
+    if checkpointed.get("center_update") == "caffe":
+        fixed.discard("alpha")  # caffe's update does not use alpha, so a resume may change it (see reconcile)
+    differ = sorted(k for k in fixed if k in checkpointed and checkpointed[k] != on_disk[k])
+    if differ:
+        shown = ", ".join(f"{k}: checkpoint {checkpointed[k]!r}, {CONFIG_JSON} {on_disk[k]!r}" for k in differ)
+        raise CenterLossError(f"cannot resume {run_dir}: its {CONFIG_JSON} was edited after training ({shown}); "
+                              f"nothing was changed. Put the checkpoint's values back in {CONFIG_JSON} to resume, "
+                              "or train the new settings as a new run")
+
+
 def _check_writable(run_dir: Path) -> None:
     parent = run_dir
     while not parent.exists():
@@ -382,6 +398,7 @@ class RunFolder:
                     what = f"it lacks {', '.join(missing)}" if missing else f"format {self.checkpoint.get('format')}"
                     raise CenterLossError(f"{self.path / CHECKPOINT} is not a checkpoint of this version ({what}); "
                                           "use --overwrite to start again")
+                _check_not_edited(self.path, self.checkpoint["config"])
             elif resume and (recorded := _recorded_epochs(self.path)):
                 # Starting again would rewrite metrics.csv from an empty history: refuse, and touch nothing.
                 raise CenterLossError(

@@ -15,6 +15,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Write to a temp file beside `path`; only a complete, synced file replaces `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove_orphans(path)
     try:
         with open(tmp, mode) as f:
             yield f
@@ -28,6 +29,26 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             reason = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
             raise StorageError(f"could not write {path}: {reason}; the previous version is intact") from e
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or no pid at all: leave its file alone
+    return True
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete the temp files in `path`'s folder whose writer died (a `plot` killed mid-write, say), so
+    that they do not pile up in folders that no resume tidies; a live writer's file stays."""
+    for tmp in path.parent.glob(".*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if pid.isascii() and pid.isdigit() and not _alive(int(pid)) and tmp.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -347,6 +347,12 @@ def end_epoch(state: TrainState, data: MNIST, epoch: int, started: float,
     means = (state.loss_sums / max(state.batch, 1)).tolist()
     if not all(math.isfinite(v) for v in (*means, metrics["test_softmax_loss"], metrics["test_center_loss"])):
         raise diverged(state, epoch, state.step)  # before anything of this epoch is written
+    with _STOP.deferred():
+        _commit_epoch(state, epoch, started, metrics, feats, means, plotter)
+
+
+def _commit_epoch(state: TrainState, epoch: int, started: float, metrics: dict[str, float], feats: EpochFeatures,
+                  means: list[float], plotter: plots.PlotWorker | None) -> None:
     runs.save_features(state.run_dir, feats)
     # Plots are derived from the saved features: if a kill loses them, resuming draws them again.
     if plotter is not None:
@@ -377,9 +383,18 @@ class Stop:
 
     def __init__(self) -> None:
         self.signum = 0
+        self.holding = 0  # > 0 while files are written: a second Ctrl-C then waits for the write to end
 
     def __bool__(self) -> bool:
         return self.signum != 0
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.holding += 1
+        try:
+            yield
+        finally:
+            self.holding -= 1
 
 
 # One per process: a signal caught while no loop runs (see catch_stop_signals) is kept for the next loop.
@@ -388,8 +403,8 @@ _STOP = Stop()
 
 def _on_stop_signal(signum: int, on_stop: Callable[[int], None] | None = None) -> None:
     if _STOP:
-        if signum == signal.SIGINT == _STOP.signum:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        if signum == signal.SIGINT == _STOP.signum and not _STOP.holding:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now (run_epochs saves what it can)
         return
     _STOP.signum = signum
     if on_stop is not None:
@@ -441,6 +456,18 @@ def stopped_by(signum: int) -> str:
     return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
 
 
+@contextmanager
+def _second_ctrl_c_stops_at_once(epoch: int, config: TrainConfig, k: int) -> Iterator[None]:
+    """A second Ctrl-C that lands inside a step leaves no consistent state to save: say what is kept."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        kept = "its last checkpoint" if k == 1 else "their last checkpoints"
+        raise Interrupted(f"interrupted again in epoch {epoch}: stopped at once; the run resumes from {kept}, "
+                          f"training again what followed. Resume with: {runs.resume_command(config)}",
+                          signum=signal.SIGINT) from None
+
+
 def _postfix(means: torch.Tensor) -> dict[str, str]:
     """The progress bar's losses: the values for one run, the range over runs for several."""
     lo, hi = means.min(0).values.tolist(), means.max(0).values.tolist()
@@ -470,7 +497,7 @@ def run_epochs(states: Sequence[TrainState], data: MNIST, progress: bool = True,
             bar = tqdm(total=steps, initial=first.batch, desc=f"{runs_text}epoch {epoch}/{first.total_epochs}",
                        disable=not progress, leave=position is None, position=position, dynamic_ncols=True,
                        file=sys.stderr)
-            with bar:
+            with bar, _second_ctrl_c_stops_at_once(epoch, cfg, k):
                 for x, y in batches(data.train, order, cfg.batch_size, start=first.batch):
                     losses = step(x, y).double()
                     sums += losses
@@ -493,17 +520,26 @@ def run_epochs(states: Sequence[TrainState], data: MNIST, progress: bool = True,
             for s, run_sums in zip(states, sums):
                 s.loss_sums.copy_(run_sums)
                 s.seconds = time.perf_counter() - started
+            saved = ("checkpoint saved" if k == 1 else "checkpoints saved") + ". Resume with: " + \
+                runs.resume_command(cfg) + ("" if k == 1 else ", or run the same sweep again")
             if stop:
+                with stop.deferred():
+                    for s in states:
+                        save_checkpoint(s)
+                raise Interrupted(f"{stopped_by(stop.signum)} at epoch {epoch}, batch {first.batch}; {saved}",
+                                  signum=stop.signum)
+            try:
                 for s in states:
-                    save_checkpoint(s)
-                saved = "checkpoint saved" if k == 1 else "checkpoints saved"
-                also = "" if k == 1 else ", or run the same sweep again"
-                raise Interrupted(
-                    f"{stopped_by(stop.signum)} at epoch {epoch}, batch {first.batch}; {saved}. "
-                    f"Resume with: {runs.resume_command(cfg)}{also}", signum=stop.signum
-                )
-            for s in states:
-                end_epoch(s, data, epoch, started, plotter)
+                    end_epoch(s, data, epoch, started, plotter)
+            except KeyboardInterrupt:  # a second Ctrl-C while evaluating: keep the epoch's training, not its evaluation
+                with stop.deferred():
+                    for s in states:
+                        if s.epoch < epoch:
+                            save_checkpoint(s)
+                raise Interrupted(f"interrupted again while evaluating epoch {epoch}: stopped at once; {saved} "
+                                  "(it evaluates the epoch first)", signum=signal.SIGINT) from None
+            if stop and not first.finished:  # the signal came while evaluating: stop before the next epoch
+                raise Interrupted(f"{stopped_by(stop.signum)} after epoch {epoch}; {saved}", signum=stop.signum)
 
 
 # --- whole runs: the run folders around the engine -------------------------------------------------

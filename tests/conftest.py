@@ -145,6 +145,8 @@ FAULTS = {
     **{f"kill {name}": ([*spec, "kill"], ["train"]) for name, spec in KILL_POINTS.items()},
     "sigint train": (["step", "6", "sigint"], ["train"]),
     "sigterm train": (["step", "6", "sigterm"], ["train"]),
+    # Ctrl-C after evaluate's first extract (test set), again after its second: stops inside evaluation.
+    "sigint twice evaluating": (["call", "train.extract", "1,2", "sigint"], ["train"]),
     "sigint sweep": (["step", "6", "sigint"], SWEEP),
 }
 

@@ -2,7 +2,8 @@
 
     python fault_driver.py step N ACTION -- CLI ARGS...       after the N-th training step
     python fault_driver.py call PATH N ACTION -- CLI ARGS...  after the N-th call of centerloss_cli.PATH
-                                                               (e.g. plots.PlotWorker.submit)
+                                                               (e.g. plots.PlotWorker.submit); N may
+                                                               be a list (1,2: after the first two calls)
     python fault_driver.py write NAME N ACTION -- CLI ARGS... half-way through the N-th write of a file
                                                                whose name contains NAME
 ACTION is kill (SIGKILL: no cleanup of any kind), sigint (as Ctrl-C) or sigterm (as `kill` or Slurm).
@@ -24,13 +25,13 @@ class Fault:
     def fire(self) -> None:
         os.kill(os.getpid(), self.signal)
 
-    def after_call(self, owner, attr: str, n: int) -> None:
+    def after_call(self, owner, attr: str, n: set[int]) -> None:
         real = getattr(owner, attr)
 
         def wrapper(*args, **kwargs):
             out = real(*args, **kwargs)
             self.count += 1
-            if self.count == n:
+            if self.count in n:
                 self.fire()
             return out
 
@@ -82,13 +83,13 @@ def run() -> None:
     spec, cli_args = sys.argv[1:split], sys.argv[split + 1 :]
     fault = Fault(spec[-1])
     if spec[0] == "step":
-        fault.after_call(train, "train_step", int(spec[1]))
+        fault.after_call(train, "train_step", {int(spec[1])})
     elif spec[0] == "call":
         *path, attr = spec[1].split(".")
         owner = importlib.import_module("centerloss_cli." + path[0])
         for part in path[1:]:
             owner = getattr(owner, part)
-        fault.after_call(owner, attr, int(spec[2]))
+        fault.after_call(owner, attr, {int(n) for n in spec[2].split(",")})
     else:
         fault.during_write(spec[1], int(spec[2]))
     sys.argv = ["centerloss", *cli_args]

@@ -22,7 +22,7 @@ from centerloss_cli.config import resolve_config
 from centerloss_cli.errors import Interrupted
 from centerloss_cli.runs import read_metrics
 from centerloss_cli.train import train
-from conftest import KILL_POINTS, SWEEP, TINY, TINY_SETTINGS, TWO_EPOCHS, synthetic_mnist, tiny, write_idx
+from conftest import DRIVER, KILL_POINTS, SWEEP, TINY, TINY_SETTINGS, TWO_EPOCHS, checkpoint, synthetic_mnist, tiny, write_idx
 
 
 
@@ -104,6 +104,22 @@ def test_sigterm_saves_like_ctrl_c_and_exits_143(run_path, fault_runs, run_cli, 
     assert stopped.returncode == 143, stopped.stdout[-2000:]
     assert "stopped by SIGTERM at epoch 2, batch 2; checkpoint saved" in stopped.stdout
     assert "Traceback" not in stopped.stdout and "leaked semaphore" not in stopped.stdout
+    resumed = run_cli("train", "--resume", "--output-dir", "outputs", "--name", run_path.name)
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_run(reference, run_path)
+
+
+def test_a_second_ctrl_c_while_evaluating_keeps_the_epochs_training(run_path, fault_runs, run_cli, reference,
+                                                                   monkeypatch):
+    """A second Ctrl-C during evaluation used to exit with no word of what was kept."""
+    cwd, stopped = fault_runs["sigint twice evaluating"]
+    monkeypatch.chdir(cwd)
+    assert stopped.returncode == 130, stopped.stdout[-2000:]
+    assert "interrupted again while evaluating epoch 1: stopped at once; checkpoint saved" in stopped.stdout
+    assert "Traceback" not in stopped.stdout
+    ckpt = torch.load(run_path / "checkpoint.pt", weights_only=True)
+    assert (ckpt["epoch"], ckpt["batch"], ckpt["step"]) == (0, 4, 4)  # epoch 1 trained, not yet evaluated
+    assert_nothing_half_written(run_path)
     resumed = run_cli("train", "--resume", "--output-dir", "outputs", "--name", run_path.name)
     assert resumed.exit_code == 0, resumed.output
     assert_same_run(reference, run_path)
@@ -490,3 +506,33 @@ def test_a_complete_run_is_repaired_when_opened_again(run_path, run_cli, mnist):
     assert (run_path / "metrics.csv").read_text() == good
     assert (run_path / "plots" / "test_epoch_001.png").is_file()
     assert not (run_path / "features" / ".epoch_002.npz.tmp-99999").exists()
+
+
+def test_a_config_json_edited_after_training_is_refused_and_changes_nothing(run_path, run_cli, mnist):
+    """A resume used to train on with whatever an edited config.json said; the checkpoint's settings win."""
+    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    record = json.loads((run_path / "config.json").read_text())
+    (run_path / "config.json").write_text(json.dumps({**record, "lambda": 0.5, "epochs": 2}))
+    before = {p: p.read_bytes() for p in run_path.rglob("*") if p.is_file() and p.name != ".lock"}
+    result = run_cli("train", "--resume", "--output-dir", "outputs", "--name", run_path.name, "--epochs", "2")
+    assert result.exit_code == 2, result.output
+    assert "config.json was edited after training (lambda: checkpoint 0.01, config.json 0.5)" in result.output
+    assert {p: p.read_bytes() for p in run_path.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    # a setting a resume may change (epochs) is no edit: put lambda back and the run goes on
+    (run_path / "config.json").write_text(json.dumps({**record, "epochs": 2}))
+    assert run_cli("train", "--resume", "--output-dir", "outputs", "--name", run_path.name, "--quiet").exit_code == 0
+    assert checkpoint(run_path)["epoch"] == 2
+
+
+def test_a_killed_plot_leaves_no_temp_file_after_the_next_plot(run_path, run_cli, mnist):
+    """A `plot` killed mid-write used to leave its temp file for good: no resume tidies after `plot`."""
+    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    killed = subprocess.run([sys.executable, str(DRIVER), "write", "train_epoch_001.png", "1", "kill", "--",
+                             "plot", str(run_path)], env={**os.environ, "PYTHONPATH": str(DRIVER.parent)},
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = list((run_path / "plots").glob(".*.tmp-*"))
+    assert len(left) == 1 and left[0].name.startswith(".train_epoch_001.png.tmp-"), left
+    assert run_cli("plot", run_path, "--split", "test").exit_code == 0  # another file of the same folder
+    assert not list((run_path / "plots").glob(".*.tmp-*"))
+    assert_nothing_half_written(run_path)
