@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, List, Literal, Optional
 
 import typer
 
-from .config import SCHEMA, TrainConfig, default_text, field_types, load_toml, resolve_config
+from .config import SCHEMA, SLURM_TABLE, SlurmConfig, TrainConfig, default_text, field_types, load_toml, resolve_config, resolve_slurm, schema
 from .errors import CenterLossError
 from .runs import RunResult, named_for_data
 
@@ -37,14 +37,14 @@ def user_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(e.exit_code)
 
 
-def _setting_option(name: str) -> tuple[Any, Any]:
+def _setting_option(name: str, cls: type = TrainConfig) -> tuple[Any, Any]:
     """The annotation and typer.Option of one setting, derived from its declaration in config.py.
 
     Every default is None, meaning "not given": then a config file's value, or the schema's default,
     stays. The help text shows the schema's default instead."""
-    s = SCHEMA[name]
-    base, _ = field_types()[name]
-    help = f"{s.help} [default: {default_text(name)}]"
+    s = schema(cls)[name]
+    base, _ = field_types(cls)[name]
+    help = f"{s.help} [default: {default_text(name, cls)}]"
     if base is bool:
         return Optional[bool], typer.Option(None, f"{s.flag}/--no-{s.flag[2:]}", help=help)
     if s.choices:
@@ -61,22 +61,29 @@ _COMMON = [
 ]
 
 
-def training_options(*, exclude: tuple[str, ...] = ()) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def training_options(*, exclude: tuple[str, ...] = (), slurm: bool = False) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Give a command an option for every setting in the schema (less `exclude`, by field name), and
-    --config, --quiet and --debug. It receives `settings`: the settings given, by user-facing key."""
+    --config, --quiet and --debug. It receives `settings`: the settings given, by user-facing key; with
+    `slurm`, also an option per SlurmConfig setting, given to it as `slurm_settings`."""
     names = [n for n in SCHEMA if n not in exclude]
+    slurm_names = [f"slurm_{n}" for n in schema(SlurmConfig)] if slurm else []
 
     def decorate(func: Callable[..., None]) -> Callable[..., None]:
         common_names = {n for n, _, _ in _COMMON}
         own = [p for p in inspect.signature(func, eval_str=True).parameters.values()
-               if p.name != "settings" and p.name not in common_names]
+               if p.name not in ("settings", "slurm_settings") and p.name not in common_names]
         shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t)
                   for n, (t, o) in ((n, _setting_option(n)) for n in names)]
+        shared += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t)
+                   for n, (t, o) in ((n, _setting_option(n[6:], SlurmConfig)) for n in slurm_names)]
         common = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t) for n, t, o in _COMMON]
 
         @functools.wraps(func)
         def command(**kwargs: Any) -> None:
             given = {SCHEMA[n].key: kwargs.pop(n) for n in names}
+            if slurm:
+                slurm_given = {schema(SlurmConfig)[n[6:]].key: kwargs.pop(n) for n in slurm_names}
+                kwargs["slurm_settings"] = {k: v for k, v in slurm_given.items() if v is not None}
             func(settings={k: v for k, v in given.items() if v is not None}, **kwargs)
 
         command.__signature__ = inspect.Signature(own + shared + common)  # type: ignore[attr-defined]
@@ -88,7 +95,7 @@ def training_options(*, exclude: tuple[str, ...] = ()) -> Callable[[Callable[...
 def _resolve(config_file: Optional[Path], settings: dict[str, Any]) -> tuple[TrainConfig, set[str]]:
     """The config, and the keys the user gave (on the command line or in the file)."""
     config = resolve_config(config_file, settings)
-    given = set(settings) | (set(load_toml(config_file)) if config_file else set())
+    given = set(settings) | (set(load_toml(config_file)) - {SLURM_TABLE} if config_file else set())
     return config, given
 
 
@@ -127,9 +134,10 @@ def train(
 
 
 @app.command()
-@training_options(exclude=("lam", "alpha", "seed", "name"))
+@training_options(exclude=("lam", "alpha", "seed", "name"), slurm=True)
 def sweep(
     settings: dict,
+    slurm_settings: dict,
     lambdas: Optional[str] = typer.Option(None, "--lambda", help=f"Comma-separated λ values. [default: {SWEEP_LAMBDAS}, "
                                           "or the config file's lambda]"),
     alphas: Optional[str] = typer.Option(None, "--alpha", help="Comma-separated α values. [default: 0.5, or the config file's alpha]"),
@@ -138,6 +146,9 @@ def sweep(
     jobs: int = typer.Option(1, "--jobs", "-j", help="Runs trained at once, in separate processes sharing the CPU threads."),
     batched: bool = typer.Option(False, "--batched", help="Train all runs as one stacked model in one process (fastest on a GPU)."),
     sweep_name: Optional[str] = typer.Option(None, "--sweep-name", help="Folder under OUTPUT_DIR/sweeps. [default: from the values]"),
+    launcher: Literal["local", "slurm"] = typer.Option("local", "--launcher", help="local: train here; slurm: one "
+                                                       "Slurm job per run (per seed with --batched), through submitit."),
+    wait: bool = typer.Option(False, "--wait", help="With --launcher slurm: block until the jobs end, then write the outputs."),
     config: Optional[Path] = None,
     quiet: bool = False,
     debug: bool = False,
@@ -157,8 +168,14 @@ def sweep(
         lam_values = parse_values(lambdas, "--lambda", warn)
         alpha_values = parse_values(str(base.alpha) if alphas is None else alphas, "--alpha", warn)
         seed_values = parse_values(str(base.seed) if seeds is None else seeds, "--seed", warn, kind=int)
+        if launcher == "local" and slurm_settings:
+            raise CenterLossError(f"--{next(iter(slurm_settings)).replace('_', '-')} is a Slurm setting: "
+                                  "give it with --launcher slurm")
+        slurm = resolve_slurm(config, slurm_settings) if launcher == "slurm" else None
         result = run_sweep(base, lam_values, alpha_values, seed_values, jobs=jobs, batched=batched, name=sweep_name,
-                           progress=not quiet)
+                           progress=not quiet, launcher=launcher, slurm=slurm, wait=wait, say=typer.echo)
+    if result is None:  # Slurm jobs submitted, or still out
+        return
     typer.echo(result.table)
     typer.echo(f"{len(result.results)} runs ({result.trained_runs} trained now); figures and tables in {result.folder}/")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 import sys
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -81,8 +82,25 @@ def suffix_text(value: Any) -> str:
     return number_text(value) if isinstance(value, float) else str(value)
 
 
+class Checked:
+    """A dataclass of `setting` fields, validated on construction: one that exists is a valid one."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            s = f.metadata["setting"]
+            if value is None:
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingError(s.key, value, "a finite number")
+            if s.choices and value not in s.choices:
+                raise SettingError(s.key, value, f"one of {', '.join(s.choices)}")
+            if not s.check(value):
+                raise SettingError(s.key, value, s.accepted)
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Checked):
     """Every setting of one run. Constructing one validates it; `with_` and `from_dict` make changed copies."""
 
     lam: float = setting(0.01, "lambda", "Center loss weight λ; 0 trains by softmax alone.",
@@ -150,20 +168,6 @@ class TrainConfig:
                              "of the network. The losses, the centers and their update stay fp32 either way.",
                              choices=PRECISIONS, suffix="{}")
 
-    def __post_init__(self) -> None:
-        # Validation happens here, once per TrainConfig: a config that exists is a valid one.
-        for f in fields(self):
-            value = getattr(self, f.name)
-            s = SCHEMA[f.name]
-            if value is None:
-                continue
-            if isinstance(value, float) and not math.isfinite(value):
-                raise SettingError(s.key, value, "a finite number")
-            if s.choices and value not in s.choices:
-                raise SettingError(s.key, value, f"one of {', '.join(s.choices)}")
-            if not s.check(value):
-                raise SettingError(s.key, value, s.accepted)
-
     @property
     def run_name(self) -> str:
         """--name, else λ, α and seed, then a suffix for each setting that differs from the paper's (see
@@ -187,6 +191,41 @@ class TrainConfig:
         return replace(self, **changes)
 
 
+def sbatch_options(text: str) -> dict[str, str | bool] | None:
+    """"--qos=high --exclusive" -> {"qos": "high", "exclusive": True}; None when it is not such a list."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return None
+    out: dict[str, str | bool] = {}
+    for w in words:
+        m = re.fullmatch(r"--([a-z][a-z0-9-]*)(?:=(.+))?", w)
+        if not m:
+            return None
+        out[m.group(1).replace("-", "_")] = True if m.group(2) is None else m.group(2)
+    return out
+
+
+@dataclass(frozen=True)
+class SlurmConfig(Checked):
+    """How `sweep --launcher slurm` asks Slurm for each job: flags, or a [slurm] table in the config file."""
+
+    partition: str | None = setting(None, "partition", "Slurm partition.", default_text="the cluster's default",
+                                    accepted="a partition name", check=lambda v: bool(v.strip()), metavar="NAME")
+    time_limit: int = setting(180, "time_limit", "Minutes per job; a run that hits it is requeued and resumes.",
+                              accepted="an integer >= 1", check=lambda v: v >= 1, metavar="MIN")
+    cpus: int = setting(2, "cpus", "CPUs per job.", accepted="an integer >= 1", check=lambda v: v >= 1, metavar="N")
+    mem_gb: float = setting(8.0, "mem_gb", "Memory per job in GB.", accepted="a number > 0", check=lambda v: v > 0,
+                            metavar="GB")
+    gpus: int = setting(0, "gpus", "GPUs per job (give --device cuda or auto).", accepted="an integer >= 0",
+                        check=lambda v: v >= 0, metavar="N")
+    account: str | None = setting(None, "account", "Slurm account to charge.", default_text="none",
+                                  accepted="an account name", check=lambda v: bool(v.strip()), metavar="NAME")
+    sbatch: str = setting("", "sbatch", "More sbatch options, e.g. \"--qos=high --constraint=a100\".",
+                          default_text="none", accepted="sbatch options of the form --key or --key=value",
+                          check=lambda v: sbatch_options(v) is not None, metavar="OPTIONS")
+
+
 class SettingError(ConfigError):
     """A value out of range; `where` (" in FILE") is added by whoever knows where the value came from."""
 
@@ -198,18 +237,25 @@ class SettingError(ConfigError):
         return SettingError(self.key, self.value, self.accepted, where)
 
 
-# Field name -> its Setting, and the user-facing key -> field name ("lambda" -> "lam").
-SCHEMA: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(TrainConfig)}
-KEY_TO_FIELD: dict[str, str] = {s.key: name for name, s in SCHEMA.items()}
+@cache
+def schema(cls: type = TrainConfig) -> dict[str, Setting]:
+    """Field name -> its Setting."""
+    return {f.name: f.metadata["setting"] for f in fields(cls)}
+
+
+SCHEMA: dict[str, Setting] = schema(TrainConfig)
+KEY_TO_FIELD: dict[str, str] = {s.key: name for name, s in SCHEMA.items()}  # "lambda" -> "lam"
 DEFAULTS = TrainConfig()
+SLURM_DEFAULTS = SlurmConfig()
+SLURM_TABLE = "slurm"  # the config file's table of SlurmConfig settings
 
 
 @cache
-def field_types() -> dict[str, tuple[type, bool]]:
+def field_types(cls: type = TrainConfig) -> dict[str, tuple[type, bool]]:
     """Field name -> (its base type, whether it may be None), from the annotations."""
-    hints = typing.get_type_hints(TrainConfig)
+    hints = typing.get_type_hints(cls)
     out = {}
-    for name in SCHEMA:
+    for name in schema(cls):
         hint = hints[name]
         args = typing.get_args(hint)
         optional = type(None) in args
@@ -221,10 +267,10 @@ def field_types() -> dict[str, tuple[type, bool]]:
 _DESCRIBE = {float: "a number", int: "an integer", str: "a string", bool: "true or false", tuple: "a list of integers"}
 
 
-def coerce(name: str, value: Any, where: str = "") -> Any:
+def coerce(name: str, value: Any, where: str = "", cls: type = TrainConfig) -> Any:
     """`value` as field `name`'s type, or a ConfigError naming the key. A list may come as "5000,8000"."""
-    base, optional = field_types()[name]
-    key = SCHEMA[name].key
+    base, optional = field_types(cls)[name]
+    key = schema(cls)[name].key
     if value is None and optional:
         return None
     if base is tuple and isinstance(value, str):
@@ -243,13 +289,16 @@ def coerce(name: str, value: Any, where: str = "") -> Any:
     return float(value) if base is float else tuple(value) if base is tuple else value
 
 
-def from_dict(values: dict[str, Any], base: TrainConfig = DEFAULTS, where: str = "") -> TrainConfig:
-    """`base` with `values` (user-facing keys, as in TOML) applied, each checked for name, type and range."""
+def from_dict(values: dict[str, Any], base: Any = DEFAULTS, where: str = "") -> Any:
+    """`base` (a TrainConfig or SlurmConfig) with `values` (user-facing keys, as in TOML) applied, each
+    checked for name, type and range."""
+    cls = type(base)
+    key_to_field = {s.key: name for name, s in schema(cls).items()}
     changes = {}
     for key, value in values.items():
-        if key not in KEY_TO_FIELD:
-            raise ConfigError(f"unknown key {key!r}{where}; known keys: {', '.join(sorted(KEY_TO_FIELD))}")
-        changes[KEY_TO_FIELD[key]] = coerce(KEY_TO_FIELD[key], value, where)
+        if key not in key_to_field:
+            raise ConfigError(f"unknown key {key!r}{where}; known keys: {', '.join(sorted(key_to_field))}")
+        changes[key_to_field[key]] = coerce(key_to_field[key], value, where, cls)
     try:
         return replace(base, **changes)
     except SettingError as e:
@@ -279,13 +328,25 @@ def resolve_config(config_file: str | Path | None = None, overrides: dict[str, A
     """The defaults, then the config file, then `overrides` (user-facing keys): the later wins."""
     config = DEFAULTS
     if config_file is not None:
-        config = from_dict(load_toml(config_file), config, where=f" in {config_file}")
+        values = {k: v for k, v in load_toml(config_file).items() if k != SLURM_TABLE}  # that table is a sweep's
+        config = from_dict(values, config, where=f" in {config_file}")
     return from_dict(overrides or {}, config)
 
 
-def default_text(name: str) -> str:
+def resolve_slurm(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SlurmConfig:
+    """The Slurm defaults, then the config file's [slurm] table, then `overrides`: the later wins."""
+    config = SLURM_DEFAULTS
+    if config_file is not None:
+        table = load_toml(config_file).get(SLURM_TABLE, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{SLURM_TABLE} = {table!r} in {config_file}: expected a [{SLURM_TABLE}] table")
+        config = from_dict(table, config, where=f" in [{SLURM_TABLE}] of {config_file}")
+    return from_dict(overrides or {}, config)
+
+
+def default_text(name: str, cls: type = TrainConfig) -> str:
     """A setting's default as --help and the README show it."""
-    s, value = SCHEMA[name], getattr(DEFAULTS, name)
+    s, value = schema(cls)[name], getattr(cls(), name)
     if s.default_text:
         return s.default_text
     if isinstance(value, bool):

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from . import runs
-from .errors import CenterLossError, PlotError
+from .errors import STOP_SIGNALS, CenterLossError, PlotError
 from .runs import EpochFeatures
 from .storage import atomic_open
 
@@ -179,7 +179,7 @@ def _exit_with_parent(parent: int) -> None:
 def _init_worker(parent: int) -> None:
     # Stop signals are the trainer's to handle (a terminal's Ctrl-C, or Slurm's SIGTERM, reach the whole
     # group): it saves, then closes us, so the plots of finished epochs still get drawn.
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 

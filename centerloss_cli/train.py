@@ -28,7 +28,7 @@ from .center_loss import CenterLoss, center_loss, move_centers
 from .config import TrainConfig, to_dict
 from .data import MNIST, batches, load_mnist, stream_order, subset_indices
 from .devices import autocast, float32_precision, resolve_device
-from .errors import CenterLossError, Diverged, Interrupted
+from .errors import STOP_SIGNALS, CenterLossError, Diverged, Interrupted
 from .metrics import compactness
 from .model import LeNetPP
 from .runs import EpochFeatures, RunFolder, RunResult
@@ -374,10 +374,6 @@ def _commit_epoch(state: TrainState, epoch: int, started: float, metrics: dict[s
 
 # --- the loop ------------------------------------------------------------------------------------------
 
-# The signals that stop a run gracefully: Ctrl-C, `kill` (and Slurm before it kills a job), a closed terminal.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
 class Stop:
     """Which stop signal arrived (0: none yet); set by the handler, read at batch boundaries."""
 
@@ -413,7 +409,7 @@ def _on_stop_signal(signum: int, on_stop: Callable[[int], None] | None = None) -
 
 @contextmanager
 def stop_on_signals(on_stop: Callable[[int], None] | None = None) -> Iterator[Stop]:
-    """A Stop set by SIGINT, SIGTERM or SIGHUP, so the loop can stop at the next batch boundary instead of
+    """A Stop set by any of STOP_SIGNALS, so the loop can stop at the next batch boundary instead of
     mid-write; `on_stop(signum)` is called on the first one (a sweep passes it on to its workers). A
     second Ctrl-C stops at once; other repeats change nothing. Once the block is left, the stop has been
     dealt with (a checkpoint saved, Interrupted raised), and the next run of this process starts afresh."""

@@ -19,7 +19,7 @@ from PIL import Image
 from centerloss_cli import storage, train as train_module
 from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.config import resolve_config
-from centerloss_cli.errors import Interrupted
+from centerloss_cli.errors import STOP_SIGNALS, Interrupted
 from centerloss_cli.runs import read_metrics
 from centerloss_cli.train import train
 from conftest import DRIVER, KILL_POINTS, SWEEP, TINY, TINY_SETTINGS, TWO_EPOCHS, checkpoint, synthetic_mnist, tiny, write_idx
@@ -167,7 +167,7 @@ def test_a_worker_keeps_a_stop_that_arrives_before_its_run_trains(tmp_path, mnis
     broke); it must keep the stop, save at the first batch boundary and report it."""
     monkeypatch.chdir(tmp_path)
     config = resolve_config(None, {**TINY_SETTINGS, "data_dir": str(mnist.root), "verify": mnist.real})
-    previous = {s: signal.getsignal(s) for s in train_module.STOP_SIGNALS}
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     try:
         train_module.catch_stop_signals()
         os.kill(os.getpid(), signal.SIGTERM)  # before anything of the run exists

@@ -1,0 +1,97 @@
+"""`sweep --launcher slurm` against a real Slurm: scripts/slurm_local.sh brings one up on this machine
+(.ci/run does, before `make test`). Skipped where sbatch is not on PATH."""
+import csv
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import checkpoint, tiny
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(shutil.which("sbatch") is None,
+                       reason="sbatch is not on PATH: run scripts/slurm_local.sh (as root) to bring up a local Slurm"),
+]
+
+# One CPU per job, so the two jobs of a sweep run at once on a 2-core machine; the local runs that
+# they are compared with train on one thread too (CPU results depend on the thread count).
+ONE_CPU = ["--launcher", "slurm", "--cpus", "1", "--mem-gb", "1"]
+
+
+@pytest.fixture
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def same_runs(a: Path, b: Path) -> None:
+    """Checkpoints bit-identical, and metrics.csv alike but for the seconds."""
+    ca, cb = checkpoint(a), checkpoint(b)
+    assert ca["step"] == cb["step"] and ca["threads"] == cb["threads"] == 1
+    for k, v in ca["model"].items():
+        assert torch.equal(v, cb["model"][k]), k
+    assert torch.equal(ca["center_loss"]["centers"], cb["center_loss"]["centers"])
+    rows = lambda run: [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(run / "metrics.csv"))]  # noqa: E731
+    assert rows(a) == rows(b)
+    assert sorted(p.name for p in (a / "plots").iterdir()) == sorted(p.name for p in (b / "plots").iterdir())
+
+
+def test_a_slurm_sweep_gives_the_same_sweep_folder_as_a_local_one(run_cli, mnist, one_thread):
+    sweep = ["sweep", "--lambda", "0,0.1", *mnist.args, *tiny(epochs=2)]
+    local = run_cli(*sweep, "--output-dir", "local")
+    assert local.exit_code == 0, local.output
+    submitted = run_cli(*sweep, "--output-dir", "slurm", *ONE_CPU)
+    assert submitted.exit_code == 0, submitted.output
+    assert "submitted 2 Slurm job(s) for 2 run(s)" in submitted.output and "squeue -j" in submitted.output
+    assert not list(Path("slurm/sweeps").glob("*/summary.csv"))  # it returned once the jobs were submitted
+    waited = run_cli(*sweep, "--output-dir", "slurm", *ONE_CPU, "--wait")
+    assert waited.exit_code == 0, waited.output
+    name = "lambda0-0.1_alpha0.5_seed0"
+    for lam in (0.0, 0.1):
+        same_runs(mnist.run("local", **{"lambda": lam}), mnist.run("slurm", **{"lambda": lam}))
+    assert (Path("local/sweeps") / name / "summary.md").read_text() == (Path("slurm/sweeps") / name / "summary.md").read_text()
+    assert {p.name for p in (Path("slurm/sweeps") / name).iterdir()} == \
+        {p.name for p in (Path("local/sweeps") / name).iterdir()} | {"slurm"}
+    again = run_cli(*sweep, "--output-dir", "slurm", *ONE_CPU)  # all finished: nothing submitted
+    assert again.exit_code == 0 and "submitted" not in again.output and "2 runs" in again.output
+
+
+def test_a_job_sent_sigterm_is_requeued_and_ends_bit_identical(run_cli, mnist, one_thread):
+    settings = tiny(epochs=12)
+    reference = run_cli("train", *mnist.args, *settings, "--output-dir", "local")
+    assert reference.exit_code == 0, reference.output
+    sweep = ["sweep", "--lambda", "0.01", *mnist.args, *settings, "--output-dir", "slurm", *ONE_CPU]
+    submitted = run_cli(*sweep)
+    assert submitted.exit_code == 0, submitted.output
+    job = submitted.output.split("run(s): ")[1].split(";")[0].strip()
+    run = mnist.run("slurm")
+    deadline = time.monotonic() + 120
+    while not ((run / "metrics.csv").is_file() and len((run / "metrics.csv").read_text().splitlines()) >= 2):
+        assert time.monotonic() < deadline, "the job never finished an epoch"
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=TERM", job], check=True)  # as Slurm does before a preemption
+    waited = run_cli(*sweep, "--wait")
+    assert waited.exit_code == 0, waited.output
+    log = next(Path("slurm/sweeps").glob("*/slurm/*_log.out")).read_text()
+    assert "stopped by SIGTERM at epoch" in log and f"requeueing job {job} (restart 1)" in log, log
+    same_runs(mnist.run("local"), run)
+
+
+def test_a_failing_job_is_reported_with_its_log_and_resubmitted(run_cli, mnist):
+    sweep = ["sweep", "--lambda", "1e30", "--lr", "1e6", *mnist.args, *tiny(), *ONE_CPU]
+    failed = run_cli(*sweep, "--wait")
+    assert failed.exit_code == 1, failed.output
+    assert "1 run(s) did not finish" in failed.output and "(FAILED)" in failed.output
+    assert "the loss became NaN or inf at epoch 1" in failed.output
+    log = Path(failed.output.split("log: ")[1].split()[0].rstrip(";"))
+    assert log.is_file() and "the loss became NaN or inf" in log.read_text()
+    again = run_cli(*sweep)  # the same command submits the failed run again
+    assert again.exit_code == 0, again.output
+    assert "did not finish" in again.output and "submitting it again" in again.output
+    subprocess.run(["scancel", again.output.split("run(s): ")[1].split(";")[0].strip()], check=True)
