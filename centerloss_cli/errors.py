@@ -4,6 +4,8 @@ A CenterLossError is a problem the user can fix or must know about; anything els
 its traceback. This module imports nothing heavy, so any module (the torch-free config included) can use it.
 """
 import signal
+from contextlib import contextmanager
+from typing import Iterator
 
 
 class CenterLossError(Exception):
@@ -37,6 +39,23 @@ class Diverged(CenterLossError):
 # The signals that stop a run gracefully: Ctrl-C, `kill` (and Slurm before it kills a job), a closed terminal,
 # and SIGUSR2, which Slurm sends ahead of a job's time limit when asked to (submitit asks: --signal=USR2@90).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
+
+
+@contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """Hold STOP_SIGNALS back in this thread while it starts child processes: a child inherits the block,
+    so a Ctrl-C to the process group cannot kill it half-started (with a traceback) before it has set
+    its own handlers, and unblocks them (or leaves them blocked, as the plotting process does). Here a
+    signal that arrives meanwhile is delivered when the block ends, not lost."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def unblock_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 class Interrupted(CenterLossError):

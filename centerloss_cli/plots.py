@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from . import runs
-from .errors import STOP_SIGNALS, CenterLossError, PlotError
+from .errors import STOP_SIGNALS, CenterLossError, PlotError, stop_signals_blocked
 from .runs import EpochFeatures
 from .storage import atomic_open
 
@@ -196,7 +196,8 @@ def _plot_process() -> ProcessPoolExecutor:
         _POOL = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                     initializer=_init_worker, initargs=(os.getpid(),))
         # Start it now, so that its imports overlap the first epoch rather than delay the first plot.
-        _POOL.submit(os.getpid)
+        with stop_signals_blocked():  # for good: the trainer handles stop signals, this process ignores them
+            _POOL.submit(os.getpid)
         # A multiprocessing child (a `sweep --jobs` worker) joins its own children at exit before
         # Python's exit hooks would shut this pool down, and would wait on it forever: shut it down first.
         # (Queues close their feeder threads in finalizers of priority 10; this must run before them.)

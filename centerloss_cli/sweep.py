@@ -27,7 +27,7 @@ from . import plots, runs
 from .config import NAME_MAX_BYTES, SlurmConfig, TrainConfig, is_folder_name, number_text, sbatch_options
 from .data import MNIST
 from .devices import resolve_device
-from .errors import ConfigError, Interrupted, SweepFailed
+from .errors import ConfigError, Interrupted, SweepFailed, stop_signals_blocked, unblock_stop_signals
 from .runs import RunResult, completed_result
 from .storage import atomic_write_text
 from .train import catch_stop_signals, load_data, stop_on_signals, train, train_stacked
@@ -95,6 +95,7 @@ def _start_worker(stopped: Any) -> None:
     global _STOPPED
     _STOPPED = stopped
     catch_stop_signals()  # a stop that arrives while a run is being set up must not kill the worker
+    unblock_stop_signals()  # started with them blocked (see _train_all): a signal held back arrives now
 
 
 def _train_in_worker(config: TrainConfig, threads: int, progress: bool, position: int) -> RunResult:
@@ -199,9 +200,9 @@ def _train_all(todo: list[TrainConfig], results: dict[str, RunResult], jobs: int
                             pass
 
                 with stop_on_signals(stop_workers) as stop:
-                    futures = {
-                        pool.submit(_train_in_worker, c, threads, progress, 1 + i % jobs): c for i, c in enumerate(todo)
-                    }
+                    with stop_signals_blocked():  # the workers start here, and handle stops once they can
+                        futures = {pool.submit(_train_in_worker, c, threads, progress, 1 + i % jobs): c
+                                   for i, c in enumerate(todo)}
                     try:
                         for fut in as_completed(futures):
                             results[futures[fut].run_name] = fut.result()  # re-raises a worker's Interrupted

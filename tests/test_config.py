@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from centerloss_cli.cli import app
 from centerloss_cli.config import (
-    DEFAULTS, SCHEMA, ConfigError, TrainConfig, default_text, from_dict, resolve_config, to_dict,
+    DEFAULTS, SCHEMA, SLURM_DEFAULTS, ConfigError, TrainConfig, default_text, from_dict, resolve_config, resolve_slurm,
+    sbatch_options, to_dict,
 )
 from centerloss_cli.errors import CenterLossError
 from centerloss_cli.runs import reconcile, resume_command
@@ -124,3 +125,30 @@ def test_the_readme_table_agrees_with_the_schema():
     for name, s in SCHEMA.items():
         assert s.flag in rows, f"the README has no row for {s.flag}"
         assert rows[s.flag] == default_text(name), (s.flag, rows[s.flag], default_text(name))
+
+
+def test_slurm_settings_come_from_the_slurm_table_and_flags_win(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('lambda = 0.1\n[slurm]\npartition = "gpu"\ntime_limit = 30\ngpus = 1\nsbatch = "--qos=high --exclusive"\n')
+    assert resolve_config(cfg).lam == 0.1  # the table is a sweep's; a train reads the rest of the file
+    slurm = resolve_slurm(cfg, {"time_limit": 60})
+    assert (slurm.partition, slurm.time_limit, slurm.gpus, slurm.cpus) == ("gpu", 60, 1, SLURM_DEFAULTS.cpus)
+    assert sbatch_options(slurm.sbatch) == {"qos": "high", "exclusive": True}
+    cfg.write_text('[slurm]\ncpus = 0\n')
+    with pytest.raises(ConfigError, match=r"cpus = 0 in \[slurm\] of .*c.toml: expected an integer >= 1"):
+        resolve_slurm(cfg)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--partition", "gpu"], "--partition is a Slurm setting: give it with --launcher slurm"),
+    (["--wait"], "--wait waits for Slurm jobs: give it with --launcher slurm"),
+    (["--launcher", "slurm", "--jobs", "2"], "--jobs runs local processes"),
+    (["--launcher", "slurm", "--sbatch", "qos=high"], "sbatch = 'qos=high': expected sbatch options of the form --key"),
+    (["--launcher", "slurm", "--mem-gb", "0"], "mem_gb = 0.0: expected a number > 0"),
+    (["--launcher", "pbs"], "'pbs' is not one of 'local', 'slurm'"),
+])
+def test_bad_launcher_settings_are_one_line_before_anything_changes(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["sweep", "--lambda", "0", *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert not Path("outputs").exists()
