@@ -373,23 +373,12 @@ class RunFolder:
                 raise CenterLossError(
                     f"run folder {self.path} already exists: add --resume to continue it or --overwrite to start again"
                 )
-            if resume and (self.path / CONFIG_JSON).is_file():
-                record = read_record(self.path)
-                if record.get("format") != FORMAT:
-                    raise CenterLossError(
-                        f"cannot resume {self.path}: it was made by an older centerloss (folder format "
-                        f"{record.get('format', 1)}, this one writes {FORMAT}: another network and schedule); "
-                        f"{_remedy(sweep) if sweep else 'give --name to train a new run beside it, or --overwrite to replace it'}"
-                    )
-                # The run lives where it was found, whatever config.json says of where it was made.
-                saved = reconcile(read_config(self.path), config, explicit, sweep).with_(output_dir=config.output_dir)
-                self.config = saved if saved.run_dir == self.path else saved.with_(name=self.path.name)
-            self.fingerprint = _fingerprint(self.config)
-            if resume and (self.path / CONFIG_JSON).is_file() and record.get("data_fingerprint") != self.fingerprint:
+            record = read_record(self.path) if resume and (self.path / CONFIG_JSON).is_file() else None
+            if record is not None and record.get("format") != FORMAT:
                 raise CenterLossError(
-                    f"cannot resume {self.path}: it was trained on other data (data fingerprint: saved "
-                    f"{str(record.get('data_fingerprint'))[:8]}, given {self.fingerprint[:8]}, from "
-                    f"{self.config.data_dir or '$CENTERLOSS_DATA or ./data'}); {_remedy(sweep)}"
+                    f"cannot resume {self.path}: it was made by an older centerloss (folder format "
+                    f"{record.get('format', 1)}, this one writes {FORMAT}: another network and schedule); "
+                    f"{_remedy(sweep) if sweep else 'give --name to train a new run beside it, or --overwrite to replace it'}"
                 )
             if resume and (self.path / CHECKPOINT).is_file():
                 self.checkpoint = load_checkpoint(self.path)
@@ -398,13 +387,25 @@ class RunFolder:
                     what = f"it lacks {', '.join(missing)}" if missing else f"format {self.checkpoint.get('format')}"
                     raise CenterLossError(f"{self.path / CHECKPOINT} is not a checkpoint of this version ({what}); "
                                           "use --overwrite to start again")
-                _check_not_edited(self.path, self.checkpoint["config"])
+                if record is not None:  # before the settings given are compared with config.json's
+                    _check_not_edited(self.path, self.checkpoint["config"])
             elif resume and (recorded := _recorded_epochs(self.path)):
                 # Starting again would rewrite metrics.csv from an empty history: refuse, and touch nothing.
                 raise CenterLossError(
                     f"cannot resume {self.path}: its {CHECKPOINT} is missing, but {METRICS_CSV} records {recorded} "
                     f"finished epoch(s); nothing was changed. Put {CHECKPOINT} back to resume, or use --overwrite "
                     "to start again, which deletes them"
+                )
+            if record is not None:
+                # The run lives where it was found, whatever config.json says of where it was made.
+                saved = reconcile(read_config(self.path), config, explicit, sweep).with_(output_dir=config.output_dir)
+                self.config = saved if saved.run_dir == self.path else saved.with_(name=self.path.name)
+            self.fingerprint = _fingerprint(self.config)
+            if record is not None and record.get("data_fingerprint") != self.fingerprint:
+                raise CenterLossError(
+                    f"cannot resume {self.path}: it was trained on other data (data fingerprint: saved "
+                    f"{str(record.get('data_fingerprint'))[:8]}, given {self.fingerprint[:8]}, from "
+                    f"{self.config.data_dir or '$CENTERLOSS_DATA or ./data'}); {_remedy(sweep)}"
                 )
         except BaseException:
             self.close()
