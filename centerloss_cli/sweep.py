@@ -27,7 +27,7 @@ from . import plots, runs
 from .config import NAME_MAX_BYTES, SlurmConfig, TrainConfig, is_folder_name, number_text, sbatch_options
 from .data import MNIST
 from .devices import resolve_device
-from .errors import ConfigError, Interrupted, SweepFailed, stop_signals_blocked, unblock_stop_signals
+from .errors import CenterLossError, ConfigError, Interrupted, SweepFailed, stop_signals_blocked, unblock_stop_signals
 from .runs import RunResult, completed_result
 from .storage import atomic_write_text
 from .train import catch_stop_signals, load_data, stop_on_signals, train, train_stacked
@@ -305,7 +305,8 @@ class SlurmTask:
             data: MNIST | None = None
             done = []
             for c in self.configs:
-                data = data or load_data(c, resolve_device(c.device))
+                if data is None:  # loaded once for the job's runs
+                    data = load_data(c, resolve_device(c.device))
                 done.append(str(train(c, resume=True, data=data, progress=False, sweep=True).run_dir))
             return done
         except Interrupted as e:
@@ -323,7 +324,7 @@ def _requeue(stopped: Interrupted) -> None:
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
     job = submitit.JobEnvironment().job_id
     if restarts >= MAX_REQUEUES:
-        raise ConfigError(f"{stopped}; job {job} was requeued {restarts} times already: not again "
+        raise CenterLossError(f"{stopped}; job {job} was requeued {restarts} times already: not again "
                           "(is --time-limit long enough for an epoch?)") from None
     print(f"{stopped}\nrequeueing job {job} (restart {restarts + 1}); it resumes from the checkpoint", flush=True)
     requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
@@ -383,7 +384,7 @@ def job_log(folder: Path, job_id: str) -> Path:
 
 
 def job_failure(folder: Path, job_id: str) -> str:
-    """The last line of a failed job's traceback, or its Slurm state when it left none."""
+    """The last line of a failed job's traceback (for our own errors, their one-line message)."""
     job = _submitit_job(folder, job_id)
     error = job.exception() if job.paths.result_pickle.exists() else None
     trace = str(error or "").rsplit("\n------", 1)[0]  # submitit adds a footer about where the logs are
@@ -396,7 +397,7 @@ def job_failure(folder: Path, job_id: str) -> str:
 
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
-                 "CONFIGURING", "COMPLETING", "PREEMPTED", "STAGE_OUT", "SIGNALING", "UNKNOWN"}  # UNKNOWN: not in sacct yet
+                 "CONFIGURING", "COMPLETING", "PREEMPTED", "STAGE_OUT", "SIGNALING"}
 
 
 def submit_to_slurm(folder: Path, groups: Sequence[list[TrainConfig]], slurm: SlurmConfig,
