@@ -12,17 +12,34 @@ import typer
 
 from .config import SCHEMA, SLURM_TABLE, SlurmConfig, TrainConfig, default_text, field_types, load_toml, resolve_config, resolve_slurm, schema
 from .errors import CenterLossError
-from .runs import RunResult, named_for_data
+from .runs import RunResult, epochs_left, named_for_data, steps_per_epoch, total_steps
 
 SWEEP_LAMBDAS = "0,0.0001,0.001,0.01,0.1"  # the paper's Figure 3 values, and softmax alone
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish and PowerShell
+    context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     help="Reproduce the MNIST center-loss experiment of Wen et al. (ECCV 2016) with LeNet++ and 2-D features.",
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"centerloss {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Reproduce the MNIST center-loss experiment of Wen et al. (ECCV 2016) with LeNet++ and 2-D features."""
 
 
 @contextlib.contextmanager
@@ -99,6 +116,22 @@ def _resolve(config_file: Optional[Path], settings: dict[str, Any]) -> tuple[Tra
     return config, given
 
 
+MANY_EPOCHS = 50  # more than this from --train-limit alone is almost never what was meant
+
+
+def warn_many_epochs(config: TrainConfig) -> None:
+    """--train-limit without --epochs keeps the 10,000 iterations: on a small subset, hundreds of epochs,
+    each evaluated and plotted. Say so before it starts."""
+    if config.train_limit is None or config.epochs is not None:
+        return
+    per_epoch = steps_per_epoch(config, config.train_limit)
+    epochs = epochs_left(0, total_steps(config, config.train_limit), per_epoch)
+    if epochs > MANY_EPOCHS:
+        typer.echo(f"Warning: --train-limit {config.train_limit} without --epochs: the {config.iterations} iterations "
+                   f"are {epochs} epochs of {per_epoch} batches, each evaluated and plotted; give --epochs N "
+                   "for a short run", err=True)
+
+
 def summary(result: RunResult) -> str:
     f = result.final
     if not f:
@@ -125,6 +158,7 @@ def train(
 
     with user_errors(debug):
         cfg, given = _resolve(config, settings)
+        warn_many_epochs(cfg)
         if resume and not (run_dir := named_for_data(cfg).run_dir).exists():
             typer.echo(f"no run at {run_dir} yet: --resume starts it")
         result = run_training(cfg, resume=resume, overwrite=overwrite, explicit=given, progress=not quiet)
@@ -162,6 +196,7 @@ def sweep(
 
     with user_errors(debug):
         base, given = _resolve(config, settings)
+        warn_many_epochs(base)
         # A value the config file gives is the sweep's single value, unless a flag lists several.
         if lambdas is None:
             lambdas = str(base.lam) if "lambda" in given else SWEEP_LAMBDAS
@@ -182,12 +217,13 @@ def sweep(
 
 @app.command()
 def plot(
-    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run folders (outputs/<name>)."),
-    epoch: str = typer.Option("all", "--epoch", help="all, last, or an epoch number."),
-    split: str = typer.Option("both", "--split", help="train, test or both."),
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR", show_default=False,
+                                          help="Run folders (outputs/<name>), one or more."),
+    epoch: str = typer.Option("all", "--epoch", metavar="<all|last|N>", help="all, last, or an epoch number."),
+    split: Literal["train", "test", "both"] = typer.Option("both", "--split", help="train, test or both."),
     gif: bool = typer.Option(False, "--gif", help="Also write plots/train.gif and plots/test.gif, one frame per epoch."),
     grid: bool = typer.Option(False, "--grid", help="One figure with a panel per run (the paper's Figure 3 layout) instead; with --split both, train and test side by side."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Figure file for --grid (.png, .pdf or .svg). [default: grid_<split>.png]"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", help="Figure file for --grid (.png, .pdf or .svg). [default: grid_<split>.png]"),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ) -> None:
     """Re-draw figures from what runs saved; never trains."""

@@ -30,7 +30,7 @@ from .devices import resolve_device
 from .errors import CenterLossError, ConfigError, Interrupted, SweepFailed, stop_signals_blocked, unblock_stop_signals
 from .runs import RunResult, completed_result
 from .storage import atomic_write_text
-from .train import catch_stop_signals, load_data, stop_on_signals, train, train_stacked
+from .train import catch_stop_signals, load_data, show_bars, stop_on_signals, train, train_stacked
 
 METRICS = ["test_acc", "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio"]
 # Over seeds, these get a standard deviation beside their mean.
@@ -174,7 +174,7 @@ def run_sweep(
 
 def _train_all(todo: list[TrainConfig], results: dict[str, RunResult], jobs: int, progress: bool, already_done: int) -> None:
     bar = tqdm(total=len(todo) + already_done, initial=already_done, desc="sweep runs", unit="run",
-               disable=not progress, position=0, file=sys.stderr)
+               disable=not show_bars(progress), position=0, file=sys.stderr)
     with bar:
         if todo and jobs == 1:
             data: MNIST | None = None
@@ -478,7 +478,7 @@ def _wait_for(folder: Path, jobs: Sequence[SlurmJobRecord], total: int, progress
     """Block until every job has ended, with a bar over the runs of ended jobs."""
     pending = list(jobs)
     bar = tqdm(total=total, initial=total - sum(len(j.runs) for j in jobs), desc="slurm runs", unit="run",
-               disable=not progress, file=sys.stderr)
+               disable=not show_bars(progress), file=sys.stderr)
     with bar:
         while pending:
             time.sleep(2)

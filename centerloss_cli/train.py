@@ -464,6 +464,21 @@ def _second_ctrl_c_stops_at_once(epoch: int, config: TrainConfig, k: int) -> Ite
                           signum=signal.SIGINT) from None
 
 
+def show_bars(progress: bool) -> bool:
+    """Progress bars only on a terminal: in a log file (nohup, a cluster job) they are lines joined by \\r,
+    and the one line per epoch says what matters there."""
+    return progress and sys.stderr.isatty()
+
+
+def epoch_line(state: TrainState, total_epochs: int, name: bool = False) -> str:
+    """One line per finished epoch: what a log file, a notebook or a terminal should show of it."""
+    h = state.history[-1]
+    run = f"{state.config.run_name}: " if name else ""
+    return (f"{run}epoch {int(h['epoch'])}/{total_epochs}  train acc {100 * h['train_acc']:.2f}%  "
+            f"test acc {100 * h['test_acc']:.2f}%  softmax {h['train_softmax_loss']:.4f}  "
+            f"center {h['train_center_loss']:.4f}  test ratio {h['test_ratio']:.3f}  {h['seconds']:.1f} s")
+
+
 def _postfix(means: torch.Tensor) -> dict[str, str]:
     """The progress bar's losses: the values for one run, the range over runs for several."""
     lo, hi = means.min(0).values.tolist(), means.max(0).values.tolist()
@@ -490,8 +505,9 @@ def run_epochs(states: Sequence[TrainState], data: MNIST, progress: bool = True,
             sums = torch.stack([s.loss_sums for s in states])  # (K, 2)
             first_bad = torch.full((k,), -1, device=device)  # per run, the first step whose loss was not finite
             runs_text = "" if k == 1 else f"{k} runs, "
-            bar = tqdm(total=steps, initial=first.batch, desc=f"{runs_text}epoch {epoch}/{first.total_epochs}",
-                       disable=not progress, leave=position is None, position=position, dynamic_ncols=True,
+            total_epochs = first.total_epochs
+            bar = tqdm(total=steps, initial=first.batch, desc=f"{runs_text}epoch {epoch}/{total_epochs}",
+                       disable=not show_bars(progress), leave=position is None, position=position, dynamic_ncols=True,
                        file=sys.stderr)
             with bar, _second_ctrl_c_stops_at_once(epoch, cfg, k):
                 for x, y in batches(data.train, order, cfg.batch_size, start=first.batch):
@@ -524,9 +540,12 @@ def run_epochs(states: Sequence[TrainState], data: MNIST, progress: bool = True,
                         save_checkpoint(s)
                 raise Interrupted(f"{stopped_by(stop.signum)} at epoch {epoch}, batch {first.batch}; {saved}",
                                   signum=stop.signum)
+            if show_bars(progress):  # the test set takes a while: say so, rather than sit at 100%
+                tqdm.write(f"{runs_text}epoch {epoch}/{total_epochs}: evaluating ...", file=sys.stderr)
             try:
                 for s in states:
                     end_epoch(s, data, epoch, started, plotter)
+                    tqdm.write(epoch_line(s, total_epochs, name=k > 1 or position is not None), file=sys.stdout)
             except KeyboardInterrupt:  # a second Ctrl-C while evaluating: keep the epoch's training, not its evaluation
                 with stop.deferred():
                     for s in states:

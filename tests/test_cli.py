@@ -1,4 +1,7 @@
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +152,29 @@ def test_the_schedule_is_exactly_iterations_steps_with_a_last_partial_epoch(run_
     assert again.exit_code == 0, again.output
     # Epoch 3 was finished early as the last one; the 2 steps more make an epoch 4 that ends on the grid.
     assert [(r["epoch"], r["step"]) for r in read_metrics(run)] == [(1, 4), (2, 8), (3, 10), (4, 12)]
+
+
+def test_piped_output_has_one_plain_line_per_epoch(run_path, run_cli, mnist):
+    """In a log file (nohup, a cluster job) each epoch used to be one line joined by \\r, with no accuracy."""
+    no_quiet = tiny(epochs=2)[:-1]  # progress bars asked for, but stdout and stderr are pipes here
+    done = subprocess.run([sys.executable, "-m", "centerloss_cli", "train", *mnist.args, *no_quiet],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stdout + done.stderr
+    lines = [ln for ln in done.stdout.splitlines() if re.match(r"epoch \d+/2  train acc", ln)]
+    rows = read_metrics(run_path)
+    assert len(lines) == 2 and len(rows) == 2
+    for line, row in zip(lines, rows):
+        assert f"test acc {100 * row['test_acc']:.2f}%" in line and f"test ratio {row['test_ratio']:.3f}" in line
+
+
+def test_version_help_and_a_warning_for_hundreds_of_epochs(run_cli, mnist):
+    from centerloss_cli import __version__
+
+    assert run_cli("--version").output.strip() == f"centerloss {__version__}"
+    assert "train [OPTIONS]" in run_cli("train", "-h").output  # -h as well as --help
+    Path("outputs/mine").mkdir(parents=True)
+    (Path("outputs/mine") / "thesis.tex").write_text("x")  # refused before training: this test trains nothing
+    result = run_cli("train", *mnist.args, "--train-limit", "2000", "--name", "mine")
+    assert result.exit_code == 2
+    assert "--train-limit 2000 without --epochs: the 10000 iterations are 625 epochs of 16 batches" in result.output
