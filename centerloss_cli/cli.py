@@ -223,16 +223,29 @@ def plot(
     split: Literal["train", "test", "both"] = typer.Option("both", "--split", help="train, test or both."),
     gif: bool = typer.Option(False, "--gif", help="Also write plots/train.gif and plots/test.gif, one frame per epoch."),
     grid: bool = typer.Option(False, "--grid", help="One figure with a panel per run (the paper's Figure 3 layout) instead; with --split both, train and test side by side."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", help="Figure file for --grid (.png, .pdf or .svg). [default: grid_<split>.png]"),
+    curves: bool = typer.Option(False, "--curves", help="Re-draw the runs' loss, accuracy and compactness curves per "
+                                "epoch instead: one run's into its plots/curves.png, several runs overlaid in one figure."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", help="Figure file for --grid or for --curves "
+                                       "of several runs (.png, .pdf or .svg). [default: grid_<split>.png, curves.png]"),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ) -> None:
     """Re-draw figures from what runs saved; never trains."""
-    from . import plots
+    from . import plots, runs
 
     with user_errors(debug):
         if split not in ("train", "test", "both"):
             raise CenterLossError(f"split {split!r}: expected train, test or both")
         splits = ("train", "test") if split == "both" else (split,)
+        if curves and grid:
+            raise CenterLossError("--curves and --grid are two different figures: give one")
+        if curves:
+            if len(run_dirs) == 1 and out is None:
+                path = plots.draw_run_curves(run_dirs[0])
+            else:
+                plots.check_figure_path(out or "curves.png")
+                path = plots.save_curves(out or Path("curves.png"), [(Path(d).name, runs.read_metrics(d)) for d in run_dirs])
+            typer.echo(f"wrote {path}" if path else f"{run_dirs[0]}: no finished epoch yet, so no curves")
+            return
         if grid:
             grid_epoch = "last" if epoch == "all" else epoch
             path = plots.grid_of_runs(run_dirs, out or Path(f"grid_{split}.png"), epoch=grid_epoch, splits=splits)

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from . import runs
@@ -154,9 +155,21 @@ def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] 
     return out
 
 
+def draw_epoch(run_dir: Path, feats: EpochFeatures, history: Sequence[dict[str, float]] = ()) -> list[Path]:
+    """What training draws after an epoch: its scatter plots, and the curves up to it."""
+    out = draw_epoch_plots(run_dir, feats)
+    if history:
+        out.append(draw_run_curves(run_dir, history))
+    return out
+
+
 def draw_missing_plots(run_dir: Path, epochs: Sequence[int]) -> list[Path]:
-    """Draw the plots of finished epochs that are missing, e.g. after a kill while the worker drew them."""
+    """Draw the plots of finished epochs that are missing, e.g. after a kill while the worker drew them,
+    and the curves when they are missing or older than the checkpoint (a kill before they were drawn)."""
     out = []
+    curves, checkpoint = Path(run_dir) / runs.PLOTS / CURVES, Path(run_dir) / runs.CHECKPOINT
+    if epochs and checkpoint.is_file() and (not curves.is_file() or curves.stat().st_mtime < checkpoint.stat().st_mtime):
+        out.append(draw_run_curves(run_dir))
     for e in epochs:
         missing = tuple(s for s in runs.SPLITS if not runs.plot_path(run_dir, s, e).is_file())
         if missing and runs.features_path(run_dir, e).is_file():
@@ -230,12 +243,13 @@ class PlotWorker:
         except Exception as e:  # the drawing's own error
             raise PlotError(f"drawing plots failed: {type(e).__name__}: {e}") from e
 
-    def submit(self, run_dir: Path, feats: EpochFeatures) -> None:
-        """Queue one epoch's plots; waits while `max_pending` epochs are outstanding."""
+    def submit(self, run_dir: Path, feats: EpochFeatures, history: Sequence[dict[str, float]] = ()) -> None:
+        """Queue one epoch's plots (and the run's curves up to it, given its `history`); waits while
+        `max_pending` epochs are outstanding."""
         while self._pending and (self._pending[0].done() or len(self._pending) >= self._max_pending):
             self._wait(self._pending.popleft())
         # Absolute: the plotting process outlives this training and keeps the working folder it started in.
-        self._pending.append(self._pool.submit(draw_epoch_plots, Path(run_dir).absolute(), feats))
+        self._pending.append(self._pool.submit(draw_epoch, Path(run_dir).absolute(), feats, list(history)))
 
     def close(self) -> None:
         """Wait until every queued plot is written; raise if any failed."""
@@ -321,6 +335,51 @@ def grid_of_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
 
 
 MEAN_ROW = "mean"  # the seed column of a sweep summary's rows that average a (lambda, alpha) over seeds
+
+
+CURVES = "curves.png"  # in a run's plots/: its losses, accuracy and compactness per epoch
+
+
+def save_curves(out: str | os.PathLike, runs_: Sequence[tuple[str, Sequence[dict[str, float]]]]) -> Path:
+    """Per-epoch curves of one or more runs (label, metrics rows): softmax and center loss (train: the
+    epoch's mean over its batches, test: after the epoch), train and test accuracy, and the intra/inter
+    compactness ratio. One colour per run; solid lines are test, dashed train."""
+    fig = new_figure(10.0, 7.0)
+    panels = [("softmax loss", "softmax_loss", True), ("center loss", "center_loss", True),
+              ("accuracy (%)", "acc", False), ("compactness: intra / inter", "ratio", False)]
+    axes = [fig.add_subplot(2, 2, i + 1) for i in range(4)]
+    for (ylabel, key, log), ax in zip(panels, axes):
+        for n, (label, rows) in enumerate(runs_):
+            color = f"C{n % 10}"
+            epochs = [int(r["epoch"]) for r in rows]
+            scale = 100.0 if key == "acc" else 1.0
+            for split, style in (("train", "--"), ("test", "-")):
+                ys = [scale * r[f"{split}_{key}"] for r in rows]
+                ax.plot(epochs, ys, style, color=color, marker="o", markersize=3,
+                        label=f"{label} ({split})" if len(runs_) > 1 else split)
+        if log and all(r[f"{s}_{key}"] > 0 for _, rows in runs_ for r in rows for s in ("train", "test")):
+            ax.set_yscale("log")
+        elif key == "ratio":
+            ax.set_ylim(bottom=0)  # a ratio is a size: from 0, so differences look their size
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    title = runs_[0][0] if len(runs_) == 1 else f"{len(runs_)} runs"
+    fig.suptitle(f"{title}: solid test, dashed train", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def draw_run_curves(run_dir: str | os.PathLike, history: Sequence[dict[str, float]] | None = None) -> Path | None:
+    """plots/curves.png of one run, from its history (default: its metrics.csv); None before its first epoch."""
+    run_dir = Path(run_dir)
+    history = runs.read_metrics(run_dir) if history is None else history
+    if not history:
+        return None
+    (run_dir / runs.PLOTS).mkdir(exist_ok=True)
+    return save_curves(run_dir / runs.PLOTS / CURVES, [(run_dir.name, history)])
 
 
 def save_compactness_plot(out: str | os.PathLike, rows: Sequence[dict[str, Any]], metric: str = "test_ratio") -> Path:

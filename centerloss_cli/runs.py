@@ -155,8 +155,12 @@ def _recorded_epochs(run_dir: Path) -> int:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    with open(Path(run_dir) / METRICS_CSV, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    path = Path(run_dir) / METRICS_CSV
+    try:
+        with open(path, newline="") as f:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except (OSError, ValueError, TypeError) as e:
+        raise CenterLossError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e}); is {run_dir} a run folder?") from None
 
 
 def environment(device: torch.device) -> dict[str, str]:

@@ -354,16 +354,16 @@ def end_epoch(state: TrainState, data: MNIST, epoch: int, started: float,
 def _commit_epoch(state: TrainState, epoch: int, started: float, metrics: dict[str, float], feats: EpochFeatures,
                   means: list[float], plotter: plots.PlotWorker | None) -> None:
     runs.save_features(state.run_dir, feats)
-    # Plots are derived from the saved features: if a kill loses them, resuming draws them again.
-    if plotter is not None:
-        plotter.submit(state.run_dir, feats)
-    else:
-        plots.draw_epoch_plots(state.run_dir, feats)
     state.history.append({
         "epoch": epoch, "step": state.step, "lr": state.optimizer.param_groups[0]["lr"],
         "seconds": round(time.perf_counter() - started, 3),
         "train_softmax_loss": means[0], "train_center_loss": means[1], **metrics,
     })
+    # Plots are derived from the saved features and history: if a kill loses them, resuming draws them again.
+    if plotter is not None:
+        plotter.submit(state.run_dir, feats, state.history)
+    else:
+        plots.draw_epoch(state.run_dir, feats, state.history)
     state.epoch, state.batch, state.seconds = epoch, 0, 0.0
     state.loss_sums.zero_()
     # The checkpoint is the commit point; metrics.csv is derived from it, so a crash between the two

@@ -157,3 +157,20 @@ def test_a_sweep_over_seeds_adds_mean_and_std_rows(run_cli, mnist):
     table = (folder / "summary.md").read_text()
     assert "| 0.1 | 0.5 | mean ± std (2 seeds) |" in table and " ± " in table.splitlines()[-1]
     assert (folder / "compactness.png").stat().st_size > 0
+
+
+def test_every_run_keeps_its_curves_and_plot_curves_overlays_runs(run_cli, mnist, tmp_path):
+    two = tiny(epochs=2)
+    assert run_cli("train", *mnist.args, *two).exit_code == 0
+    assert run_cli("train", *mnist.args, *two, "--lambda", "0").exit_code == 0
+    a, b = mnist.run(), mnist.run(**{"lambda": 0.0})
+    curves = a / "plots" / "curves.png"
+    with Image.open(curves) as im:  # drawn by training, with every epoch of metrics.csv
+        assert im.size[0] > 800
+    curves.unlink()
+    assert run_cli("plot", a, "--curves").exit_code == 0 and curves.is_file()
+    both = run_cli("plot", a, b, "--curves", "-o", "both.pdf")
+    assert both.exit_code == 0, both.output
+    assert Path("both.pdf").read_bytes().startswith(b"%PDF")
+    missing = run_cli("plot", tmp_path / "nothing", "--curves")
+    assert missing.exit_code == 2 and "metrics.csv: cannot be read" in missing.output

@@ -80,7 +80,7 @@ def test_kill_9_then_resume_loses_nothing(run_path, point, fault_runs, run_cli, 
     assert_nothing_half_written(run_path)
     assert_same_run(reference, run_path)
     plots = sorted(p.name for p in (run_path / "plots").iterdir())
-    assert plots == ["test_epoch_001.png", "test_epoch_002.png", "train_epoch_001.png", "train_epoch_002.png"]
+    assert plots == ["curves.png", "test_epoch_001.png", "test_epoch_002.png", "train_epoch_001.png", "train_epoch_002.png"]
 
 
 def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(run_path, fault_runs, run_cli, reference, monkeypatch):
