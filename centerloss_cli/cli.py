@@ -72,7 +72,7 @@ def _setting_option(name: str, cls: type = TrainConfig) -> tuple[Any, Any]:
 
 _COMMON = [
     ("config", Optional[Path], typer.Option(None, "--config", metavar="FILE",
-                                            help="TOML file of settings; flags given here win over it.")),
+                                            help="TOML file of settings, or a built-in config's name (paper, quick); flags given here win over it.")),
     ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
     ("debug", bool, typer.Option(False, "--debug", help="Show the full traceback on errors.")),
 ]

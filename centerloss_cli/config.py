@@ -310,14 +310,30 @@ def to_dict(config: TrainConfig) -> dict[str, Any]:
     return {SCHEMA[k].key: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """The key/value pairs of a TOML config file (checked by from_dict)."""
+BUILTIN_CONFIGS = Path(__file__).with_name("configs")  # shipped in the package; configs/ in the repository
+
+
+def builtin_configs() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_CONFIGS.glob("*.toml"))
+
+
+def config_path(path: str | Path) -> Path:
+    """A config file's path: the file, else a built-in config named so ("paper" -> configs/paper.toml)."""
     path = Path(path)
+    if not path.exists() and path.parent == Path(".") and (builtin := BUILTIN_CONFIGS / f"{path.stem}.toml").is_file() \
+            and path.suffix in ("", ".toml"):
+        return builtin
+    return path
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """The key/value pairs of a TOML config file, or of a built-in config by name (checked by from_dict)."""
+    path = config_path(path)
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {path} does not exist (built-in configs: {', '.join(builtin_configs())})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} cannot be read: {e}") from None
     except tomllib.TOMLDecodeError as e:

@@ -99,7 +99,8 @@ def save_features(run_dir: Path, feats: EpochFeatures) -> None:
     atomic_write(features_path(run_dir, feats.epoch), lambda f: np.savez_compressed(f, **asdict(feats)))
 
 
-def load_features(run_dir: Path, epoch: int) -> EpochFeatures:
+def load_features(run_dir: str | Path, epoch: int) -> EpochFeatures:
+    """The features, labels and centers that epoch `epoch` of a run saved (features/epoch_NNN.npz)."""
     path = features_path(run_dir, epoch)
     try:
         return _read_features(path)

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -640,3 +641,14 @@ def _train(configs: Sequence[TrainConfig], *, resume: bool, overwrite: bool = Fa
                 for f, s in group:
                     results[f.path] = f.result(s.epoch - start, s.history)
         return [results[f.path] for f in folders]
+
+
+# `from centerloss_cli import train` gives this module, since a package's submodule of that name takes
+# the name over; making the module callable lets that import serve as the function too:
+# train(config) is train.train(config), while train.run_epochs and the rest stay where they are.
+class _CallableModule(types.ModuleType):
+    def __call__(self, config: TrainConfig, **options: Any) -> RunResult:
+        return train(config, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -178,3 +178,19 @@ def test_version_help_and_a_warning_for_hundreds_of_epochs(run_cli, mnist):
     result = run_cli("train", *mnist.args, "--train-limit", "2000", "--name", "mine")
     assert result.exit_code == 2
     assert "--train-limit 2000 without --epochs: the 10000 iterations are 625 epochs of 16 batches" in result.output
+
+
+def test_the_readme_python_examples_run(tmp_path, monkeypatch, mnist):
+    """The README's Python API section, run as a user would paste it into a notebook."""
+    text = Path(__file__).parent.parent.joinpath("README.md").read_text()
+    section = text[text.index("## Python API"):text.index("## Running on a cluster")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CENTERLOSS_DATA", str(mnist.root))
+    if not mnist.real:  # the synthetic stand-in is not MNIST: let it through the md5 check
+        blocks[0] = blocks[0].replace('output_dir="outputs/notebook"', 'output_dir="outputs/notebook", verify=False')
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
+    run = next(Path("outputs/notebook").iterdir())
+    assert (run / "features" / "epoch_001.npz").is_file() and (run / "plots" / "curves.png").is_file()

@@ -152,3 +152,11 @@ def test_bad_launcher_settings_are_one_line_before_anything_changes(tmp_path, mo
     result = CliRunner().invoke(app, ["sweep", "--lambda", "0", *args])
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     assert not Path("outputs").exists()
+
+
+def test_built_in_configs_resolve_by_name_and_ship_in_the_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: the name finds the packaged file
+    assert resolve_config("paper") == resolve_config(Path(__file__).parent.parent / "configs" / "paper.toml")
+    assert resolve_config("quick").train_limit == 10000
+    with pytest.raises(ConfigError, match=r"config file papr does not exist \(built-in configs: paper, quick\)"):
+        resolve_config("papr")
