@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, List, Literal, Optional
 
 import typer
 
-from .config import SCHEMA, SLURM_TABLE, SlurmConfig, TrainConfig, default_text, field_types, load_toml, resolve_config, resolve_slurm, schema
+from .config import PLOT_DPI, SCHEMA, SLURM_TABLE, SlurmConfig, TrainConfig, default_text, field_types, load_toml, resolve_config, resolve_slurm, schema
 from .errors import CenterLossError
 from .runs import RunResult, epochs_left, named_for_data, steps_per_epoch, total_steps
 
@@ -223,6 +223,10 @@ def plot(
     split: Literal["train", "test", "both"] = typer.Option("both", "--split", help="train, test or both."),
     gif: bool = typer.Option(False, "--gif", help="Also write plots/train.gif and plots/test.gif, one frame per epoch."),
     grid: bool = typer.Option(False, "--grid", help="One figure with a panel per run (the paper's Figure 3 layout) instead; with --split both, train and test side by side."),
+    centers: Optional[bool] = typer.Option(None, "--centers/--no-centers", help="Draw the class centers. [default: "
+                                           "with λ > 0 only, as the paper's Figure 2 (λ = 0) has none]"),
+    dpi: int = typer.Option(PLOT_DPI, "--dpi", min=50, max=1200, help="Resolution of PNGs (PDF and SVG are vector)."),
+    fps: float = typer.Option(2.0, "--fps", help="GIF frames per second; the last frame is held for 2 s."),
     curves: bool = typer.Option(False, "--curves", help="Re-draw the runs' loss, accuracy and compactness curves per "
                                 "epoch instead: one run's into its plots/curves.png, several runs overlaid in one figure."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", help="Figure file for --grid or for --curves "
@@ -248,15 +252,16 @@ def plot(
             return
         if grid:
             grid_epoch = "last" if epoch == "all" else epoch
-            path = plots.grid_of_runs(run_dirs, out or Path(f"grid_{split}.png"), epoch=grid_epoch, splits=splits)
+            path = plots.grid_of_runs(run_dirs, out or Path(f"grid_{split}.png"), epoch=grid_epoch, splits=splits,
+                                      centers=centers, dpi=dpi)
             typer.echo(f"wrote {path}")
             return
         for run_dir in run_dirs:
-            written = plots.replot_run(run_dir, epoch, splits)
+            written = plots.replot_run(run_dir, epoch, splits, centers, dpi)
             typer.echo(f"{run_dir}: re-drew {len(written)} plots in {Path(run_dir) / 'plots'}")
             if gif:
                 for s in splits:
-                    typer.echo(f"wrote {plots.save_gif(run_dir, s)}")
+                    typer.echo(f"wrote {plots.save_gif(run_dir, s, fps, centers)}")
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """The 2-D feature scatter plots, drawn without pyplot so no interactive backend is ever touched."""
 from __future__ import annotations
 
+import math
 import multiprocessing
 import multiprocessing.util
 import os
@@ -22,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from . import runs
+from .config import PLOT_DPI
 from .errors import STOP_SIGNALS, CenterLossError, PlotError, stop_signals_blocked
 from .runs import EpochFeatures
 from .storage import atomic_open
@@ -32,6 +34,8 @@ DIGIT_COLORS = [
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 ]
 FIGURE_FORMATS = ("png", "pdf", "svg")
+DPI = PLOT_DPI
+POINT_SIZE = 4.0  # opaque dots, as in the paper's figures
 
 
 def square_limits(*point_sets: np.ndarray, margin: float = 0.06) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -54,17 +58,25 @@ def draw_features(
     title: str,
     limits: tuple[tuple[float, float], tuple[float, float]] | None = None,
     legend: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> None:
-    """The one drawing of a feature scatter: per-digit colours, white c0..c9 centers, no point cut off."""
+    """The one drawing of a feature scatter: per-class colours, opaque vector points, and, when `centers`
+    are given, white c0..c9 markers labelled outward from the middle so that labels do not collide."""
     for digit in range(10):
         pts = features[labels == digit]
-        ax.scatter(pts[:, 0], pts[:, 1], s=1.5, c=DIGIT_COLORS[digit], label=str(digit),
-                   alpha=0.6, linewidths=0, rasterized=True)
+        name = class_names[digit] if class_names else str(digit)
+        ax.scatter(pts[:, 0], pts[:, 1], s=POINT_SIZE, c=DIGIT_COLORS[digit], label=name, linewidths=0)
     if centers is not None:
-        ax.scatter(centers[:, 0], centers[:, 1], s=36, c="white", edgecolors="black", linewidths=1.0, zorder=3)
+        ax.scatter(centers[:, 0], centers[:, 1], s=40, c="white", edgecolors="black", linewidths=1.0, zorder=3)
+        middle = centers.mean(axis=0)
         for j, (x, y) in enumerate(centers):
-            ax.annotate(f"c{j}", (x, y), xytext=(3, 3), textcoords="offset points", fontsize=7,
-                        zorder=4, bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))
+            # Centers lie around the middle (the classes' spokes): a label pushed outward along its own
+            # direction stays clear of its neighbours, where a fixed offset made "c6c5".
+            d = np.array([x, y]) - middle
+            d = d / (np.linalg.norm(d) or 1.0)
+            ax.annotate(f"c{j}", (x, y), xytext=(12 * d[0], 12 * d[1]), textcoords="offset points", fontsize=7,
+                        ha="center", va="center", zorder=4,
+                        bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
     xlim, ylim = limits or square_limits(features, *([] if centers is None else [centers]))
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
@@ -73,11 +85,25 @@ def draw_features(
     ax.set_ylabel("feature 2")
     ax.set_title(title, fontsize=9)
     if legend:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=5, fontsize=7, frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=3, fontsize=7, frameon=False)
 
 
-def feature_title(lam: float, alpha: float, epoch: int, accuracy: float, split: str) -> str:
-    return f"{split}: λ = {lam:g}, α = {alpha:g}, epoch {epoch}, test acc {100 * accuracy:.2f}%"
+def shown_centers(feats: EpochFeatures, centers: bool | None = None) -> np.ndarray | None:
+    """The centers to draw: with λ > 0; with λ = 0 (the paper's Figure 2 has none) only when asked."""
+    return feats.centers if (feats.lam > 0 if centers is None else centers) else None
+
+
+def settings_text(lam: float, alpha: float) -> str:
+    """λ, and α where it acts: with λ = 0 the centers do not touch training, so α is left out."""
+    return f"λ = {lam:g}, α = {alpha:g}" if lam > 0 else "λ = 0 (softmax only)"
+
+
+def feature_title(feats: EpochFeatures, split: str) -> str:
+    """A plot's title: a train plot gives the train accuracy (on the plotted subset), a test plot the test's."""
+    acc = feats.train_acc if split == "train" else feats.test_acc
+    which = split if acc is not None else "test"  # files of earlier versions saved the test accuracy only
+    acc = feats.test_acc if acc is None else acc
+    return f"{split}: {settings_text(feats.lam, feats.alpha)}, epoch {feats.epoch}, {which} acc {100 * acc:.2f}%"
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -94,7 +120,7 @@ def check_figure_path(path: str | os.PathLike) -> str:
     return fmt
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     """Save atomically; the format comes from the suffix (png, pdf or svg)."""
     path = Path(path)
     fmt = check_figure_path(path)
@@ -110,10 +136,11 @@ def save_feature_plot(
     centers: np.ndarray | None,
     title: str,
     limits: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    dpi: int = DPI,
 ) -> Path:
     fig = new_figure(5.6, 4.6)
     draw_features(fig.add_subplot(1, 1, 1), features, labels, centers, title, limits)
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi)
 
 
 def grid_shape(n: int) -> tuple[int, int]:
@@ -125,6 +152,7 @@ def save_grid(
     path: str | os.PathLike,
     panels: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None, str]],
     suptitle: str | None = None,
+    dpi: int = DPI,
 ) -> Path:
     """One panel per (features, labels, centers, title), each with its own limits, a shared legend."""
     rows, cols = grid_shape(len(panels))
@@ -133,25 +161,28 @@ def save_grid(
         ax = fig.add_subplot(rows, cols, i + 1)
         draw_features(ax, features, labels, centers, title, legend=False)
     handles, names = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="center right", markerscale=6, fontsize=8, frameon=False, title="digit")
+    fig.legend(handles, names, loc="center right", markerscale=3, fontsize=8, frameon=False, title="digit")
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout(rect=(0, 0, 1 - 0.7 / fig.get_figwidth(), 1))
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi)
 
 
-def panel_title(lam: float, alpha: float, test_acc: float) -> str:
-    return f"λ = {lam:g}, α = {alpha:g}\ntest acc {100 * test_acc:.2f}%"
+def panel_title(feats: EpochFeatures, split: str) -> str:
+    acc = feats.train_acc if split == "train" and feats.train_acc is not None else feats.test_acc
+    which = "train" if split == "train" and feats.train_acc is not None else "test"
+    return f"{settings_text(feats.lam, feats.alpha)}\nepoch {feats.epoch}, {which} acc {100 * acc:.2f}%"
 
 
-def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] = runs.SPLITS) -> list[Path]:
+def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] = runs.SPLITS,
+                     centers: bool | None = None, dpi: int = DPI) -> list[Path]:
     """plots/{split}_epoch_NNN.png for one epoch: the drawing used by training and `centerloss plot` alike."""
     (Path(run_dir) / runs.PLOTS).mkdir(exist_ok=True)  # a plots/ deleted by hand is drawn again
     out = []
     for split in splits:
         features, labels = feats.split(split)
-        title = feature_title(feats.lam, feats.alpha, feats.epoch, feats.test_acc, split)
-        out.append(save_feature_plot(runs.plot_path(run_dir, split, feats.epoch), features, labels, feats.centers, title))
+        out.append(save_feature_plot(runs.plot_path(run_dir, split, feats.epoch), features, labels,
+                                     shown_centers(feats, centers), feature_title(feats, split), dpi=dpi))
     return out
 
 
@@ -283,17 +314,21 @@ def pick_epochs(run_dir: Path, epoch: str) -> list[int]:
     return [int(epoch)]
 
 
-def replot_run(run_dir: str | os.PathLike, epoch: str = "all", splits: Sequence[str] = runs.SPLITS) -> list[Path]:
+def replot_run(run_dir: str | os.PathLike, epoch: str = "all", splits: Sequence[str] = runs.SPLITS,
+               centers: bool | None = None, dpi: int = DPI) -> list[Path]:
     """Re-draw a run's per-epoch scatter plots from its saved features; never trains."""
     run_dir = Path(run_dir)
     out = []
     for e in pick_epochs(run_dir, epoch):
-        out += draw_epoch_plots(run_dir, runs.load_features(run_dir, e), splits)
+        out += draw_epoch_plots(run_dir, runs.load_features(run_dir, e), splits, centers, dpi)
     return out
 
 
-def save_gif(run_dir: str | os.PathLike, split: str, fps: float = 2.0) -> Path:
-    """plots/{split}.gif: one frame per saved epoch, with limits fixed across frames so nothing jumps."""
+def save_gif(run_dir: str | os.PathLike, split: str, fps: float = 2.0, centers: bool | None = None) -> Path:
+    """plots/{split}.gif: one frame per saved epoch, with limits fixed across frames so nothing jumps, and
+    the last frame held for two seconds (or two frames' time, if longer) so the end can be seen."""
+    if not (math.isfinite(fps) and 0 < fps <= 50):
+        raise CenterLossError(f"--fps {fps:g}: expected a number of frames per second in (0, 50]")
     run_dir = Path(run_dir)
     frames = [runs.load_features(run_dir, e) for e in runs.saved_epochs(run_dir)]
     limits = square_limits(*(f.split(split)[0] for f in frames), *(f.centers for f in frames))
@@ -304,34 +339,40 @@ def save_gif(run_dir: str | os.PathLike, split: str, fps: float = 2.0) -> Path:
     for f in frames:
         ax.clear()
         features, labels = f.split(split)
-        draw_features(ax, features, labels, f.centers, feature_title(f.lam, f.alpha, f.epoch, f.test_acc, split), limits)
+        draw_features(ax, features, labels, shown_centers(f, centers), feature_title(f, split), limits)
         fig.canvas.draw()
         images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()))
+    frame_ms = round(1000 / fps)
+    durations = [frame_ms] * (len(images) - 1) + [max(2000, 2 * frame_ms)]
     path = runs.gif_path(run_dir, split)
     with atomic_open(path) as out:
-        images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
     return path
 
 
-def grid_panels(run_dirs: Sequence[str | os.PathLike], epoch: str = "last",
-                splits: Sequence[str] = ("test",)) -> list[tuple]:
-    """(features, labels, centers, title) per run and split at `epoch`, runs ordered by lambda, then alpha."""
+def grid_panels(run_dirs: Sequence[str | os.PathLike], epoch: str = "last", splits: Sequence[str] = ("test",),
+                centers: bool | None = None) -> tuple[list[tuple], list[EpochFeatures]]:
+    """(features, labels, centers, title) per run and split at `epoch`, runs ordered by lambda, then alpha;
+    and the epochs' features they come from."""
     chosen = [runs.load_features(Path(d), pick_epochs(Path(d), epoch)[-1]) for d in run_dirs]
     chosen.sort(key=lambda f: (f.lam, f.alpha))
     suffix = len(splits) > 1
-    return [
-        (*f.split(s), f.centers, panel_title(f.lam, f.alpha, f.test_acc) + (f" ({s})" if suffix else ""))
-        for f in chosen for s in splits
-    ]
+    panels = [(*f.split(s), shown_centers(f, centers), panel_title(f, s) + (f" ({s})" if suffix else ""))
+              for f in chosen for s in splits]
+    return panels, chosen
 
 
 def grid_of_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, epoch: str = "last",
-                 splits: Sequence[str] = ("test",)) -> Path:
+                 splits: Sequence[str] = ("test",), centers: bool | None = None, dpi: int = DPI) -> Path:
     """The paper's Figure 3 layout: one panel per run (and split), each with its own limits, since
     softmax-only features are far larger; the same colours and center markers everywhere."""
     check_figure_path(out)
-    which = "last epoch" if epoch == "last" else f"epoch {epoch}"
-    return save_grid(out, grid_panels(run_dirs, epoch, splits), suptitle=f"{' and '.join(splits)} features, {which}")
+    panels, feats = grid_panels(run_dirs, epoch, splits, centers)
+    epochs = sorted({f.epoch for f in feats})
+    which = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]}"
+    sizes = sorted({f.n_train for f in feats if f.n_train})
+    trained = f", trained on {sizes[0]:,} images" if len(sizes) == 1 else ""
+    return save_grid(out, panels, suptitle=f"{' and '.join(splits)} features at {which}{trained}", dpi=dpi)
 
 
 MEAN_ROW = "mean"  # the seed column of a sweep summary's rows that average a (lambda, alpha) over seeds
@@ -383,36 +424,54 @@ def draw_run_curves(run_dir: str | os.PathLike, history: Sequence[dict[str, floa
 
 
 def save_compactness_plot(out: str | os.PathLike, rows: Sequence[dict[str, Any]], metric: str = "test_ratio") -> Path:
-    """`metric` against lambda on a log axis, one line per alpha; against alpha instead when the sweep
-    has a single lambda and several alphas. A value of 0 sits at the left edge, labelled 0. `rows` are a
-    sweep's summary rows: each point is the mean over the seeds of its runs, with an error bar of one
-    standard deviation where there are several. The y axis starts at 0, so differences look their size."""
+    """Two panels against lambda on a log axis, one line per alpha: `metric` (the compactness) and the
+    test accuracy; against alpha instead when the sweep has a single lambda and several alphas. A value
+    of 0 has no place on a log axis: it sits apart at the left edge, labelled 0, behind a dashed break.
+    `rows` are a sweep's summary rows: each point is the mean over the seeds of its runs, with an error
+    bar of one standard deviation where there are several. The compactness axis starts at 0, so
+    differences look their size."""
     rows = [r for r in rows if r["seed"] != MEAN_ROW]  # the per-run rows; the means are recomputed per point
     lambdas, alphas = {r["lambda"] for r in rows}, {r["alpha"] for r in rows}
     x_key, line_key = ("alpha", "lambda") if len(lambdas) == 1 and len(alphas) > 1 else ("lambda", "alpha")
     positive = sorted({r[x_key] for r in rows if r[x_key] > 0})
+    has_zero = any(r[x_key] == 0 for r in rows)
     zero_x = positive[0] / 10 if positive else 1e-4
-    fig = new_figure(6.0, 4.2)
-    ax = fig.add_subplot(1, 1, 1)
+    fig = new_figure(11.0, 4.2)
     symbol = {"lambda": "λ", "alpha": "α"}
     seeds = max(Counter((r["lambda"], r["alpha"]) for r in rows).values())
-    for value in sorted({r[line_key] for r in rows}):
-        xs = sorted({r[x_key] for r in rows if r[line_key] == value})
-        ys = [[r[metric] for r in rows if r[line_key] == value and r[x_key] == x] for x in xs]
-        means = [float(np.mean(y)) for y in ys]
-        stds = [float(np.std(y, ddof=1)) if len(y) > 1 else 0.0 for y in ys]
-        ax.errorbar([x or zero_x for x in xs], means, yerr=stds if seeds > 1 else None, marker="o", capsize=4,
-                    label=f"{symbol[line_key]} = {value:g}")
-    ax.set_xscale("log")
-    ticks = [zero_x] * any(r[x_key] == 0 for r in rows) + positive
-    ax.set_xticks(ticks)
-    ax.set_xticklabels(["0" if t == zero_x else f"{t:g}" for t in ticks])
-    ax.minorticks_off()
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("λ (center loss weight)" if x_key == "lambda" else "α (center update rate)")
-    ax.set_ylabel("intra / inter distance (test)" if metric == "test_ratio" else metric)
+    panels = [(metric, "intra / inter distance (test)" if metric == "test_ratio" else metric, 1.0),
+              ("test_acc", "test accuracy (%)", 100.0)]
+    for i, (key, ylabel, scale) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for n, value in enumerate(sorted({r[line_key] for r in rows})):
+            xs = sorted({r[x_key] for r in rows if r[line_key] == value})
+            ys = [[scale * r[key] for r in rows if r[line_key] == value and r[x_key] == x] for x in xs]
+            means = [float(np.mean(y)) for y in ys]
+            stds = [float(np.std(y, ddof=1)) if len(y) > 1 else 0.0 for y in ys]
+            # The point at 0 is drawn alone: a line from it would cross the break as if 0 were on the scale.
+            parts = [part for part in ([i for i, x in enumerate(xs) if x == 0], [i for i, x in enumerate(xs) if x > 0])
+                     if part]
+            for k, part in enumerate(parts):
+                ax.errorbar([xs[i] or zero_x for i in part], [means[i] for i in part],
+                            yerr=[stds[i] for i in part] if seeds > 1 else None, marker="o", capsize=4,
+                            color=f"C{n % 10}", label=f"{symbol[line_key]} = {value:g}" if k == 0 else None)
+        ax.set_xscale("log")
+        ticks = [zero_x] * has_zero + positive
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(["0" if t == zero_x else f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        if has_zero and positive:  # the break between 0 and the log scale
+            ax.axvline((zero_x * positive[0]) ** 0.5, color="grey", linestyle="--", linewidth=0.8)
+        if key == metric:
+            ax.set_ylim(bottom=0)
+        ax.set_xlabel("λ (center loss weight)" if x_key == "lambda" else "α (center update rate)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     spread = f"; mean ± std over {seeds} seeds" if seeds > 1 else ""
-    ax.set_title(f"Compactness: smaller is tighter classes{spread}")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    zero = f"; {symbol[x_key]} = 0 drawn apart, left of the dashed line" if has_zero and positive else ""
+    fig.axes[0].set_title("Compactness: smaller is tighter classes", fontsize=10)
+    fig.axes[1].set_title("Test accuracy", fontsize=10)
+    fig.suptitle(f"log {symbol[x_key]} axis{zero}{spread}", fontsize=9)
+    fig.tight_layout()
     return save_figure(fig, out)

@@ -90,13 +90,16 @@ class EpochFeatures:
     lam: float
     alpha: float
     test_acc: float
+    train_acc: float | None = None  # on the plotted training subset; None in files of earlier versions
+    n_train: int | None = None  # training images the run trains on; None in files of earlier versions
 
     def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         return getattr(self, f"{split}_features"), getattr(self, f"{split}_labels")
 
 
 def save_features(run_dir: Path, feats: EpochFeatures) -> None:
-    atomic_write(features_path(run_dir, feats.epoch), lambda f: np.savez_compressed(f, **asdict(feats)))
+    values = {k: v for k, v in asdict(feats).items() if v is not None}  # None: not known, so not saved
+    atomic_write(features_path(run_dir, feats.epoch), lambda f: np.savez_compressed(f, **values))
 
 
 def load_features(run_dir: str | Path, epoch: int) -> EpochFeatures:
@@ -116,6 +119,8 @@ def _read_features(path: Path) -> EpochFeatures:
             train_features=z["train_features"], train_labels=z["train_labels"],
             test_features=z["test_features"], test_labels=z["test_labels"], centers=z["centers"],
             epoch=int(z["epoch"]), lam=float(z["lam"]), alpha=float(z["alpha"]), test_acc=float(z["test_acc"]),
+            train_acc=float(z["train_acc"]) if "train_acc" in z else None,
+            n_train=int(z["n_train"]) if "n_train" in z else None,
         )
 
 

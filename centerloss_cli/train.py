@@ -316,6 +316,7 @@ def evaluate(state: TrainState, data: MNIST, epoch: int) -> tuple[dict[str, floa
         test_features=test_feats.float().cpu().numpy(), test_labels=data.test.labels.cpu().numpy().astype(np.uint8),
         centers=center_loss_.centers.detach().float().cpu().numpy().copy(),
         epoch=epoch, lam=state.config.lam, alpha=state.config.alpha, test_acc=metrics["test_acc"],
+        train_acc=metrics["train_acc"], n_train=len(data.train),
     )
     for split in runs.SPLITS:
         c = compactness(*feats.split(split))

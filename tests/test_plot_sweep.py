@@ -31,11 +31,22 @@ def test_plot_redraws_from_saved_features_without_training(run_cli, mnist):
     assert run_cli("plot", run, "--epoch", "last", "--split", "test").exit_code == 0
     assert [p.name for p in (run / "plots").glob("*.png")] == ["test_epoch_002.png"]
 
-    gif = run_cli("plot", run, "--gif", "--epoch", "last")
+    gif = run_cli("plot", run, "--gif", "--epoch", "last", "--fps", "4")
     assert gif.exit_code == 0, gif.output
     for split in ("train", "test"):
         with Image.open(run / "plots" / f"{split}.gif") as im:
             assert im.n_frames == 2
+            durations = []
+            for i in range(im.n_frames):
+                im.seek(i)
+                durations.append(im.info["duration"])
+        assert durations == [250, 2000]  # 4 frames a second, and the last one held
+    assert run_cli("plot", run, "--gif", "--fps", "0").exit_code == 2
+    with Image.open(run / "plots" / "test_epoch_002.png") as im:
+        assert im.width >= 900  # 200 dpi by default: legible at full-page width
+    assert run_cli("plot", run, "--epoch", "2", "--dpi", "100").exit_code == 0
+    with Image.open(run / "plots" / "test_epoch_002.png") as im:
+        assert im.width < 600
 
 
 def test_a_sweep_in_parallel_or_not_its_tables_and_its_grid(run_cli, mnist):
@@ -66,18 +77,23 @@ def test_a_sweep_in_parallel_or_not_its_tables_and_its_grid(run_cli, mnist):
     assert checkpoints == {p: p.stat().st_mtime_ns for p in Path("outputs").glob("lambda*/checkpoint.pt")}
 
     runs = [f"outputs/{n}" for n in names]
-    panels = grid_panels(runs, "last", ("test",))
+    panels, _ = grid_panels(runs, "last", ("test",))
     assert len(panels) == 2
-    assert panels[0][3].startswith("λ = 0,") and panels[1][3].startswith("λ = 0.1,")
+    # the paper's Figure 2 has neither α nor centers at λ = 0; Figure 3's panels have both
+    assert panels[0][3].startswith("λ = 0 (softmax only)\nepoch 1, test acc") and panels[0][2] is None
+    assert panels[1][3].startswith("λ = 0.1, α = 0.5\nepoch 1, test acc") and panels[1][2].shape == (10, 2)
     result = run_cli("plot", *runs, "--grid", "--epoch", "last", "--split", "test", "-o", "fig.pdf")
     assert result.exit_code == 0, result.output
-    assert Path("fig.pdf").read_bytes().startswith(b"%PDF")
+    pdf = Path("fig.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and b"/Subtype /Image" not in pdf  # vector points, not a raster image
     assert run_cli("plot", *runs, "--grid", "--split", "train", "-o", "fig.png").exit_code == 0
     with Image.open("fig.png") as im:
         assert im.width > im.height  # two panels side by side
     both = run_cli("plot", runs[0], "--grid", "--split", "both", "-o", "pair.png")
     assert both.exit_code == 0, both.output
-    assert [p[3].endswith(s) for p, s in zip(grid_panels(runs[:1], "last", ("train", "test")), ["(train)", "(test)"])] == [True, True]
+    pair, _ = grid_panels(runs[:1], "last", ("train", "test"))
+    assert [p[3].endswith(s) for p, s in zip(pair, ["(train)", "(test)"])] == [True, True]
+    assert "train acc" in pair[0][3] and "test acc" in pair[1][3]  # a train panel gives the train accuracy
     bad = run_cli("plot", *runs, "--grid", "--split", "test", "-o", "fig.jpg")
     assert bad.exit_code != 0 and "fig.jpg" in bad.output
 
