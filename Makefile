@@ -4,10 +4,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Tests read MNIST from the shared copy when it sits beside the checkout (as in CI);
-# otherwise they generate small synthetic IDX files themselves. `make test TEST_DATA=` forces the
-# synthetic files, as on a machine without ../shared.
+# otherwise they generate small synthetic IDX files themselves. `make test TEST_DATA= TEST_FASHION=` forces the
+# synthetic files, as on a machine without ../shared (the Fashion-MNIST test then uses synthetic files too).
 ifneq ($(wildcard ../shared/mnist),)
 TEST_DATA ?= $(abspath ../shared/mnist)
+endif
+ifneq ($(wildcard ../shared/fashion-mnist),)
+TEST_FASHION ?= $(abspath ../shared/fashion-mnist)
 endif
 
 .PHONY: venv demo test clean
@@ -24,7 +27,7 @@ demo: venv
 	$(BIN)/centerloss train --config configs/quick.toml --name demo --overwrite
 
 test: venv
-	CENTERLOSS_DATA=$(TEST_DATA) MPLBACKEND=Agg $(BIN)/python -m pytest -q
+	CENTERLOSS_DATA=$(TEST_DATA) CENTERLOSS_TEST_FASHION=$(TEST_FASHION) MPLBACKEND=Agg $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV)

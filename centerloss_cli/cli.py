@@ -266,21 +266,32 @@ def plot(
 
 @app.command()
 def data(
+    dataset: Optional[str] = _setting_option("dataset")[1],
     data_dir: Optional[str] = _setting_option("data_dir")[1],
     verify: Optional[bool] = _setting_option("verify")[1],
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ) -> None:
-    """Fetch MNIST if it is missing, verify it, and print where it came from and the per-class counts."""
+    """Fetch the dataset if it is missing, verify it, and print where it came from and the per-class counts.
+
+    \b
+    Examples:
+      centerloss data                                   # MNIST into ./data, or $CENTERLOSS_DATA
+      centerloss data --dataset fashion-mnist --data-dir ~/datasets
+    """
     from .data import class_counts, load_mnist
+    from .fetch import DATASETS
 
     with user_errors(debug):
-        cfg = resolve_config(None, {k: v for k, v in {"data_dir": data_dir, "verify": verify}.items() if v is not None})
-        verify = cfg.verify
-        mnist = load_mnist(cfg.data_dir, "cpu", verify=verify, may_create=True)  # fetching is what it is for
-    typer.echo(f"MNIST {mnist.source}" + (" (md5 verified)" if verify else " (md5 not checked)"))
+        given = {"dataset": dataset, "data_dir": data_dir, "verify": verify}
+        cfg = resolve_config(None, {k: v for k, v in given.items() if v is not None})
+        loaded = load_mnist(cfg.data_dir, "cpu", verify=cfg.verify, may_create=True,  # fetching is what it is for
+                            dataset=cfg.dataset)
+    d = DATASETS[cfg.dataset]
+    typer.echo(f"{d.title} {loaded.source}" + (" (md5 verified)" if cfg.verify else " (md5 not checked)"))
     for split in ("train", "test"):
-        s = getattr(mnist, split)
-        typer.echo(f"{split}: {len(s)} images; per digit 0..9: {' '.join(map(str, class_counts(s.labels)))}")
+        s = getattr(loaded, split)
+        typer.echo(f"{split}: {len(s)} images; per class ({', '.join(d.classes)}): "
+                   f"{' '.join(map(str, class_counts(s.labels)))}")
 
 
 def main() -> None:

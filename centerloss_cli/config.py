@@ -28,6 +28,7 @@ from .errors import ConfigError
 
 CENTER_UPDATES = ("paper", "sgd", "caffe")
 NETS = ("official", "table1")
+DATASET_NAMES = ("mnist", "fashion-mnist")  # fetch.DATASETS describes each
 PRECISIONS = ("fp32", "tf32", "bf16")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 NAME_MAX_BYTES = 255  # the longest file name most file systems allow
@@ -119,6 +120,9 @@ class TrainConfig(Checked):
         "official: the official Caffe net (pool3 3x3 stride 2, ceil mode); table1: the paper's Table 1 as "
         "printed (pool3 2x2 stride 2, which never sees row and column 6 of conv3's 7x7 map).",
         choices=NETS, suffix="{}")
+    dataset: str = setting(
+        "mnist", "dataset", "mnist, or fashion-mnist (Zalando's clothing images, in MNIST's format).",
+        choices=DATASET_NAMES, suffix="{}")
     epochs: int | None = setting(None, "epochs", "Epochs to train.", accepted="an integer >= 1",
                                  check=lambda v: v >= 1,
                                  default_text="exactly --iterations steps (21 epochs and 151 steps on full MNIST)",
@@ -154,10 +158,10 @@ class TrainConfig(Checked):
     plot_train_samples: int = setting(10_000, "plot_train_samples",
                                       "Training images whose features are saved and plotted each epoch.",
                                       accepted="an integer >= 1", check=lambda v: v >= 1, suffix="plot{}")
-    data_dir: str | None = setting(None, "data_dir", "The MNIST root.", default_text="$CENTERLOSS_DATA, else ./data",
+    data_dir: str | None = setting(None, "data_dir", "The data root.", default_text="for MNIST $CENTERLOSS_DATA, else ./data",
                                    accepted="a non-empty path without NUL bytes", check=is_path, resumable=True, metavar="DIR")
-    verify: bool = setting(True, "verify", "Check the md5 sums of the MNIST files; --no-verify lets other IDX data "
-                           "(such as Fashion-MNIST) through.", resumable=True)
+    verify: bool = setting(True, "verify", "Check the md5 sums of the dataset's files; --no-verify lets other IDX "
+                           "data through.", resumable=True)
     output_dir: str = setting("outputs", "output_dir", "Folder that holds the run folders.",
                               accepted="a non-empty path without NUL bytes", check=is_path, resumable=True, metavar="DIR")
     name: str | None = setting(None, "name", "The run folder's name.",

