@@ -167,6 +167,8 @@ class TrainConfig(Checked):
     name: str | None = setting(None, "name", "The run folder's name.",
                                accepted=f"a folder name without '/' of at most {NAME_MAX_BYTES} bytes", check=is_folder_name,
                                default_text="from the settings, e.g. lambda0.01_alpha0.5_seed0_n2000")
+    tensorboard: bool = setting(False, "tensorboard", "Also log each epoch's metrics and test-feature scatter to "
+                                "RUN/tensorboard/ (pip install 'centerloss-cli[tensorboard]').", resumable=True)
     log_every: int = setting(20, "log_every", "Batches between the progress bar's loss updates.",
                              accepted="an integer >= 1", check=lambda v: v >= 1, resumable=True)
     precision: str = setting("fp32", "precision", "tf32: TF32 matmuls and convolutions on CUDA; bf16: bf16 autocast "

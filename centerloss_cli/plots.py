@@ -40,7 +40,7 @@ DPI = PLOT_DPI
 POINT_SIZE = 4.0  # opaque dots, as in the paper's figures
 
 
-def square_limits(*point_sets: np.ndarray, margin: float = 0.06) -> tuple[tuple[float, float], tuple[float, float]]:
+def square_limits(*point_sets: np.ndarray, margin: float = 0.1) -> tuple[tuple[float, float], tuple[float, float]]:
     """Equal-length x and y ranges that hold every point of every set, with a margin."""
     pts = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in point_sets])
     pts = pts[np.isfinite(pts).all(axis=1)]
@@ -201,6 +201,18 @@ def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] 
                                      shown_centers(feats, centers), feature_title(feats, split), dpi=dpi,
                                      classes=classes_of(feats)))
     return out
+
+
+def feature_image(feats: EpochFeatures, split: str = "test", dpi: int = 80) -> np.ndarray:
+    """An epoch's scatter plot as an (H, W, 3) uint8 array, for TensorBoard."""
+    fig = new_figure(5.6, 4.6)
+    fig.subplots_adjust(left=0.12, right=0.78)
+    names, kind = classes_of(feats)
+    draw_features(fig.add_subplot(1, 1, 1), *feats.split(split), shown_centers(feats), feature_title(feats, split),
+                  legend=kind, class_names=names)
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
 def draw_epoch(run_dir: Path, feats: EpochFeatures, history: Sequence[dict[str, float]] = ()) -> list[Path]:

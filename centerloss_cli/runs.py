@@ -50,7 +50,8 @@ PLOTS = "plots"
 SWEEPS = "sweeps"
 SPLITS = ("train", "test")
 # What the tool puts into a run folder: --overwrite deletes these, and nothing else.
-RUN_ENTRIES = frozenset({LOCK, CONFIG_JSON, METRICS_CSV, CHECKPOINT, FEATURES, PLOTS})
+TENSORBOARD = "tensorboard"  # --tensorboard's event files
+RUN_ENTRIES = frozenset({LOCK, CONFIG_JSON, METRICS_CSV, CHECKPOINT, FEATURES, PLOTS, TENSORBOARD})
 METRIC_COLUMNS = [
     "epoch", "step", "lr", "seconds",
     "train_softmax_loss", "train_center_loss", "train_acc",

@@ -8,13 +8,15 @@ are stacked into one vmap'd model (`StackedStep`). Either way the loop sees per-
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 import signal
 import sys
 import threading
 import time
 import types
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -56,6 +58,7 @@ class TrainState:
     batch: int = 0  # batches done in epoch `epoch + 1` (non-zero only after an interruption)
     seconds: float = 0.0  # time spent in epoch `epoch + 1` so far
     history: list[dict[str, float]] = field(default_factory=list)
+    tensorboard: Any = None  # a SummaryWriter with --tensorboard; not part of the saved state
 
     @property
     def run_dir(self):
@@ -372,6 +375,39 @@ def _commit_epoch(state: TrainState, epoch: int, started: float, metrics: dict[s
     # is repaired when the run resumes.
     save_checkpoint(state)
     runs.write_metrics(state.run_dir, state.history)
+    if state.tensorboard is not None:
+        log_tensorboard(state.tensorboard, state.history[-1], feats)
+
+
+# --- TensorBoard, optional ---------------------------------------------------------------------------
+
+TENSORBOARD_MISSING = "--tensorboard needs the tensorboard package: pip install 'centerloss-cli[tensorboard]'"
+
+
+def tensorboard_writer(run_dir: Path, first_epoch: int) -> Any:
+    """A SummaryWriter on RUN/tensorboard; events of epochs from `first_epoch` on, left by a run that was
+    killed before it saved them, are purged, so a resumed run logs each epoch once."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(Path(run_dir) / runs.TENSORBOARD), purge_step=first_epoch)
+
+
+def check_tensorboard() -> None:
+    if importlib.util.find_spec("tensorboard") is None:
+        raise CenterLossError(TENSORBOARD_MISSING)
+
+
+def log_tensorboard(writer: Any, row: dict[str, float], feats: EpochFeatures) -> None:
+    """An epoch's metrics.csv row as scalars (losses/, accuracy/, compactness/), and its test scatter."""
+    epoch = int(row["epoch"])
+    for key, value in row.items():
+        if key in ("epoch", "step", "seconds"):
+            continue
+        group = "losses" if key.endswith("_loss") else "accuracy" if key.endswith("_acc") else \
+            "compactness" if key.split("_")[-1] in ("intra", "inter", "ratio") else "schedule"
+        writer.add_scalar(f"{group}/{key}", value, epoch)
+    writer.add_image("features/test", plots.feature_image(feats, "test"), epoch, dataformats="HWC")
+    writer.flush()
 
 
 # --- the loop ------------------------------------------------------------------------------------------
@@ -629,11 +665,15 @@ def _train(configs: Sequence[TrainConfig], *, resume: bool, overwrite: bool = Fa
                 data = load_data(todo[0].config, device)
             for f in todo:
                 f.check_data(len(data.train), data.fingerprint)  # everything is checked before the first folder changes
+            if any(f.config.tensorboard for f in todo):
+                check_tensorboard()
             states = [_restore(f, len(data.train), device) for f in todo]
             groups: dict[tuple[int, ...], list[tuple[RunFolder, TrainState]]] = {}
             for f, state in zip(todo, states):
                 f.create(runs.environment(device))
                 f.repair()
+                if f.config.tensorboard:
+                    state.tensorboard = opened.enter_context(closing(tensorboard_writer(f.path, state.epoch + 1)))
                 key = (state.epoch, state.step, state.total_steps, state.threads)
                 groups.setdefault(key, []).append((f, state))
             plotter = opened.enter_context(plots.PlotWorker())

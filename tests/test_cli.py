@@ -194,3 +194,23 @@ def test_the_readme_python_examples_run(tmp_path, monkeypatch, mnist):
         exec(compile(code, "README.md", "exec"), {})
     run = next(Path("outputs/notebook").iterdir())
     assert (run / "features" / "epoch_001.npz").is_file() and (run / "plots" / "curves.png").is_file()
+
+
+def test_tensorboard_logs_scalars_and_the_scatter_or_says_what_to_install(run_path, run_cli, mnist, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        result = run_cli("train", *mnist.args, *TINY, "--tensorboard")
+        assert result.exit_code == 2 and "pip install 'centerloss-cli[tensorboard]'" in result.output
+        assert not run_path.exists()  # refused before anything was written
+        return
+    assert run_cli("train", *mnist.args, *TINY, "--tensorboard").exit_code == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_path / "tensorboard")).Reload()
+    assert {"losses/train_center_loss", "accuracy/test_acc", "compactness/test_ratio"} <= set(events.Tags()["scalars"])
+    assert events.Tags()["images"] == ["features/test"]
+    assert events.Scalars("accuracy/test_acc")[0].value == pytest.approx(read_metrics(run_path)[0]["test_acc"])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # as without the extra
+    again = run_cli("train", *mnist.args, *tiny(epochs=2), "--tensorboard", "--resume")
+    assert again.exit_code == 2 and "pip install 'centerloss-cli[tensorboard]'" in again.output
