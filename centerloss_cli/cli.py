@@ -153,7 +153,14 @@ def train(
     quiet: bool = False,
     debug: bool = False,
 ) -> None:
-    """Train LeNet++ under softmax + λ·center loss, plotting the 2-D features every epoch."""
+    """Train LeNet++ under softmax + λ·center loss, plotting the 2-D features every epoch.
+
+    \b
+    Examples:
+      centerloss train --lambda 0.01                    # the paper's Figure 3 run (10,000 iterations)
+      centerloss train --lambda 0 --epochs 3 --train-limit 10000   # softmax only, a few minutes
+      centerloss train --name mine --resume             # continue a stopped run exactly
+    """
     from .train import train as run_training
 
     with user_errors(debug):
@@ -172,14 +179,14 @@ def train(
 def sweep(
     settings: dict,
     slurm_settings: dict,
-    lambdas: Optional[str] = typer.Option(None, "--lambda", help=f"Comma-separated λ values. [default: {SWEEP_LAMBDAS}, "
+    lambdas: Optional[str] = typer.Option(None, "--lambda", metavar="L,L,...", help=f"Comma-separated λ values. [default: {SWEEP_LAMBDAS}, "
                                           "or the config file's lambda]"),
-    alphas: Optional[str] = typer.Option(None, "--alpha", help="Comma-separated α values. [default: 0.5, or the config file's alpha]"),
-    seeds: Optional[str] = typer.Option(None, "--seed", help="Comma-separated seeds; with several, the summary adds "
+    alphas: Optional[str] = typer.Option(None, "--alpha", metavar="A,A,...", help="Comma-separated α values. [default: 0.5, or the config file's alpha]"),
+    seeds: Optional[str] = typer.Option(None, "--seed", metavar="S,S,...", help="Comma-separated seeds; with several, the summary adds "
                                         "mean ± std rows and the compactness plot error bars. [default: 0, or the config file's seed]"),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Runs trained at once, in separate processes sharing the CPU threads."),
+    jobs: int = typer.Option(1, "--jobs", "-j", metavar="N", help="Runs trained at once, in separate processes sharing the CPU threads."),
     batched: bool = typer.Option(False, "--batched", help="Train all runs as one stacked model in one process (fastest on a GPU)."),
-    sweep_name: Optional[str] = typer.Option(None, "--sweep-name", help="Folder under OUTPUT_DIR/sweeps. [default: from the values]"),
+    sweep_name: Optional[str] = typer.Option(None, "--sweep-name", metavar="NAME", help="Folder under OUTPUT_DIR/sweeps. [default: from the values]"),
     launcher: Literal["local", "slurm"] = typer.Option("local", "--launcher", help="local: train here; slurm: one "
                                                        "Slurm job per run (per seed with --batched), through submitit."),
     wait: bool = typer.Option(False, "--wait", help="With --launcher slurm: block until the jobs end, then write the outputs."),
@@ -188,7 +195,14 @@ def sweep(
     debug: bool = False,
 ) -> None:
     """Train every λ × α × seed combination (finished runs are skipped, interrupted ones resumed), then
-    draw the grids, the compactness plot and the summary table."""
+    draw the grids, the compactness plot and the summary table.
+
+    \b
+    Examples:
+      centerloss sweep --lambda 0,0.0001,0.001,0.01,0.1 --jobs 2   # Figure 3 and softmax alone
+      centerloss sweep --lambda 0,0.01 --seed 0,1,2                # mean ± std over seeds
+      centerloss sweep --launcher slurm --gpus 1 --device cuda --wait
+    """
     from .sweep import parse_values, run_sweep
 
     def warn(msg: str) -> None:
@@ -233,7 +247,14 @@ def plot(
                                        "of several runs (.png, .pdf or .svg). [default: grid_<split>.png, curves.png]"),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ) -> None:
-    """Re-draw figures from what runs saved; never trains."""
+    """Re-draw figures from what runs saved; never trains.
+
+    \b
+    Examples:
+      centerloss plot outputs/lambda0.01_alpha0.5_seed0 --gif --fps 4
+      centerloss plot outputs/lambda0_* outputs/lambda0.01_* --grid --split both -o fig.pdf
+      centerloss plot outputs/lambda0_* outputs/lambda0.01_* --curves -o curves.png
+    """
     from . import plots, runs
 
     with user_errors(debug):
