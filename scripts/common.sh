@@ -2,7 +2,8 @@
 #   EPOCHS      epochs per run (default: the paper's 10,000 iterations, 21 epochs and a partial 22nd on full MNIST)
 #   DEVICE      auto, cpu, cuda, cuda:N or mps (default: auto)
 #   DATA_DIR    MNIST root (default: $CENTERLOSS_DATA, else ./data, fetched when missing)
-#   EXTRA_ARGS  more flags for every run, e.g. "--train-limit 10000 --seed 1"
+#   OUTPUT_DIR  where the run folders and sweeps go (default: outputs)
+#   EXTRA_ARGS  more flags for every run, e.g. "--train-limit 10000 --seed 1" or "--dataset fashion-mnist"
 EPOCHS=${EPOCHS:-}
 DEVICE=${DEVICE:-auto}
 DATA_DIR=${DATA_DIR:-}
