@@ -268,7 +268,7 @@ def plot(
                 path = plots.draw_run_curves(run_dirs[0])
             else:
                 plots.check_figure_path(out or "curves.png")
-                path = plots.save_curves(out or Path("curves.png"), [(Path(d).name, runs.read_metrics(d)) for d in run_dirs])
+                path = plots.save_curves(out or Path("curves.png"), [(Path(d).name, runs.run_history(d)) for d in run_dirs])
             typer.echo(f"wrote {path}" if path else f"{run_dirs[0]}: no finished epoch yet, so no curves")
             return
         if grid:

@@ -451,7 +451,7 @@ def save_curves(out: str | os.PathLike, runs_: Sequence[tuple[str, Sequence[dict
 def draw_run_curves(run_dir: str | os.PathLike, history: Sequence[dict[str, float]] | None = None) -> Path | None:
     """plots/curves.png of one run, from its history (default: its metrics.csv); None before its first epoch."""
     run_dir = Path(run_dir)
-    history = runs.read_metrics(run_dir) if history is None else history
+    history = runs.run_history(run_dir) if history is None else history
     if not history:
         return None
     (run_dir / runs.PLOTS).mkdir(exist_ok=True)

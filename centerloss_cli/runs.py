@@ -164,11 +164,16 @@ def _recorded_epochs(run_dir: Path) -> int:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    path = Path(run_dir) / METRICS_CSV
+    with open(Path(run_dir) / METRICS_CSV, newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def run_history(run_dir: str | Path) -> list[dict[str, float]]:
+    """metrics.csv's rows, for a user's command: a folder without a readable one is a one-line error."""
     try:
-        with open(path, newline="") as f:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return read_metrics(run_dir)
     except (OSError, ValueError, TypeError) as e:
+        path = Path(run_dir) / METRICS_CSV
         raise CenterLossError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e}); is {run_dir} a run folder?") from None
 
 

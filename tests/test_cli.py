@@ -97,7 +97,7 @@ def test_data_command_reports_source_and_counts(run_cli, mnist):
     assert result.exit_code == 0, result.output
     assert "found in" in result.output
     counts = [line for line in result.output.splitlines() if line.startswith(("train:", "test:"))]
-    assert len(counts) == 2 and "per digit 0..9" in counts[0]
+    assert len(counts) == 2 and "per class (0, 1, 2, 3, 4, 5, 6, 7, 8, 9): " in counts[0]
 
 
 def test_data_command_with_nothing_anywhere_fails_clearly(run_cli, tmp_path):
