@@ -107,12 +107,16 @@ def settings_text(lam: float, alpha: float) -> str:
     return f"λ = {lam:g}, α = {alpha:g}" if lam > 0 else "λ = 0 (softmax only)"
 
 
+def accuracy_text(feats: EpochFeatures, split: str) -> str:
+    """A train plot gives the train accuracy (on the plotted subset), a test plot the test's; files of
+    earlier versions saved the test accuracy only, and say so."""
+    if split == "train" and feats.train_acc is not None:
+        return f"train acc {100 * feats.train_acc:.2f}%"
+    return f"test acc {100 * feats.test_acc:.2f}%"
+
+
 def feature_title(feats: EpochFeatures, split: str) -> str:
-    """A plot's title: a train plot gives the train accuracy (on the plotted subset), a test plot the test's."""
-    acc = feats.train_acc if split == "train" else feats.test_acc
-    which = split if acc is not None else "test"  # files of earlier versions saved the test accuracy only
-    acc = feats.test_acc if acc is None else acc
-    return f"{split}: {settings_text(feats.lam, feats.alpha)}, epoch {feats.epoch}, {which} acc {100 * acc:.2f}%"
+    return f"{split}: {settings_text(feats.lam, feats.alpha)}, epoch {feats.epoch}, {accuracy_text(feats, split)}"
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -185,9 +189,7 @@ def save_grid(
 
 
 def panel_title(feats: EpochFeatures, split: str) -> str:
-    acc = feats.train_acc if split == "train" and feats.train_acc is not None else feats.test_acc
-    which = "train" if split == "train" and feats.train_acc is not None else "test"
-    return f"{settings_text(feats.lam, feats.alpha)}\nepoch {feats.epoch}, {which} acc {100 * acc:.2f}%"
+    return f"{settings_text(feats.lam, feats.alpha)}\nepoch {feats.epoch}, {accuracy_text(feats, split)}"
 
 
 def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] = runs.SPLITS,
@@ -211,6 +213,11 @@ def feature_image(feats: EpochFeatures, split: str = "test", dpi: int = 80) -> n
     draw_features(fig.add_subplot(1, 1, 1), *feats.split(split), shown_centers(feats), feature_title(feats, split),
                   legend=kind, class_names=names)
     fig.set_dpi(dpi)
+    return figure_pixels(fig)
+
+
+def figure_pixels(fig: Figure) -> np.ndarray:
+    """The figure rendered as an (H, W, 3) uint8 array (a GIF frame, a TensorBoard image)."""
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
@@ -371,8 +378,7 @@ def save_gif(run_dir: str | os.PathLike, split: str, fps: float = 2.0, centers: 
         names, kind = classes_of(f)
         draw_features(ax, features, labels, shown_centers(f, centers), feature_title(f, split), limits, legend=kind,
                       class_names=names)
-        fig.canvas.draw()
-        images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()))
+        images.append(Image.fromarray(figure_pixels(fig)))
     frame_ms = round(1000 / fps)
     durations = [frame_ms] * (len(images) - 1) + [max(2000, 2 * frame_ms)]
     path = runs.gif_path(run_dir, split)

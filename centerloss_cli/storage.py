@@ -10,6 +10,9 @@ from typing import IO, Callable, Iterator
 from .errors import StorageError
 
 
+TEMP_GLOB = ".*.tmp-*"  # the temp files of atomic_open: .NAME.tmp-PID
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Write to a temp file beside `path`; only a complete, synced file replaces `path`."""
@@ -44,9 +47,9 @@ def _alive(pid: int) -> bool:
 def _remove_orphans(path: Path) -> None:
     """Delete the temp files in `path`'s folder whose writer died (a `plot` killed mid-write, say), so
     that they do not pile up in folders that no resume tidies; a live writer's file stays."""
-    for tmp in path.parent.glob(".*.tmp-*"):
+    for tmp in path.parent.glob(TEMP_GLOB):
         pid = tmp.name.rsplit("-", 1)[1]
-        if pid.isascii() and pid.isdigit() and not _alive(int(pid)) and tmp.is_file():
+        if pid.isascii() and pid.isdigit() and not _alive(int(pid)) and is_temp_file(tmp):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
@@ -69,7 +72,7 @@ def is_temp_file(path: Path) -> bool:
 
 def remove_stale_temp_files(folder: Path) -> int:
     """Delete the temp files of writes that a killed process never finished (call with the lock held)."""
-    stale = [p for p in Path(folder).rglob(".*.tmp-*") if is_temp_file(p)]
+    stale = [p for p in Path(folder).rglob(TEMP_GLOB) if is_temp_file(p)]
     for p in stale:
         p.unlink()
     return len(stale)

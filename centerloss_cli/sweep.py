@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from itertools import groupby, product
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from tqdm import tqdm
@@ -172,16 +172,23 @@ def run_sweep(
     return write_sweep_outputs(folder, [results[c.run_name] for c in configs], trained_runs=len(todo))
 
 
+def train_in_turn(configs: Sequence[TrainConfig], progress: bool, position: int | None = None) -> Iterator[RunResult]:
+    """Train (or resume, or skip when finished) each run in this process, one after another, yielding
+    each result as it comes; the data is loaded once, and only when some run still has to train."""
+    data: MNIST | None = None
+    for c in configs:
+        if data is None:
+            data = load_data(c, resolve_device(c.device))
+        yield train(c, resume=True, data=data, progress=progress, position=position, sweep=True)
+
+
 def _train_all(todo: list[TrainConfig], results: dict[str, RunResult], jobs: int, progress: bool, already_done: int) -> None:
     bar = tqdm(total=len(todo) + already_done, initial=already_done, desc="sweep runs", unit="run",
                disable=not show_bars(progress), position=0, file=sys.stderr)
     with bar:
         if todo and jobs == 1:
-            data: MNIST | None = None
-            for c in todo:
-                if data is None:  # loaded once, and only when some run still has to train
-                    data = load_data(c, resolve_device(c.device))
-                results[c.run_name] = train(c, resume=True, data=data, progress=progress, position=1, sweep=True)
+            for r in train_in_turn(todo, progress, position=1):
+                results[r.run_dir.name] = r
                 bar.update(1)
         elif todo:
             threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -302,13 +309,7 @@ class SlurmTask:
         try:
             if self.batched:
                 return [str(r.run_dir) for r in train_stacked(self.configs, progress=False)]
-            data: MNIST | None = None
-            done = []
-            for c in self.configs:
-                if data is None:  # loaded once for the job's runs
-                    data = load_data(c, resolve_device(c.device))
-                done.append(str(train(c, resume=True, data=data, progress=False, sweep=True).run_dir))
-            return done
+            return [str(r.run_dir) for r in train_in_turn(self.configs, progress=False)]
         except Interrupted as e:
             if e.signum == signal.SIGINT:
                 raise
