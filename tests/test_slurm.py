@@ -1,6 +1,8 @@
 """`sweep --launcher slurm` against a real Slurm: scripts/slurm_local.sh brings one up on this machine
-(.ci/run does, before `make test`). Skipped where sbatch is not on PATH."""
+(.ci/run does, before its second `make test`). Skipped where no Slurm controller answers, unless
+CENTERLOSS_TEST_SLURM=required (as .ci/run sets once Slurm is up), which makes that a failure."""
 import csv
+import os
 import shutil
 import subprocess
 import time
@@ -11,11 +13,28 @@ import torch
 
 from conftest import checkpoint, tiny
 
-pytestmark = [
-    pytest.mark.slurm,
-    pytest.mark.skipif(shutil.which("sbatch") is None,
-                       reason="sbatch is not on PATH: run scripts/slurm_local.sh (as root) to bring up a local Slurm"),
-]
+
+def _no_slurm() -> str | None:
+    """Why these tests cannot run here, or None. Slurm's clients can be installed with no controller
+    running (a machine where Slurm was set up once, whose daemons have since stopped)."""
+    if shutil.which("sbatch") is None:
+        return "sbatch is not on PATH: run scripts/slurm_local.sh (as root) to bring up a local Slurm"
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"`scontrol ping` failed ({e}): run scripts/slurm_local.sh (as root) to bring up a local Slurm"
+    if ping.returncode != 0 or "UP" not in ping.stdout:
+        first = (ping.stdout or ping.stderr).strip().splitlines()[:1]
+        return (f"no Slurm controller answers ({first[0] if first else 'scontrol ping failed'}): "
+                "run scripts/slurm_local.sh (as root) to bring one up")
+    return None
+
+
+NO_SLURM = _no_slurm()
+if NO_SLURM and os.environ.get("CENTERLOSS_TEST_SLURM") == "required":
+    raise RuntimeError(f"CENTERLOSS_TEST_SLURM=required, but {NO_SLURM}")
+
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(NO_SLURM is not None, reason=str(NO_SLURM))]
 
 # One CPU per job, so the two jobs of a sweep run at once on a 2-core machine; the local runs that
 # they are compared with train on one thread too (CPU results depend on the thread count).
