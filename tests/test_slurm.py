@@ -17,16 +17,16 @@ from conftest import checkpoint, tiny
 def _no_slurm() -> str | None:
     """Why these tests cannot run here, or None. Slurm's clients can be installed with no controller
     running (a machine where Slurm was set up once, whose daemons have since stopped)."""
+    remedy = "run scripts/slurm_local.sh (as root) to bring up a local Slurm"
     if shutil.which("sbatch") is None:
-        return "sbatch is not on PATH: run scripts/slurm_local.sh (as root) to bring up a local Slurm"
+        return f"sbatch is not on PATH: {remedy}"
     try:
         ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return f"`scontrol ping` failed ({e}): run scripts/slurm_local.sh (as root) to bring up a local Slurm"
+        return f"`scontrol ping` failed ({e}): {remedy}"
     if ping.returncode != 0 or "UP" not in ping.stdout:
         first = (ping.stdout or ping.stderr).strip().splitlines()[:1]
-        return (f"no Slurm controller answers ({first[0] if first else 'scontrol ping failed'}): "
-                "run scripts/slurm_local.sh (as root) to bring one up")
+        return f"no Slurm controller answers ({first[0] if first else 'scontrol ping failed'}): {remedy}"
     return None
 
 
