@@ -191,14 +191,18 @@ DATASETS = {
 }
 
 
+def _root_options(dataset: str) -> str:
+    """What names the data root of `dataset` (data_root): $CENTERLOSS_DATA stands for MNIST only."""
+    return "--data-dir or $CENTERLOSS_DATA" if dataset == "mnist" else "--data-dir"
+
+
 def missing_files_message(root: Path, tried: list[str], dataset: str = "mnist") -> str:
     names = ", ".join(MNIST_MD5)
     d = DATASETS[dataset]
-    where = "--data-dir / $CENTERLOSS_DATA" if dataset == "mnist" else "--data-dir"
     return (
         f"{d.title} not found under {root} and every source failed ({'; '.join(tried)}). "
         f"Put the four files {names} (raw or .gz) into {root} or {root / d.folder / 'raw'}, "
-        f"or point {where} at a folder that has them"
+        f"or point {_root_options(dataset)} at a folder that has them"
     )
 
 
@@ -210,8 +214,8 @@ def ensure_mnist(root: Path, fetchers: Sequence[tuple[str, Fetcher]] | None = No
     d = DATASETS[dataset]
     fetchers = d.fetchers if fetchers is None else fetchers
     if not root.exists() and not root.is_symlink() and not may_create:
-        raise DataError(f"data folder {root} does not exist: check --data-dir or $CENTERLOSS_DATA, or create it "
-                        f"(mkdir -p {root}) to have MNIST fetched into it")
+        raise DataError(f"data folder {root} does not exist: check {_root_options(dataset)}, or create it "
+                        f"(mkdir -p {root}) to have {d.title} fetched into it")
     if root.exists() and not root.is_dir():
         raise DataError(f"{root}: the data root is not a directory")
     if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):

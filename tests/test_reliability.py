@@ -415,6 +415,12 @@ def test_a_data_dir_that_does_not_exist_is_refused_not_created(run_cli, tmp_path
     assert result.exit_code == 2, result.output
     assert f"data folder {tmp_path / 'typo'} does not exist: check --data-dir or $CENTERLOSS_DATA" in result.output
     assert not (tmp_path / "typo").exists() and not Path("outputs").exists()
+    # $CENTERLOSS_DATA names MNIST's root only, so Fashion-MNIST's refusal does not offer it
+    result = run_cli("train", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "typo", *TINY)
+    assert result.exit_code == 2, result.output
+    assert (f"data folder {tmp_path / 'typo'} does not exist: check --data-dir, or create it "
+            f"(mkdir -p {tmp_path / 'typo'}) to have Fashion-MNIST fetched into it") in result.output
+    assert not (tmp_path / "typo").exists() and not Path("outputs").exists()
 
 
 def test_unknown_option_is_one_line_with_a_suggestion(tmp_path):
