@@ -258,8 +258,6 @@ def plot(
     from . import plots, runs
 
     with user_errors(debug):
-        if split not in ("train", "test", "both"):
-            raise CenterLossError(f"split {split!r}: expected train, test or both")
         splits = ("train", "test") if split == "both" else (split,)
         if curves and grid:
             raise CenterLossError("--curves and --grid are two different figures: give one")
