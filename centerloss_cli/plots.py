@@ -36,7 +36,6 @@ DIGIT_COLORS = [
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 ]
 FIGURE_FORMATS = ("png", "pdf", "svg")
-DPI = PLOT_DPI
 POINT_SIZE = 4.0  # opaque dots, as in the paper's figures
 
 
@@ -133,7 +132,7 @@ def check_figure_path(path: str | os.PathLike) -> str:
     return fmt
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = PLOT_DPI) -> Path:
     """Save atomically; the format comes from the suffix (png, pdf or svg). SVG keeps its text as text,
     so a figure can be edited for a paper."""
     path = Path(path)
@@ -150,7 +149,7 @@ def save_feature_plot(
     centers: np.ndarray | None,
     title: str,
     limits: tuple[tuple[float, float], tuple[float, float]] | None = None,
-    dpi: int = DPI,
+    dpi: int = PLOT_DPI,
     classes: tuple[Sequence[str], str] | None = None,
 ) -> Path:
     """One scatter plot; `classes`: the class names and the legend's title (default: digits, untitled)."""
@@ -169,7 +168,7 @@ def save_grid(
     path: str | os.PathLike,
     panels: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None, str]],
     suptitle: str | None = None,
-    dpi: int = DPI,
+    dpi: int = PLOT_DPI,
     classes: tuple[Sequence[str], str] = (DATASETS["mnist"].classes, "digit"),
 ) -> Path:
     """One panel per (features, labels, centers, title), each with its own limits, a shared legend."""
@@ -193,7 +192,7 @@ def panel_title(feats: EpochFeatures, split: str) -> str:
 
 
 def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] = runs.SPLITS,
-                     centers: bool | None = None, dpi: int = DPI) -> list[Path]:
+                     centers: bool | None = None, dpi: int = PLOT_DPI) -> list[Path]:
     """plots/{split}_epoch_NNN.png for one epoch: the drawing used by training and `centerloss plot` alike."""
     (Path(run_dir) / runs.PLOTS).mkdir(exist_ok=True)  # a plots/ deleted by hand is drawn again
     out = []
@@ -351,7 +350,7 @@ def pick_epochs(run_dir: Path, epoch: str) -> list[int]:
 
 
 def replot_run(run_dir: str | os.PathLike, epoch: str = "all", splits: Sequence[str] = runs.SPLITS,
-               centers: bool | None = None, dpi: int = DPI) -> list[Path]:
+               centers: bool | None = None, dpi: int = PLOT_DPI) -> list[Path]:
     """Re-draw a run's per-epoch scatter plots from its saved features; never trains."""
     run_dir = Path(run_dir)
     out = []
@@ -400,7 +399,7 @@ def grid_panels(run_dirs: Sequence[str | os.PathLike], epoch: str = "last", spli
 
 
 def grid_of_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, epoch: str = "last",
-                 splits: Sequence[str] = ("test",), centers: bool | None = None, dpi: int = DPI) -> Path:
+                 splits: Sequence[str] = ("test",), centers: bool | None = None, dpi: int = PLOT_DPI) -> Path:
     """The paper's Figure 3 layout: one panel per run (and split), each with its own limits, since
     softmax-only features are far larger; the same colours and center markers everywhere."""
     check_figure_path(out)
