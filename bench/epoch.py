@@ -26,7 +26,9 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from centerloss_cli import plots, runs, train as train_module
+from centerloss_cli import engine, loop, runfiles, training
+from centerloss_cli.plotting import PlotService
+from centerloss_cli.runtime import Runtime
 from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.config import resolve_config
 from centerloss_cli.data import load_mnist, num_batches
@@ -54,12 +56,12 @@ def median_time(fn: Callable[[], object], repeat: int, device: torch.device, war
 
 
 def compute_bound(config, data, device: torch.device, repeat: int) -> dict[str, float]:
-    state = train_module.new_state(config, len(data.train), device)
+    state = engine.new_state(config, len(data.train), device)
     x, y = data.train.images[: config.batch_size], data.train.labels[: config.batch_size]
-    step = median_time(lambda: train_module.train_step(state, x, y), repeat, device)
+    step = median_time(lambda: engine.train_step(state, x, y), repeat, device)
     n_eval = len(data.test) + min(config.plot_train_samples, len(data.train))
-    xe = data.test.images[: train_module.EVAL_BATCH]
-    fwd = median_time(lambda: train_module.extract(state.model, xe), max(1, repeat // 2), device)
+    xe = data.test.images[: engine.EVAL_BATCH]
+    fwd = median_time(lambda: engine.extract(state.model, xe), max(1, repeat // 2), device)
     steps = num_batches(len(data.train), config.batch_size)
     return {"train": step * steps, "eval": fwd * n_eval / len(xe), "step_ms": 1000 * step}
 
@@ -83,18 +85,21 @@ def timed(phases: dict[str, float], owner: object, name: str, label: str) -> Ite
         setattr(owner, name, real)
 
 
-def our_epoch(config, data) -> dict[str, float]:
+def our_epoch(config, device: torch.device) -> dict[str, float]:
     phases: dict[str, float] = {}
+    rt = Runtime()
+    training.load_data(rt, config, device)  # loaded before the clock starts, as the reference's is
     with tempfile.TemporaryDirectory() as out, \
-            timed(phases, train_module, "evaluate", "evaluate"), \
-            timed(phases, runs, "save_features", "save features"), \
-            timed(phases, plots.PlotWorker, "submit", "plots queued"), \
-            timed(phases, plots.PlotWorker, "close", "waiting for plots"), \
-            timed(phases, train_module, "save_checkpoint", "checkpoint"), \
-            timed(phases, runs, "write_metrics", "metrics.csv"):
+            timed(phases, loop, "evaluate", "evaluate"), \
+            timed(phases, runfiles, "save_features", "save features"), \
+            timed(phases, PlotService, "submit_epoch", "plots queued"), \
+            timed(phases, PlotService, "wait", "waiting for plots"), \
+            timed(phases, loop, "save_checkpoint", "checkpoint"), \
+            timed(phases, runfiles, "write_metrics", "metrics.csv"):
         t = time.perf_counter()
-        train_module.train(config.with_(output_dir=out, epochs=1), data=data, progress=False)
+        training.train(config.with_(output_dir=out, epochs=1), runtime=rt, progress=False)
         total = time.perf_counter() - t
+    rt.close()
     phases["train loop"] = total - sum(phases.values())
     phases["total"] = total
     return phases
@@ -176,7 +181,7 @@ def main() -> None:
     # The machine's speed drifts over minutes (other tenants, clocks), so (a) is measured before and
     # after (b), and their mean is the bound.
     a_before = compute_bound(config, data, device, args.repeat)
-    b = our_epoch(config, data)
+    b = our_epoch(config, device)
     a_after = compute_bound(config, data, device, args.repeat)
     a = {k: (a_before[k] + a_after[k]) / 2 for k in a_before}
     c = None if args.no_reference else reference_epoch(config, data_root(args.data_dir), device, args.train_limit)

@@ -13,7 +13,7 @@ import torch
 from centerloss_cli.config import resolve_config
 from centerloss_cli.devices import resolve_device
 from centerloss_cli.sweep import run_sweep
-from centerloss_cli.train import train
+from centerloss_cli.training import train
 
 LAMBDAS = [0.0, 0.0001, 0.001, 0.01, 0.1, 1.0, 0.003, 0.03]
 

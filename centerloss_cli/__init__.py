@@ -5,9 +5,10 @@ The Python API, for notebooks and for your own models:
     from centerloss_cli import CenterLoss, LeNetPP, TrainConfig, train, load_features
 
 `CenterLoss` is a drop-in module for any number of classes and any feature dimension; `train(config)`
-trains (or resumes) one run into its run folder, as `centerloss train` does; `load_features(run_dir,
-epoch)` reads back the 2-D features an epoch saved. The names are imported on first use, so that
-`import centerloss_cli` (and the CLI's checking of its options) does not wait for torch.
+trains (or resumes) one run into its run folder, as `centerloss train` does; `run_sweep` is `centerloss
+sweep`; `load_features(run_dir, epoch)` reads back the 2-D features an epoch saved. They work in a
+plain script (no `if __name__ == "__main__":` needed), a notebook and a REPL. The names are imported on
+first use, so that `import centerloss_cli` (and the CLI's checking of its options) does not wait for torch.
 """
 import importlib
 from typing import Any
@@ -21,9 +22,12 @@ _API = {
     "TrainConfig": "config",
     "resolve_config": "config",
     "RunResult": "runs",
-    "load_features": "runs",
-    "read_metrics": "runs",
-    "train": None,  # the module train.py itself, which is callable as train.train (see its end)
+    "load_features": "runfiles",
+    "read_metrics": "runfiles",
+    "train": "training",
+    "train_stacked": "training",
+    "run_sweep": "sweep",
+    "Runtime": "runtime",
 }
 __all__ = ["__version__", *_API]
 
@@ -31,5 +35,4 @@ __all__ = ["__version__", *_API]
 def __getattr__(name: str) -> Any:
     if name not in _API:
         raise AttributeError(f"module 'centerloss_cli' has no attribute {name!r}")
-    module = importlib.import_module(f".{_API[name] or name}", __name__)
-    return module if _API[name] is None else getattr(module, name)
+    return getattr(importlib.import_module(f".{_API[name]}", __name__), name)

@@ -6,13 +6,18 @@ import functools
 import inspect
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Literal, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Literal, Optional
 
 import typer
 
-from .config import PLOT_DPI, SCHEMA, SLURM_TABLE, SlurmConfig, TrainConfig, default_text, field_types, load_toml, resolve_config, resolve_slurm, schema
+from .config import DEFAULTS, SCHEMA, SlurmConfig, TrainConfig, resolve
 from .errors import CenterLossError
-from .runs import RunResult, epochs_left, named_for_data, steps_per_epoch, total_steps
+from .schedule import epochs_left, steps_per_epoch, total_steps
+from .schema import default_text, field_types, schema
+
+if TYPE_CHECKING:
+    from .runs import RunResult
+    from .runtime import Runtime
 
 SWEEP_LAMBDAS = "0,0.0001,0.001,0.01,0.1"  # the paper's Figure 3 values, and softmax alone
 
@@ -54,20 +59,36 @@ def user_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(e.exit_code)
 
 
-def _setting_option(name: str, cls: type = TrainConfig) -> tuple[Any, Any]:
+def _setting_option(name: str, cls: type = TrainConfig, flags: tuple[str, ...] = ()) -> tuple[Any, Any]:
     """The annotation and typer.Option of one setting, derived from its declaration in config.py.
 
     Every default is None, meaning "not given": then a config file's value, or the schema's default,
     stays. The help text shows the schema's default instead."""
     s = schema(cls)[name]
     base, _ = field_types(cls)[name]
-    help = f"{s.help} [default: {default_text(name, cls)}]"
+    help = f"{s.help} [default: {default_text(cls, name)}]"
     if base is bool:
         return Optional[bool], typer.Option(None, f"{s.flag}/--no-{s.flag[2:]}", help=help)
     if s.choices:
-        return Optional[Literal[s.choices]], typer.Option(None, s.flag, help=help)
-    annotation = str if base is tuple else base  # a list comes as "5000,8000"; config.coerce splits it
-    return Optional[annotation], typer.Option(None, s.flag, help=help, metavar=s.metavar)
+        return Optional[Literal[s.choices]], typer.Option(None, *flags, s.flag, help=help)
+    annotation = str if base is tuple else base  # a list comes as "5000,8000"; schema.coerce splits it
+    return Optional[annotation], typer.Option(None, *flags, s.flag, help=help, metavar=s.metavar)
+
+
+def command_runtime(ctx: typer.Context, **voice: bool) -> "Runtime":
+    """The runtime this command owns: made here, or handed in as the context's object (tests share one
+    across commands, and so one plotting process)."""
+    from .runs import Voice
+    from .runtime import Runtime
+
+    rt = ctx.obj if isinstance(ctx.obj, Runtime) else Runtime(say=typer.echo)
+    rt.voice = Voice(**voice)
+    return rt
+
+
+def _close(ctx: typer.Context, rt: "Runtime") -> None:
+    if rt is not ctx.obj:
+        rt.close()
 
 
 _COMMON = [
@@ -89,6 +110,7 @@ def training_options(*, exclude: tuple[str, ...] = (), slurm: bool = False) -> C
         common_names = {n for n, _, _ in _COMMON}
         own = [p for p in inspect.signature(func, eval_str=True).parameters.values()
                if p.name not in ("settings", "slurm_settings") and p.name not in common_names]
+        own.sort(key=lambda p: p.kind)  # ctx, a positional parameter, first
         shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t)
                   for n, (t, o) in ((n, _setting_option(n)) for n in names)]
         shared += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t)
@@ -109,13 +131,6 @@ def training_options(*, exclude: tuple[str, ...] = (), slurm: bool = False) -> C
     return decorate
 
 
-def _resolve(config_file: Optional[Path], settings: dict[str, Any]) -> tuple[TrainConfig, set[str]]:
-    """The config, and the keys the user gave (on the command line or in the file)."""
-    config = resolve_config(config_file, settings)
-    given = set(settings) | (set(load_toml(config_file)) - {SLURM_TABLE} if config_file else set())
-    return config, given
-
-
 MANY_EPOCHS = 50  # more than this from --train-limit alone is almost never what was meant
 
 
@@ -132,7 +147,7 @@ def warn_many_epochs(config: TrainConfig) -> None:
                    "for a short run", err=True)
 
 
-def summary(result: RunResult) -> str:
+def summary(result: "RunResult") -> str:
     f = result.final
     if not f:
         return f"run {result.run_dir}: no epoch finished yet"
@@ -146,9 +161,10 @@ def summary(result: RunResult) -> str:
 @app.command()
 @training_options()
 def train(
+    ctx: typer.Context,
     settings: dict,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the folder exactly where it stopped."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run folder's contents and start again."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete what the tool made in the run folder and start again."),
     config: Optional[Path] = None,
     quiet: bool = False,
     debug: bool = False,
@@ -161,14 +177,17 @@ def train(
       centerloss train --lambda 0 --epochs 3 --train-limit 10000   # softmax only, a few minutes
       centerloss train --name mine --resume             # continue a stopped run exactly
     """
-    from .train import train as run_training
-
     with user_errors(debug):
-        cfg, given = _resolve(config, settings)
-        warn_many_epochs(cfg)
-        if resume and not (run_dir := named_for_data(cfg).run_dir).exists():
-            typer.echo(f"no run at {run_dir} yet: --resume starts it")
-        result = run_training(cfg, resume=resume, overwrite=overwrite, explicit=given, progress=not quiet)
+        resolved = resolve(config, settings)
+        warn_many_epochs(resolved.config)
+        from .training import train as run_training
+
+        rt = command_runtime(ctx)
+        try:
+            result = run_training(resolved.config, resume=resume, overwrite=overwrite, runtime=rt,
+                                  explicit=resolved.given, progress=not quiet)
+        finally:
+            _close(ctx, rt)
     if resume and result.trained_epochs == 0:
         typer.echo(f"{result.run_dir} is already complete; nothing to train.")
     typer.echo(summary(result))
@@ -177,6 +196,7 @@ def train(
 @app.command()
 @training_options(exclude=("lam", "alpha", "seed", "name"), slurm=True)
 def sweep(
+    ctx: typer.Context,
     settings: dict,
     slurm_settings: dict,
     lambdas: Optional[str] = typer.Option(None, "--lambda", metavar="L,L,...", help=f"Comma-separated λ values. [default: {SWEEP_LAMBDAS}, "
@@ -203,26 +223,34 @@ def sweep(
       centerloss sweep --lambda 0,0.01 --seed 0,1,2                # mean ± std over seeds
       centerloss sweep --launcher slurm --gpus 1 --device cuda --wait
     """
-    from .sweep import parse_values, run_sweep
-
     def warn(msg: str) -> None:
         typer.echo(f"Warning: {msg}", err=True)
 
     with user_errors(debug):
-        base, given = _resolve(config, settings)
+        if launcher == "local" and slurm_settings:
+            raise CenterLossError(f"{schema(SlurmConfig)[next(iter(slurm_settings))].flag} is a Slurm setting: "
+                                  "give it with --launcher slurm")
+        resolved = resolve(config, settings, slurm_settings)
+        base = resolved.config
         warn_many_epochs(base)
+        from .sweep import parse_values, run_sweep
+
         # A value the config file gives is the sweep's single value, unless a flag lists several.
         if lambdas is None:
-            lambdas = str(base.lam) if "lambda" in given else SWEEP_LAMBDAS
-        lam_values = parse_values(lambdas, "--lambda", warn)
+            lambdas = str(base.lam) if "lam" in resolved.given else SWEEP_LAMBDAS
+        lams = parse_values(lambdas, "--lambda", warn)
         alpha_values = parse_values(str(base.alpha) if alphas is None else alphas, "--alpha", warn)
         seed_values = parse_values(str(base.seed) if seeds is None else seeds, "--seed", warn, kind=int)
-        if launcher == "local" and slurm_settings:
-            raise CenterLossError(f"--{next(iter(slurm_settings)).replace('_', '-')} is a Slurm setting: "
-                                  "give it with --launcher slurm")
-        slurm = resolve_slurm(config, slurm_settings) if launcher == "slurm" else None
-        result = run_sweep(base, lam_values, alpha_values, seed_values, jobs=jobs, batched=batched, name=sweep_name,
-                           progress=not quiet, launcher=launcher, slurm=slurm, wait=wait, say=typer.echo)
+        for key, values in (("lambda", lams), ("alpha", alpha_values), ("seed", seed_values)):
+            for value in values:  # checked here, where a bad one is named as the flag names it
+                resolve(None, {key: value})
+        rt = command_runtime(ctx, sweep=True)
+        try:
+            result = run_sweep(base, lams, alpha_values, seed_values, jobs=jobs, batched=batched, name=sweep_name,
+                               progress=not quiet, launcher=launcher,
+                               slurm=resolved.slurm if launcher == "slurm" else None, wait=wait, runtime=rt)
+        finally:
+            _close(ctx, rt)
     if result is None:  # Slurm jobs submitted, or still out
         return
     typer.echo(result.table)
@@ -239,7 +267,7 @@ def plot(
     grid: bool = typer.Option(False, "--grid", help="One figure with a panel per run (the paper's Figure 3 layout) instead; with --split both, train and test side by side."),
     centers: Optional[bool] = typer.Option(None, "--centers/--no-centers", help="Draw the class centers. [default: "
                                            "with λ > 0 only, as the paper's Figure 2 (λ = 0) has none]"),
-    dpi: int = typer.Option(PLOT_DPI, "--dpi", min=50, max=1200, help="Resolution of PNGs (PDF and SVG are vector)."),
+    dpi: Optional[int] = _setting_option("plot_dpi", flags=("--dpi",))[1],
     fps: float = typer.Option(2.0, "--fps", help="GIF frames per second; the last frame is held for 2 s."),
     curves: bool = typer.Option(False, "--curves", help="Re-draw the runs' loss, accuracy and compactness curves per "
                                 "epoch instead: one run's into its plots/curves.png, several runs overlaid in one figure."),
@@ -255,32 +283,35 @@ def plot(
       centerloss plot outputs/lambda0_* outputs/lambda0.01_* --grid --split both -o fig.pdf
       centerloss plot outputs/lambda0_* outputs/lambda0.01_* --curves -o curves.png
     """
-    from . import plots, runs
+    from . import charts, figures
+    from .runfiles import read_metrics
 
     with user_errors(debug):
         splits = ("train", "test") if split == "both" else (split,)
+        dpi = DEFAULTS.plot_dpi if dpi is None else resolve(None, {"plot_dpi": dpi}).config.plot_dpi
         if curves and grid:
             raise CenterLossError("--curves and --grid are two different figures: give one")
         if curves:
             if len(run_dirs) == 1 and out is None:
-                path = plots.draw_run_curves(run_dirs[0])
+                path = charts.draw_run_curves(run_dirs[0], read_metrics(run_dirs[0]), dpi)
             else:
-                plots.check_figure_path(out or "curves.png")
-                path = plots.save_curves(out or Path("curves.png"), [(Path(d).name, runs.run_history(d)) for d in run_dirs])
+                figures.check_figure_path(out or "curves.png")
+                path = charts.save_curves(out or Path("curves.png"), [(Path(d).name, read_metrics(d)) for d in run_dirs],
+                                          dpi)
             typer.echo(f"wrote {path}" if path else f"{run_dirs[0]}: no finished epoch yet, so no curves")
             return
         if grid:
             grid_epoch = "last" if epoch == "all" else epoch
-            path = plots.grid_of_runs(run_dirs, out or Path(f"grid_{split}.png"), epoch=grid_epoch, splits=splits,
-                                      centers=centers, dpi=dpi)
+            path = figures.grid_of_runs(run_dirs, out or Path(f"grid_{split}.png"), epoch=grid_epoch, splits=splits,
+                                        centers=centers, dpi=dpi)
             typer.echo(f"wrote {path}")
             return
         for run_dir in run_dirs:
-            written = plots.replot_run(run_dir, epoch, splits, centers, dpi)
+            written = figures.replot_run(run_dir, epoch, splits, centers, dpi)
             typer.echo(f"{run_dir}: re-drew {len(written)} plots in {Path(run_dir) / 'plots'}")
             if gif:
                 for s in splits:
-                    typer.echo(f"wrote {plots.save_gif(run_dir, s, fps, centers)}")
+                    typer.echo(f"wrote {figures.save_gif(run_dir, s, fps, centers, dpi)}")
 
 
 @app.command()
@@ -302,7 +333,7 @@ def data(
 
     with user_errors(debug):
         given = {"dataset": dataset, "data_dir": data_dir, "verify": verify}
-        cfg = resolve_config(None, {k: v for k, v in given.items() if v is not None})
+        cfg = resolve(None, {k: v for k, v in given.items() if v is not None}).config
         loaded = load_mnist(cfg.data_dir, "cpu", verify=cfg.verify, may_create=True,  # fetching is what it is for
                             dataset=cfg.dataset)
     d = DATASETS[cfg.dataset]

@@ -4,7 +4,6 @@ Finding and fetching the files is fetch.py's job; this module only reads what is
 """
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import os
@@ -17,7 +16,7 @@ from typing import Iterator
 import torch
 
 from .errors import DataError
-from .fetch import DATASETS, MNIST_MD5, SPLIT_FILES, data_root, ensure_mnist, fingerprint, is_default_root, verify_md5
+from .fetch import MNIST_MD5, SPLIT_FILES, data_root, ensure_mnist, fingerprint, is_default_root, verify_md5
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -55,6 +54,8 @@ def parse_idx(raw: bytes, path: Path, expect_magic: int) -> torch.Tensor:
         if len(raw) < 16:
             raise DataError(f"{path}: truncated IDX file ({len(raw)} bytes, no complete header)")
         rows, cols = struct.unpack(">II", raw[8:16])
+        if rows == 0 or cols == 0:
+            raise DataError(f"{path}: images of {rows}x{cols} pixels; LeNet++ takes 28x28")
         shape, offset = (count, rows, cols), 16
     else:
         shape, offset = (count,), 8
@@ -67,35 +68,16 @@ def parse_idx(raw: bytes, path: Path, expect_magic: int) -> torch.Tensor:
 
 
 def _load_file(path: Path, name: str, verify: bool, dataset: str = "mnist") -> tuple[torch.Tensor, str]:
-    """The parsed file and the md5 of its uncompressed content, verified when asked. A process that
-    loads the data again (a sweep, a notebook, the tests) reuses the last few parses; a file changed on
-    disk has another size or time, so is read again."""
-    st = path.stat()
-    tensor, digest = _parse_file(str(path), st.st_size, st.st_mtime_ns, name)
+    """The parsed file and the md5 of its uncompressed content, verified when asked."""
+    raw = read_bytes(path)
+    digest = hashlib.md5(raw).hexdigest()
     if verify:
         verify_md5(digest, name, path, dataset)
-    return tensor, digest
-
-
-@functools.lru_cache(maxsize=8)
-def _parse_file(path: str, size: int, mtime_ns: int, name: str) -> tuple[torch.Tensor, str]:
-    raw = read_bytes(Path(path))
-    # Callers copy before they change anything (indexing, .float()), so the cached tensor stays as read.
-    return parse_idx(raw, Path(path), IMAGE_MAGIC if "images" in name else LABEL_MAGIC), hashlib.md5(raw).hexdigest()
+    return parse_idx(raw, path, IMAGE_MAGIC if "images" in name else LABEL_MAGIC), digest
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def data_fingerprint(data_dir: str | os.PathLike | None, verify: bool, dataset: str = "mnist") -> str:
-    """The fingerprint (fetch.fingerprint) of the files a run with these data settings reads. Verified
-    files are the dataset's own, or loading them fails, so only --no-verify data is read here."""
-    if verify:
-        return DATASETS[dataset].fingerprint
-    files, _ = ensure_mnist(data_root(data_dir, dataset), may_create=is_default_root(data_dir, dataset), say=_say,
-                            dataset=dataset)
-    return fingerprint([_load_file(files[name], name, verify=False)[1] for name in MNIST_MD5])
 
 
 @dataclass
@@ -119,12 +101,9 @@ class MNIST:
     dataset: str = "mnist"  # a key of fetch.DATASETS
 
 
-def load_split(files: dict[str, Path], split: str, verify: bool = True,
-               dataset: str = "mnist") -> tuple[torch.Tensor, torch.Tensor]:
-    """The raw uint8 images (N, 28, 28) and labels (N,) of one split, verified."""
+def check_split(files: dict[str, Path], split: str, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """One split's images are 28x28, as many as its labels, and labelled 0..9."""
     image_name, label_name = SPLIT_FILES[split]
-    images, _ = _load_file(files[image_name], image_name, verify, dataset)
-    labels, _ = _load_file(files[label_name], label_name, verify, dataset)
     if images.shape[1:] != (28, 28):
         raise DataError(f"{files[image_name]}: images of {images.shape[1]}x{images.shape[2]} pixels; LeNet++ takes 28x28")
     if len(images) != len(labels):
@@ -133,7 +112,6 @@ def load_split(files: dict[str, Path], split: str, verify: bool = True,
         )
     if len(labels) and int(labels.max()) >= NUM_CLASSES:
         raise DataError(f"{files[label_name]}: label {int(labels.max())} outside 0..9")
-    return images, labels
 
 
 def subset_indices(n: int, limit: int | None) -> torch.Tensor | None:
@@ -169,10 +147,15 @@ def load_mnist(
     create = is_default_root(data_dir, dataset) if may_create is None else may_create
     files, source = ensure_mnist(root, may_create=create, say=_say, dataset=dataset)
     device = torch.device(device)
-    train = to_split(*load_split(files, "train", verify, dataset), train_limit, device)
-    test = to_split(*load_split(files, "test", verify, dataset), test_limit, device)
-    digests = [_load_file(files[name], name, verify, dataset)[1] for name in MNIST_MD5]  # cached: no second read
-    return MNIST(train=train, test=test, source=source, root=root, fingerprint=fingerprint(digests), dataset=dataset)
+    # Each file is read once: its tensor and its md5 (which also makes the data's fingerprint).
+    loaded = {name: _load_file(files[name], name, verify, dataset) for name in MNIST_MD5}
+    splits = {}
+    for split, limit in (("train", train_limit), ("test", test_limit)):
+        images, labels = (loaded[name][0] for name in SPLIT_FILES[split])
+        check_split(files, split, images, labels)
+        splits[split] = to_split(images, labels, limit, device)
+    return MNIST(train=splits["train"], test=splits["test"], source=source, root=root,
+                 fingerprint=fingerprint([loaded[name][1] for name in MNIST_MD5]), dataset=dataset)
 
 
 def pass_permutation(n: int, seed: int, pass_: int, device: torch.device) -> torch.Tensor:

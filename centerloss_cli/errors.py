@@ -1,11 +1,8 @@
 """Every error the CLI turns into a one-line message, each with its exit code.
 
 A CenterLossError is a problem the user can fix or must know about; anything else is a bug and keeps
-its traceback. This module imports nothing heavy, so any module (the torch-free config included) can use it.
+its traceback. This module imports nothing, so every other module can use it.
 """
-import signal
-from contextlib import contextmanager
-from typing import Iterator
 
 
 class CenterLossError(Exception):
@@ -30,32 +27,22 @@ class PlotError(CenterLossError):
     """The background plotting process failed."""
 
 
+class ChildFailed(CenterLossError):
+    """A process this one started (a plotting process, a sweep worker) died or failed with a bug."""
+
+    exit_code = 1
+
+
 class Diverged(CenterLossError):
     """A loss became NaN or inf; the run stopped before writing anything of that epoch."""
 
     exit_code = 1
 
 
-# The signals that stop a run gracefully: Ctrl-C, `kill` (and Slurm before it kills a job), a closed terminal,
-# and SIGUSR2, which Slurm sends ahead of a job's time limit when asked to (submitit asks: --signal=USR2@90).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
+class SweepFailed(CenterLossError):
+    """Runs of a sweep failed on the cluster; each is named with its job's log, and a rerun resubmits them."""
 
-
-@contextmanager
-def stop_signals_blocked() -> Iterator[None]:
-    """Hold STOP_SIGNALS back in this thread while it starts child processes: a child inherits the block,
-    so a Ctrl-C to the process group cannot kill it half-started (with a traceback) before it has set
-    its own handlers, and unblocks them (or leaves them blocked, as the plotting process does). Here a
-    signal that arrives meanwhile is delivered when the block ends, not lost."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def unblock_stop_signals() -> None:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    exit_code = 1
 
 
 class Interrupted(CenterLossError):
@@ -68,8 +55,5 @@ class Interrupted(CenterLossError):
         self.signum = signum
         self.exit_code = 128 + signum
 
-
-class SweepFailed(CenterLossError):
-    """Runs of a sweep failed on the cluster; each is named with its job's log, and a rerun resubmits them."""
-
-    exit_code = 1
+    def __reduce__(self):  # survives the pipe from a sweep worker with its signal
+        return (type(self), (str(self), self.signum))

@@ -1,24 +1,43 @@
-"""Files that are never half-written: temp file + fsync + rename."""
+"""Files that are never half-written: temp file + fsync + rename; and the removal of the temp files a
+killed writer left, which are recognised by their name and their writer's death, never by a pattern a
+user's own file could match."""
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import re
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from .errors import StorageError
 
+# .NAME.centerloss-tmp-PID: a temp file of atomic_open, written by process PID.
+TEMP_MARK = ".centerloss-tmp-"
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)" + re.escape(TEMP_MARK) + r"(?P<pid>[0-9]+)")
 
-TEMP_GLOB = ".*.tmp-*"  # the temp files of atomic_open: .NAME.tmp-PID
+
+def temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+
+
+def writer_of(path: Path) -> int | None:
+    """The pid that wrote `path`, when it is a temp file of atomic_open; None for any other file."""
+    m = _TEMP_NAME.fullmatch(path.name)
+    return int(m.group("pid")) if m else None
+
+
+def storage_error(path: Path, e: OSError) -> StorageError:
+    reason = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+    return StorageError(f"could not write {path}: {reason}; the previous version is intact")
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Write to a temp file beside `path`; only a complete, synced file replaces `path`."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    _remove_orphans(path)
+    tmp = temp_path(path)
+    remove_dead_writers_files(path.parent)
     try:
         with open(tmp, mode) as f:
             yield f
@@ -26,12 +45,27 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(e, OSError):
-            reason = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-            raise StorageError(f"could not write {path}: {reason}; the previous version is intact") from e
+            raise storage_error(path, e) from e
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
+    """`write(f)` into a binary temp file, then rename it over `path`."""
+    with atomic_open(path, "wb") as f:
+        write(f)
 
 
 def _alive(pid: int) -> bool:
@@ -44,35 +78,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove_orphans(path: Path) -> None:
-    """Delete the temp files in `path`'s folder whose writer died (a `plot` killed mid-write, say), so
-    that they do not pile up in folders that no resume tidies; a live writer's file stays."""
-    for tmp in path.parent.glob(TEMP_GLOB):
-        pid = tmp.name.rsplit("-", 1)[1]
-        if pid.isascii() and pid.isdigit() and not _alive(int(pid)) and is_temp_file(tmp):
+def remove_dead_writers_files(folder: Path, recursive: bool = False) -> int:
+    """Delete the temp files in `folder` (and below it) whose writer died, a `plot` killed mid-write, say;
+    a live writer's file stays, and so does every file that is not one of ours."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for p in folder.rglob(f"*{TEMP_MARK}*") if recursive else folder.glob(f"*{TEMP_MARK}*"):
+        pid = writer_of(p)
+        if pid is not None and p.is_file() and not p.is_symlink() and not _alive(pid):
             with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_open(path, "w") as f:
-        f.write(text)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
-    """`write(f)` into a binary temp file, then rename it over `path`."""
-    with atomic_open(path, "wb") as f:
-        write(f)
+                p.unlink()
+                removed += 1
+    return removed
 
 
 def is_temp_file(path: Path) -> bool:
     """Whether `path` is the temp file of an atomic write (see atomic_open)."""
-    return path.name.startswith(".") and ".tmp-" in path.name and path.is_file()
-
-
-def remove_stale_temp_files(folder: Path) -> int:
-    """Delete the temp files of writes that a killed process never finished (call with the lock held)."""
-    stale = [p for p in Path(folder).rglob(TEMP_GLOB) if is_temp_file(p)]
-    for p in stale:
-        p.unlink()
-    return len(stale)
+    return writer_of(path) is not None and path.is_file()

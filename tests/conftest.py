@@ -10,12 +10,17 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import csv
+import shutil
+
 import numpy as np
 import pytest
 import torch
+import typer
 from typer.testing import CliRunner
 
 from centerloss_cli.cli import app
+from centerloss_cli.runtime import Runtime
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> Path:
@@ -55,14 +60,27 @@ class Mnist:
     def args(self) -> list[str]:
         return ["--data-dir", str(self.root)] + ([] if self.real else ["--no-verify"])
 
-    def run(self, output_dir: str | Path = "outputs", **settings) -> Path:
-        """The folder the tool gives a run of the tiny settings with `settings` (by TOML key, e.g. lambda=0.1)
-        on this data: its name gains suffixes for the limits, and for the synthetic data's fingerprint."""
+    def config(self, output_dir: str | Path = "outputs", **settings):
+        """The tiny settings with `settings` (by TOML key, e.g. lambda=0.1) on this data, as a TrainConfig."""
         from centerloss_cli.config import resolve_config
-        from centerloss_cli.runs import named_for_data
 
         given = {**TINY_SETTINGS, "data_dir": str(self.root), "verify": self.real, "output_dir": str(output_dir), **settings}
-        return named_for_data(resolve_config(None, given)).run_dir
+        return resolve_config(None, {k: v for k, v in given.items() if v is not None})
+
+    def run(self, output_dir: str | Path = "outputs", **settings) -> Path:
+        """The folder the tool gives a run of the tiny settings with `settings` on this data: its name
+        gains suffixes for the limits, and for the synthetic data's fingerprint."""
+        from centerloss_cli.runs import named_for_data
+
+        return named_for_data(self.config(output_dir, **settings), self.fingerprint).run_dir
+
+    @property
+    def fingerprint(self) -> str:
+        from centerloss_cli.data import load_mnist
+
+        if not hasattr(self, "_fingerprint"):
+            self._fingerprint = load_mnist(self.root, verify=self.real).fingerprint
+        return self._fingerprint
 
 
 @pytest.fixture(scope="session")
@@ -79,20 +97,29 @@ def run_path(mnist) -> Path:
     return mnist.run()
 
 
+@pytest.fixture(scope="session")
+def runtime():
+    """One runtime for the session's CLI commands, as one process of the tool: they share its plotting process."""
+    rt = Runtime(say=typer.echo)
+    yield rt
+    rt.close()
+
+
 @pytest.fixture
-def run_cli(tmp_path, monkeypatch):
+def run_cli(tmp_path, monkeypatch, runtime):
     """Invoke the CLI in a fresh working folder; returns click's Result."""
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
 
     def invoke(*args: str):
-        return runner.invoke(app, [str(a) for a in args])
+        return runner.invoke(app, [str(a) for a in args], obj=runtime)
 
     return invoke
 
 
-# A tiny but real run: 64 training images in 4 batches of 16, 32 test images, 1 epoch.
-TINY_SETTINGS = {"train_limit": 64, "batch_size": 16, "test_limit": 32, "plot_train_samples": 32, "epochs": 1}
+# A tiny but real run: 64 training images in 4 batches of 16, 32 test images, 1 epoch, small plots.
+TINY_SETTINGS = {"train_limit": 64, "batch_size": 16, "test_limit": 32, "plot_train_samples": 32, "epochs": 1,
+                 "plot_dpi": 30}
 
 
 def tiny(**changes) -> list[str]:
@@ -106,6 +133,21 @@ TINY = tiny()
 
 def checkpoint(run: Path) -> dict:
     return torch.load(Path(run) / "checkpoint.pt", weights_only=True)
+
+
+def assert_same_run(a: Path, b: Path, threads: int | None = None) -> None:
+    """Two runs bit-identical: weights, centers, step and epoch; metrics.csv alike but for the seconds;
+    the same plots. `threads`: the count both must have trained with."""
+    ca, cb = checkpoint(a), checkpoint(b)
+    assert (ca["step"], ca["epoch"]) == (cb["step"], cb["epoch"])
+    if threads is not None:
+        assert ca["threads"] == cb["threads"] == threads
+    for k, v in ca["model"].items():
+        assert torch.equal(v, cb["model"][k]), k
+    assert torch.equal(ca["center_loss"]["centers"], cb["center_loss"]["centers"])
+    rows = lambda run: [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(run / "metrics.csv"))]  # noqa: E731
+    assert rows(a) == rows(b)
+    assert sorted(p.name for p in (a / "plots").iterdir()) == sorted(p.name for p in (b / "plots").iterdir())
 
 
 def max_difference(a: dict, b: dict) -> float:
@@ -125,6 +167,34 @@ def assert_each_matches_only_itself(left: Path, right: Path, names: list[str], t
             assert other > 10 * max(max(same), 1e-7), (a, b, other, same)
 
 
+# --- tiny runs trained once per session, copied where a test needs its own -----------------------------
+
+class TrainedRuns:
+    """The tiny run trained once for each number of epochs; `copy(epochs, dest)` gives a test its own copy."""
+
+    def __init__(self, root: Path, mnist: Mnist, runtime: Runtime):
+        self.root, self.mnist, self.runtime, self._made = root, mnist, runtime, {}
+
+    def copy(self, epochs: int = 1, dest: Path | None = None, **settings) -> Path:
+        from centerloss_cli.training import train
+
+        key = (epochs, tuple(sorted(settings.items())))
+        if key not in self._made:
+            out = self.root / f"e{epochs}_{len(self._made)}"
+            config = self.mnist.config(out, epochs=epochs, **settings)
+            self._made[key] = train(config, runtime=self.runtime, progress=False).run_dir
+        source = self._made[key]
+        dest = Path(dest) if dest is not None else self.mnist.run(epochs=epochs, **settings)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, dest)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, mnist, runtime) -> TrainedRuns:
+    return TrainedRuns(tmp_path_factory.mktemp("trained"), mnist, runtime)
+
+
 # --- fault-injected runs for test_reliability.py ------------------------------------------------------
 
 DRIVER = Path(__file__).with_name("fault_driver.py")
@@ -136,7 +206,7 @@ KILL_POINTS = {
     "checkpoint-write-epoch-1": ["write", "checkpoint.pt", "1"],
     "checkpoint-write-epoch-2": ["write", "checkpoint.pt", "2"],
     "features-write": ["write", "epoch_002.npz", "1"],
-    "plots-queued-not-drawn": ["call", "plots.PlotWorker.submit", "1"],
+    "plots-queued-not-drawn": ["call", "plotting.PlotService.submit_epoch", "1"],
     "metrics-write-after-checkpoint": ["write", "metrics.csv", "2"],
 }
 SWEEP = ["sweep", "--lambda", "0.01,0.1", "--alpha", "0.5"]
@@ -146,7 +216,7 @@ FAULTS = {
     "sigint train": (["step", "6", "sigint"], ["train"]),
     "sigterm train": (["step", "6", "sigterm"], ["train"]),
     # Ctrl-C after evaluate's first extract (test set), again after its second: stops inside evaluation.
-    "sigint twice evaluating": (["call", "train.extract", "1,2", "sigint"], ["train"]),
+    "sigint twice evaluating": (["call", "engine.extract", "1,2", "sigint"], ["train"]),
     "sigint sweep": (["step", "6", "sigint"], SWEEP),
 }
 

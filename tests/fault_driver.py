@@ -13,8 +13,6 @@ import os
 import signal
 import sys
 
-# Nothing of centerloss_cli is imported at the top: spawned processes (the plotting process) re-import
-# this file as their main module, and should not pay seconds importing torch for nothing.
 
 
 class Fault:
@@ -76,14 +74,14 @@ class Fault:
 
 
 def run() -> None:
-    from centerloss_cli import train
+    from centerloss_cli import engine
     from centerloss_cli.cli import main
 
     split = sys.argv.index("--")
     spec, cli_args = sys.argv[1:split], sys.argv[split + 1 :]
     fault = Fault(spec[-1])
     if spec[0] == "step":
-        fault.after_call(train, "train_step", {int(spec[1])})
+        fault.after_call(engine, "train_step", {int(spec[1])})
     elif spec[0] == "call":
         *path, attr = spec[1].split(".")
         owner = importlib.import_module("centerloss_cli." + path[0])
@@ -96,5 +94,5 @@ def run() -> None:
     main()
 
 
-if __name__ == "__main__":  # the plot worker is spawned, and spawn re-imports this file
+if __name__ == "__main__":
     run()

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from centerloss_cli.config import resolve_config
-from centerloss_cli.runs import read_metrics
-from centerloss_cli.train import train, train_stacked
+from centerloss_cli.runfiles import read_metrics
+from centerloss_cli.training import train, train_stacked
 from conftest import TINY, TINY_SETTINGS, assert_each_matches_only_itself, checkpoint, tiny
 
 

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from centerloss_cli.center_loss import CenterLoss, center_delta, center_loss
 from centerloss_cli.config import TrainConfig
 from centerloss_cli.devices import float32_precision
-from centerloss_cli.train import new_state, train_step
+from centerloss_cli.engine import new_state, set_lr, train_step
 
 
 def loss_with(centers, rule="paper"):
@@ -158,9 +158,9 @@ def test_biases_learn_at_twice_the_rate_without_decay():
     names = {id(p): n for n, p in state.model.named_parameters()}
     assert {names[id(p)] for p in groups[1]["params"]} == {
         "body.0.bias", "body.2.bias", "body.5.bias", "body.7.bias", "body.10.bias", "body.12.bias", "feature.0.bias"}
-    state.scheduler.last_epoch = 4999  # the next step crosses the first milestone: both groups drop
-    state.optimizer.step()  # no gradients yet: changes nothing, but keeps the scheduler from warning
-    state.scheduler.step()
+    set_lr(state.optimizer, state.config, 4999)  # the last step before the first milestone
+    assert [g["lr"] for g in groups] == pytest.approx([0.01, 0.02])
+    set_lr(state.optimizer, state.config, 5000)  # from the milestone on, both groups drop
     assert [g["lr"] for g in groups] == pytest.approx([0.008, 0.016])
 
 

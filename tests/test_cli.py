@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from centerloss_cli.runs import read_metrics
+from centerloss_cli.runfiles import read_metrics
 from conftest import TINY, tiny
 
 
@@ -31,7 +32,7 @@ def test_one_epoch_run_writes_every_file(run_path, run_cli, mnist):
     assert saved["test_features"].shape == (32, 2) and saved["train_features"].shape == (32, 2)
     assert saved["centers"].shape == (10, 2) and saved["test_labels"].shape == (32,)
     ckpt = torch.load(run_path / "checkpoint.pt", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "center_loss", "epoch", "step", "rng", "config"} <= set(ckpt)
+    assert {"model", "optimizer", "center_loss", "epoch", "step", "rng", "config", "data_fingerprint"} <= set(ckpt)
     assert torch.equal(ckpt["center_loss"]["centers"], torch.from_numpy(saved["centers"]))
 
 
@@ -58,8 +59,8 @@ BAD = [
     (["--lambda", "-0.1"], "lambda = -0.1: expected a number >= 0"),
     (["--alpha", "1.5"], "alpha = 1.5: expected a number in [0, 1]"),
     (["--alpha", "nan"], "alpha = nan: expected a finite number"),
-    (["--epochs", "0"], "epochs = 0: expected an integer >= 1"),
-    (["--batch-size", "0"], "batch_size = 0: expected an integer >= 1"),
+    (["--epochs", "0"], "epochs = 0: expected an integer in [1, 1,000,000]"),
+    (["--batch-size", "0"], "batch_size = 0: expected an integer in [1, 1,000,000]"),
     (["--device", "tpu"], "device = 'tpu': expected auto, cpu, cuda, cuda:N or mps"),
     (["--seed", "18446744073709551616"], "seed = 18446744073709551616: expected an integer in [0, 2^32)"),
     (["--lr-milestones", "5000,x"], "lr_milestones = '5000,x': expected a list of integers"),
@@ -180,20 +181,27 @@ def test_version_help_and_a_warning_for_hundreds_of_epochs(run_cli, mnist):
     assert "--train-limit 2000 without --epochs: the 10000 iterations are 625 epochs of 16 batches" in result.output
 
 
-def test_the_readme_python_examples_run(tmp_path, monkeypatch, mnist):
-    """The README's Python API section, run as a user would paste it into a notebook."""
+def test_the_readme_python_examples_run_as_plain_scripts(tmp_path, mnist):
+    """The README's Python API section, each block saved as a file without an `if __name__ == "__main__":`
+    guard and run with `python file.py`, as a user would. The plotting process used to re-import such a
+    script, which then trained again in the child and found its own run folder locked."""
     text = Path(__file__).parent.parent.joinpath("README.md").read_text()
     section = text[text.index("## Python API"):text.index("## Running on a cluster")]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 2
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CENTERLOSS_DATA", str(mnist.root))
     if not mnist.real:  # the synthetic stand-in is not MNIST: let it through the md5 check
         blocks[0] = blocks[0].replace('output_dir="outputs/notebook"', 'output_dir="outputs/notebook", verify=False')
-    for code in blocks:
-        exec(compile(code, "README.md", "exec"), {})
-    run = next(Path("outputs/notebook").iterdir())
+    for i, code in enumerate(blocks):
+        assert "__main__" not in code
+        script = tmp_path / f"example_{i}.py"
+        script.write_text(code)
+        done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "CENTERLOSS_DATA": str(mnist.root), "MPLBACKEND": "Agg"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr
+    run = next((tmp_path / "outputs" / "notebook").iterdir())
     assert (run / "features" / "epoch_001.npz").is_file() and (run / "plots" / "curves.png").is_file()
+    assert sorted(p.name for p in (run / "plots").glob("*_epoch_*.png")) == ["test_epoch_001.png", "train_epoch_001.png"]
 
 
 def test_tensorboard_logs_scalars_and_the_scatter_or_says_what_to_install(run_path, run_cli, mnist, monkeypatch):

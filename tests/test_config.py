@@ -10,12 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from centerloss_cli.cli import app
-from centerloss_cli.config import (
-    DEFAULTS, SCHEMA, SLURM_DEFAULTS, ConfigError, TrainConfig, default_text, from_dict, resolve_config, resolve_slurm,
-    sbatch_options, to_dict,
-)
-from centerloss_cli.errors import CenterLossError
-from centerloss_cli.runs import reconcile, resume_command
+from centerloss_cli.config import DEFAULTS, SCHEMA, SLURM_DEFAULTS, TrainConfig, resolve, resolve_config, sbatch_options
+from centerloss_cli.errors import CenterLossError, ConfigError
+from centerloss_cli.runs import Voice, reconcile
+from centerloss_cli.schema import default_text, from_dict as from_dict_of, to_dict
+
+
+def from_dict(values, where=""):
+    return from_dict_of(values, DEFAULTS, where)
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -54,11 +56,23 @@ def test_bad_values_name_the_key_the_file_and_what_is_accepted(values, message):
     assert message in str(e.value)
 
 
-def test_a_config_cannot_exist_unvalidated():
-    with pytest.raises(ConfigError, match="lambda = -1.0: expected a number >= 0"):
+def test_a_config_cannot_exist_unvalidated_and_speaks_python():
+    """Errors to a Python caller name its arguments (lam), a file's or a flag's name their keys (lambda)."""
+    with pytest.raises(ConfigError, match="lam = -1.0: expected a number >= 0"):
         TrainConfig(lam=-1.0)
     with pytest.raises(ConfigError, match="alpha = 1.5"):
         DEFAULTS.with_(alpha=1.5)
+    with pytest.raises(ConfigError, match="^epochs = 1.5: expected an integer$"):
+        TrainConfig(epochs=1.5)  # it used to train an epoch, then crash, leaving a half run folder
+    with pytest.raises(ConfigError, match="^lambda = -1.0: expected a number >= 0$"):
+        from_dict({"lambda": -1})
+
+
+def test_paths_and_lists_are_taken_as_python_gives_them():
+    """A Path is a path; a list of milestones names its run as the same settings on the command line do."""
+    c = TrainConfig(output_dir=Path("out"), data_dir=Path("/data"), lr_milestones=[5000, 8000])
+    assert (c.output_dir, c.data_dir, c.lr_milestones) == ("out", "/data", (5000, 8000))
+    assert c.run_name == DEFAULTS.run_name == resolve_config(None, {"lr_milestones": "5000,8000"}).run_name
 
 
 def test_types_are_coerced_once():
@@ -90,17 +104,21 @@ def test_run_names_come_from_the_settings_that_name_a_run():
 def test_reconcile_takes_only_what_may_change_on_resume():
     saved = DEFAULTS.with_(lam=0.1, epochs=2, train_limit=256)
     given = DEFAULTS.with_(lam=0.1, epochs=5, device="cpu", train_limit=256)
-    assert reconcile(saved, given, {"epochs", "device"}) == saved.with_(epochs=5, device="cpu")
-    # Keys the user did not give are the saved ones, whatever the given config's defaults say.
-    assert reconcile(saved, DEFAULTS, {"epochs"}).lam == 0.1
+    where = saved.run_dir
+    assert reconcile(saved, given, {"epochs", "device"}, Voice(), where) == saved.with_(epochs=5, device="cpu")
+    # Settings the user did not give are the saved ones, whatever the given config's defaults say.
+    assert reconcile(saved, DEFAULTS, {"epochs"}, Voice(), where).lam == 0.1
     with pytest.raises(CenterLossError) as e:
-        reconcile(saved, given.with_(lam=0.2, batch_size=64), None)
-    assert "batch_size: saved 128, given 64" in str(e.value) and "lambda: saved 0.1, given 0.2" in str(e.value)
+        reconcile(saved, given.with_(lam=0.2, batch_size=64), None, Voice(), where)
+    assert "lambda: saved 0.1, given 0.2" in str(e.value) and "batch_size: saved 128, given 64" in str(e.value)
+    with pytest.raises(CenterLossError, match=r"\(lam: saved 0.1, given 0.2\); drop those arguments .* overwrite=True"):
+        reconcile(saved, given.with_(lam=0.2), None, Voice(python=True), where)
 
 
-def test_the_resume_command_is_quoted_for_the_shell():
-    cmd = resume_command(DEFAULTS.with_(name="my run;rm", output_dir="out dir"))
-    assert cmd == "centerloss train --resume --output-dir 'out dir' --name 'my run;rm'"
+def test_the_resume_command_is_quoted_for_the_shell_or_python():
+    config = DEFAULTS.with_(name="my run;rm", output_dir="out dir")
+    assert Voice().resume_command(config) == "centerloss train --resume --output-dir 'out dir' --name 'my run;rm'"
+    assert Voice(python=True).resume_command(config) == "train(config, resume=True)"
 
 
 def test_help_shows_every_setting_its_choices_and_its_default():
@@ -108,7 +126,7 @@ def test_help_shows_every_setting_its_choices_and_its_default():
     flat = " ".join(text.split())
     for name, s in SCHEMA.items():
         assert s.flag in text, s.flag
-        assert f"[default: {default_text(name)}]" in flat, name
+        assert f"[default: {default_text(TrainConfig, name)}]" in flat, name
     assert "--center-update <paper|sgd|caffe>" in text and "--precision <fp32|tf32|bf16>" in text
     sweep = CliRunner().invoke(app, ["sweep", "--help"], terminal_width=200).output
     assert "--name" not in sweep and "--lambda" in sweep and "--lr-milestones" in sweep
@@ -124,19 +142,19 @@ def test_the_readme_table_agrees_with_the_schema():
             rows[re.match(r"(--[a-z-]+)", cells[0]).group(1)] = cells[-1]
     for name, s in SCHEMA.items():
         assert s.flag in rows, f"the README has no row for {s.flag}"
-        assert rows[s.flag] == default_text(name), (s.flag, rows[s.flag], default_text(name))
+        assert rows[s.flag] == default_text(TrainConfig, name), (s.flag, rows[s.flag])
 
 
 def test_slurm_settings_come_from_the_slurm_table_and_flags_win(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('lambda = 0.1\n[slurm]\npartition = "gpu"\ntime_limit = 30\ngpus = 1\nsbatch = "--qos=high --exclusive"\n')
     assert resolve_config(cfg).lam == 0.1  # the table is a sweep's; a train reads the rest of the file
-    slurm = resolve_slurm(cfg, {"time_limit": 60})
+    slurm = resolve(cfg, {}, {"time_limit": 60}).slurm
     assert (slurm.partition, slurm.time_limit, slurm.gpus, slurm.cpus) == ("gpu", 60, 1, SLURM_DEFAULTS.cpus)
     assert sbatch_options(slurm.sbatch) == {"qos": "high", "exclusive": True}
     cfg.write_text('[slurm]\ncpus = 0\n')
     with pytest.raises(ConfigError, match=r"cpus = 0 in \[slurm\] of .*c.toml: expected an integer >= 1"):
-        resolve_slurm(cfg)
+        resolve(cfg)
 
 
 @pytest.mark.parametrize("args,message", [

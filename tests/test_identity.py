@@ -8,7 +8,8 @@ import pytest
 from centerloss_cli.config import DEFAULTS
 from centerloss_cli.errors import CenterLossError
 from centerloss_cli.fetch import MNIST_FINGERPRINT
-from centerloss_cli.runs import CONFIG_JSON, RunFolder, read_metrics, write_config
+from centerloss_cli.runfiles import CONFIG_JSON, read_metrics, write_config
+from centerloss_cli.runs import RunFolder, Voice
 from conftest import TINY, synthetic_mnist, tiny
 
 
@@ -69,9 +70,9 @@ def test_a_sweep_refusal_gives_a_sweeps_remedy(tmp_path, monkeypatch):
     saved.run_dir.mkdir(parents=True)
     write_config(saved.run_dir, saved, {"format": 2, "data_fingerprint": MNIST_FINGERPRINT})
     with pytest.raises(CenterLossError, match="its settings differ .lr: saved 0.1, given 0.01.; give the sweep another --output-dir"):
-        RunFolder(DEFAULTS.with_(name="r"), resume=True, sweep=True)
+        RunFolder.open(DEFAULTS.with_(name="r"), MNIST_FINGERPRINT, resume=True, voice=Voice(sweep=True))
     with pytest.raises(CenterLossError, match="drop those flags to continue it as saved, give --name"):
-        RunFolder(DEFAULTS.with_(name="r"), resume=True)
+        RunFolder.open(DEFAULTS.with_(name="r"), MNIST_FINGERPRINT, resume=True)
 
 
 def test_a_folder_of_an_older_version_is_not_resumed(tmp_path, monkeypatch):
@@ -80,7 +81,7 @@ def test_a_folder_of_an_older_version_is_not_resumed(tmp_path, monkeypatch):
     old.run_dir.mkdir(parents=True)
     write_config(old.run_dir, old, {"torch_version": "x"})  # no format: written before the official net
     with pytest.raises(CenterLossError, match="made by an older centerloss .folder format 1, this one writes 2"):
-        RunFolder(old, resume=True)
+        RunFolder.open(old, MNIST_FINGERPRINT, resume=True)
 
 
 def test_default_names_gain_a_suffix_per_setting_that_differs_from_the_paper():

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from centerloss_cli.config import DEFAULTS
-from centerloss_cli.plots import grid_panels
+from centerloss_cli.figures import grid_panels
 from centerloss_cli.sweep import default_sweep_name, parse_values, sweep_configs
 from conftest import TINY, assert_each_matches_only_itself, checkpoint, max_difference, tiny
 
@@ -63,7 +63,8 @@ def test_a_sweep_in_parallel_or_not_its_tables_and_its_grid(run_cli, mnist):
     # differ in their last bits: the runs agree to a tolerance, each with its own twin only.
     assert_each_matches_only_itself(Path("outputs"), Path("par"), names, tol=1e-3)
 
-    folder = Path("outputs/sweeps/lambda0.1-0_alpha0.5_seed0")
+    (folder,) = Path("outputs/sweeps").iterdir()  # named from the values and the settings its runs share
+    assert folder.name.startswith("lambda0.1-0_alpha0.5_seed0_b16_n64_test32_plot32")
     for f in ("grid_train.png", "grid_test.png", "summary.csv", "summary.md", "compactness.png"):
         assert (folder / f).is_file(), f
     rows = list(csv.DictReader(open(folder / "summary.csv")))
@@ -115,11 +116,11 @@ def test_values_that_print_alike_get_folders_of_their_own():
 def test_a_long_default_sweep_name_still_fits_the_file_system():
     """About 40 values used to make a name over 255 bytes: every run trained, then a traceback."""
     many = [i / 1000 for i in range(60)]
-    name = default_sweep_name(many, [0.5], [0])
+    name = default_sweep_name(DEFAULTS, many, [0.5], [0])
     assert len(name.encode()) <= 255 and name.startswith("lambda0-0.001-0.002-")
-    assert name != default_sweep_name([*many[:-1], 1.0], [0.5], [0])
-    assert default_sweep_name([0, 0.1], [0.5], [0]) == "lambda0-0.1_alpha0.5_seed0"
-    assert default_sweep_name([0.01], [0.5], [0, 1]) == "lambda0.01_alpha0.5_seed0-1"
+    assert name != default_sweep_name(DEFAULTS, [*many[:-1], 1.0], [0.5], [0])
+    assert default_sweep_name(DEFAULTS, [0, 0.1], [0.5], [0]) == "lambda0-0.1_alpha0.5_seed0"
+    assert default_sweep_name(DEFAULTS, [0.01], [0.5], [0, 1]) == "lambda0.01_alpha0.5_seed0-1"
 
 
 @pytest.mark.parametrize("args,message", [
@@ -154,7 +155,7 @@ def test_a_sweep_over_seeds_adds_mean_and_std_rows(run_cli, mnist):
     result = run_cli("sweep", "--lambda", "0,0.1", "--seed", "0,1", "--batched", *mnist.args, *TINY)
     assert result.exit_code == 0, result.output
     assert "4 runs (4 trained now)" in result.output
-    folder = Path("outputs/sweeps/lambda0-0.1_alpha0.5_seed0-1")
+    (folder,) = Path("outputs/sweeps").iterdir()
     rows = list(csv.DictReader(open(folder / "summary.csv")))
     assert [(r["lambda"], r["seed"]) for r in rows] == [
         ("0.0", "0"), ("0.0", "1"), ("0.0", "mean"), ("0.1", "0"), ("0.1", "1"), ("0.1", "mean")]
@@ -181,10 +182,12 @@ def test_every_run_keeps_its_curves_and_plot_curves_overlays_runs(run_cli, mnist
     assert run_cli("train", *mnist.args, *two, "--lambda", "0").exit_code == 0
     a, b = mnist.run(), mnist.run(**{"lambda": 0.0})
     curves = a / "plots" / "curves.png"
-    with Image.open(curves) as im:  # drawn by training, with every epoch of metrics.csv
-        assert im.size[0] > 800
+    with Image.open(curves) as im:  # drawn by training at the run's --plot-dpi (30), with every epoch of metrics.csv
+        assert 200 < im.size[0] < 400
     curves.unlink()
     assert run_cli("plot", a, "--curves").exit_code == 0 and curves.is_file()
+    with Image.open(curves) as im:  # `plot` draws at 200 dpi unless told otherwise
+        assert im.size[0] > 1500
     both = run_cli("plot", a, b, "--curves", "-o", "both.pdf")
     assert both.exit_code == 0, both.output
     assert Path("both.pdf").read_bytes().startswith(b"%PDF")

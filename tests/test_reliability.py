@@ -16,34 +16,18 @@ import torch
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from centerloss_cli import storage, train as train_module
+from centerloss_cli import engine, storage
 from centerloss_cli.center_loss import CenterLoss
-from centerloss_cli.config import resolve_config
-from centerloss_cli.errors import STOP_SIGNALS, Interrupted
-from centerloss_cli.runs import read_metrics
-from centerloss_cli.train import train
-from conftest import DRIVER, KILL_POINTS, SWEEP, TINY, TINY_SETTINGS, TWO_EPOCHS, checkpoint, synthetic_mnist, tiny, write_idx
-
+from centerloss_cli.errors import Interrupted
+from centerloss_cli.runfiles import read_metrics
+from centerloss_cli.training import train
+from conftest import DRIVER, KILL_POINTS, SWEEP, TINY, TWO_EPOCHS, assert_same_run, checkpoint, synthetic_mnist, tiny, write_idx
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, mnist):
+def reference(trained, tmp_path_factory):
     """The uninterrupted two-epoch run that every interrupted-and-resumed run must equal."""
-    out = tmp_path_factory.mktemp("reference")
-    settings_ = {**TINY_SETTINGS, "epochs": 2, "data_dir": str(mnist.root), "verify": mnist.real, "output_dir": str(out)}
-    result = train(resolve_config(None, settings_), progress=False)
-    return result.run_dir
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    ca = torch.load(a / "checkpoint.pt", weights_only=True)
-    cb = torch.load(b / "checkpoint.pt", weights_only=True)
-    for k, v in ca["model"].items():
-        assert torch.equal(v, cb["model"][k]), k
-    assert torch.equal(ca["center_loss"]["centers"], cb["center_loss"]["centers"])
-    assert ca["step"] == cb["step"] and ca["epoch"] == cb["epoch"]
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(read_metrics(a)) == strip(read_metrics(b))
+    return trained.copy(2, tmp_path_factory.mktemp("reference") / "run")
 
 
 def assert_nothing_half_written(run: Path) -> None:
@@ -76,7 +60,7 @@ def test_kill_9_then_resume_loses_nothing(run_path, point, fault_runs, run_cli, 
     assert_nothing_half_written(run_path)
     resumed = run_cli("train", *mnist.args, *TWO_EPOCHS, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert not [p for p in run_path.rglob(".*.tmp-*")], "temp files were left behind"
+    assert not [p for p in run_path.rglob("*.centerloss-tmp-*")], "temp files were left behind"
     assert_nothing_half_written(run_path)
     assert_same_run(reference, run_path)
     plots = sorted(p.name for p in (run_path / "plots").iterdir())
@@ -162,23 +146,18 @@ def test_a_stopped_parallel_sweep_leaves_no_orphans_and_starts_no_queued_run(tmp
         assert (tmp_path / "outputs" / name / "checkpoint.pt").is_file()
 
 
-def test_a_worker_keeps_a_stop_that_arrives_before_its_run_trains(tmp_path, mnist, monkeypatch):
+def test_a_worker_keeps_a_stop_that_arrives_before_its_run_trains(tmp_path, mnist, monkeypatch, runtime):
     """A sweep worker sent SIGTERM while its run was still being set up used to die at once (the pool then
-    broke); it must keep the stop, save at the first batch boundary and report it."""
+    broke); a runtime keeps the stop, and the run saves at the first batch boundary and reports it."""
     monkeypatch.chdir(tmp_path)
-    config = resolve_config(None, {**TINY_SETTINGS, "data_dir": str(mnist.root), "verify": mnist.real})
-    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-    try:
-        train_module.catch_stop_signals()
+    config = mnist.config()
+    with runtime:  # as a worker's, entered when it starts
         os.kill(os.getpid(), signal.SIGTERM)  # before anything of the run exists
         with pytest.raises(Interrupted) as stopped:
-            train(config, progress=False)
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+            train(config, runtime=runtime, progress=False)
     assert stopped.value.exit_code == 143 and "stopped by SIGTERM at epoch 1, batch 1" in str(stopped.value)
     assert torch.load(mnist.run() / "checkpoint.pt", weights_only=True)["step"] == 1
-    assert train(config, resume=True, progress=False).trained_epochs == 1  # and it resumes
+    assert train(config, resume=True, runtime=runtime, progress=False).trained_epochs == 1  # and it resumes
 
 
 def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(run_path, fault_runs, run_cli, mnist, reference, monkeypatch):
@@ -197,7 +176,7 @@ HOLD_LOCK = """
 import sys, time
 from centerloss_cli.config import DEFAULTS
 from centerloss_cli.runs import RunFolder
-folder = RunFolder(DEFAULTS.with_(name=sys.argv[1]), resume=True)
+folder = RunFolder.open(DEFAULTS.with_(name=sys.argv[1]), "any", resume=True)
 print("held", flush=True)
 time.sleep(60)
 """
@@ -226,11 +205,11 @@ def test_a_lock_file_that_nobody_holds_is_no_obstacle(run_path, run_cli, mnist):
     assert result.exit_code == 0, result.output
 
 
-def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(run_path, run_cli, mnist, monkeypatch):
+def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(run_path, run_cli, mnist, monkeypatch, trained):
     # --log-every 100: on the CPU the check runs every step whatever the logging interval.
-    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    trained.copy()
     good = (run_path / "checkpoint.pt").read_bytes()
-    real_step = train_module.train_step
+    real_step = engine.train_step
 
     def poisoned(state, x, y):  # the 2nd step of epoch 2 blows up
         out = real_step(state, x, y)
@@ -239,7 +218,7 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(run_path, r
                 state.model.feature[0].weight.fill_(float("inf"))
         return out
 
-    monkeypatch.setattr(train_module, "train_step", poisoned)
+    monkeypatch.setattr(engine, "train_step", poisoned)
     result = run_cli("train", *mnist.args, *TINY, "--epochs", "2", "--resume", "--log-every", "100")
     assert result.exit_code == 1
     assert "NaN or inf at epoch 2, step 6; its last good checkpoint is kept" in result.output
@@ -257,8 +236,8 @@ def test_huge_lambda_and_lr_diverge_with_a_clear_message(run_path, run_cli, mnis
     assert not (run_path / "checkpoint.pt").exists()
 
 
-def test_a_full_disk_leaves_the_last_good_checkpoint(run_path, run_cli, mnist, monkeypatch, reference):
-    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+def test_a_full_disk_leaves_the_last_good_checkpoint(run_path, run_cli, mnist, monkeypatch, reference, trained):
+    trained.copy()
     good = (run_path / "checkpoint.pt").read_bytes()
     real_open = open
 
@@ -323,10 +302,10 @@ def test_bad_data_is_one_line_naming_the_file(run_cli, tmp_path, how):
     assert debug.exit_code != 0 and debug.exception is not None  # --debug lets the traceback through
 
 
-def test_overwrite_with_bad_data_deletes_nothing(run_path, run_cli, mnist, tmp_path):
+def test_overwrite_with_bad_data_deletes_nothing(run_path, run_cli, mnist, tmp_path, trained):
     """--overwrite used to delete the old run, then fail on 32x32 images (only after a whole epoch when
     only the test images were 32x32)."""
-    assert run_cli("train", *mnist.args, *TINY, "--name", "keep").exit_code == 0
+    trained.copy(dest=Path("outputs/keep"))
     before = {p: p.read_bytes() for p in Path("outputs/keep").rglob("*") if p.is_file() and p.name != ".lock"}
     root = synthetic_mnist(tmp_path / "d", gz=False)
     _corrupt(root, "32x32")
@@ -354,8 +333,8 @@ def test_bad_paths_are_one_line(run_cli, mnist, args, message):
 
 
 @pytest.mark.parametrize("damage", ["foreign", "missing-weight"])
-def test_a_foreign_or_partial_checkpoint_is_refused_and_changes_nothing(run_path, run_cli, mnist, damage):
-    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+def test_a_foreign_or_partial_checkpoint_is_refused_and_changes_nothing(run_path, run_cli, mnist, damage, trained):
+    trained.copy()
     ckpt = torch.load(run_path / "checkpoint.pt", weights_only=True)
     if damage == "foreign":
         ckpt = {"foo": 1}
@@ -369,8 +348,8 @@ def test_a_foreign_or_partial_checkpoint_is_refused_and_changes_nothing(run_path
     assert {p: p.read_bytes() for p in run_path.rglob("*") if p.is_file() and p.name != ".lock"} == before
 
 
-def test_damaged_features_cost_their_plots_only(run_path, run_cli, mnist):
-    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+def test_damaged_features_cost_their_plots_only(run_path, run_cli, mnist, trained):
+    trained.copy()
     features = run_path / "features" / "epoch_001.npz"
     features.write_bytes(features.read_bytes()[:100])  # truncated by a crash of the disk, say
     plot = run_cli("plot", run_path)
@@ -485,24 +464,23 @@ def test_the_update_does_not_depend_on_batch_order(batch, alpha, seed):
     assert torch.allclose(_apply(centers, feats, y, alpha), _apply(centers, feats[perm], y[perm], alpha), atol=1e-4)
 
 
-def test_a_failing_plot_worker_surfaces_as_an_error(tmp_path):
-    from centerloss_cli.plots import PlotError, PlotWorker
-    from centerloss_cli.runs import EpochFeatures
+def test_a_failing_plot_worker_surfaces_as_an_error(tmp_path, runtime):
+    from centerloss_cli.errors import PlotError
+    from centerloss_cli.runfiles import EpochFeatures
 
     run = tmp_path / "run"
     run.mkdir()
     (run / "plots").write_text("a file where the plots folder should be")
     feats = EpochFeatures(np.zeros((10, 2), np.float32), np.arange(10, dtype=np.uint8), np.zeros((10, 2), np.float32),
                           np.arange(10, dtype=np.uint8), np.zeros((10, 2), np.float32), 1, 0.01, 0.5, 0.1)
-    worker = PlotWorker()
-    worker.submit(run, feats)
-    with pytest.raises(PlotError, match="drawing plots failed"):
-        worker.close()
+    runtime.plots.submit_epoch(run, feats, [], dpi=30)
+    with pytest.raises(PlotError, match="drawing plots failed .train plot of epoch 1.: could not write"):
+        runtime.plots.wait()
 
 
-def test_resume_without_its_checkpoint_is_refused_and_changes_nothing(run_path, run_cli, mnist):
+def test_resume_without_its_checkpoint_is_refused_and_changes_nothing(run_path, run_cli, mnist, trained):
     """It used to start again silently, rewriting metrics.csv from an empty history."""
-    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    trained.copy()
     (run_path / "checkpoint.pt").unlink()
     before = {p: p.read_bytes() for p in run_path.rglob("*") if p.is_file() and p.name != ".lock"}
     result = run_cli("train", *mnist.args, *TINY, "--resume")
@@ -511,23 +489,23 @@ def test_resume_without_its_checkpoint_is_refused_and_changes_nothing(run_path, 
     assert {p: p.read_bytes() for p in run_path.rglob("*") if p.is_file() and p.name != ".lock"} == before
 
 
-def test_a_complete_run_is_repaired_when_opened_again(run_path, run_cli, mnist):
+def test_a_complete_run_is_repaired_when_opened_again(run_path, run_cli, mnist, trained):
     """A crash after the last checkpoint used to stay unrepaired: "already complete" returned first."""
-    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    trained.copy()
     good = (run_path / "metrics.csv").read_text()
     (run_path / "metrics.csv").write_text(good.splitlines()[0] + "\n")  # the last row, lost
     (run_path / "plots" / "test_epoch_001.png").unlink()
-    (run_path / "features" / ".epoch_002.npz.tmp-99999").write_bytes(b"half")
+    (run_path / "features" / ".epoch_002.npz.centerloss-tmp-99999999").write_bytes(b"half")  # a dead writer's
     again = run_cli("train", *mnist.args, *TINY, "--resume")
     assert again.exit_code == 0 and "already complete" in again.output
     assert (run_path / "metrics.csv").read_text() == good
     assert (run_path / "plots" / "test_epoch_001.png").is_file()
-    assert not (run_path / "features" / ".epoch_002.npz.tmp-99999").exists()
+    assert not (run_path / "features" / ".epoch_002.npz.centerloss-tmp-99999999").exists()
 
 
-def test_a_config_json_edited_after_training_is_refused_and_changes_nothing(run_path, run_cli, mnist):
+def test_a_config_json_edited_after_training_is_refused_and_changes_nothing(run_path, run_cli, mnist, trained):
     """A resume used to train on with whatever an edited config.json said; the checkpoint's settings win."""
-    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    trained.copy()
     record = json.loads((run_path / "config.json").read_text())
     (run_path / "config.json").write_text(json.dumps({**record, "lambda": 0.5, "epochs": 2}))
     before = {p: p.read_bytes() for p in run_path.rglob("*") if p.is_file() and p.name != ".lock"}
@@ -537,19 +515,20 @@ def test_a_config_json_edited_after_training_is_refused_and_changes_nothing(run_
     assert {p: p.read_bytes() for p in run_path.rglob("*") if p.is_file() and p.name != ".lock"} == before
     # a setting a resume may change (epochs) is no edit: put lambda back and the run goes on
     (run_path / "config.json").write_text(json.dumps({**record, "epochs": 2}))
-    assert run_cli("train", "--resume", "--output-dir", "outputs", "--name", run_path.name, "--quiet").exit_code == 0
+    resumed = run_cli("train", "--resume", "--output-dir", "outputs", "--name", run_path.name, "--quiet")
+    assert resumed.exit_code == 0, resumed.output
     assert checkpoint(run_path)["epoch"] == 2
 
 
-def test_a_killed_plot_leaves_no_temp_file_after_the_next_plot(run_path, run_cli, mnist):
+def test_a_killed_plot_leaves_no_temp_file_after_the_next_plot(run_path, run_cli, mnist, trained):
     """A `plot` killed mid-write used to leave its temp file for good: no resume tidies after `plot`."""
-    assert run_cli("train", *mnist.args, *TINY).exit_code == 0
+    trained.copy()
     killed = subprocess.run([sys.executable, str(DRIVER), "write", "train_epoch_001.png", "1", "kill", "--",
                              "plot", str(run_path)], env={**os.environ, "PYTHONPATH": str(DRIVER.parent)},
                             capture_output=True, text=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    left = list((run_path / "plots").glob(".*.tmp-*"))
-    assert len(left) == 1 and left[0].name.startswith(".train_epoch_001.png.tmp-"), left
+    left = list((run_path / "plots").glob("*.centerloss-tmp-*"))
+    assert len(left) == 1 and left[0].name.startswith(".train_epoch_001.png.centerloss-tmp-"), left
     assert run_cli("plot", run_path, "--split", "test").exit_code == 0  # another file of the same folder
-    assert not list((run_path / "plots").glob(".*.tmp-*"))
+    assert not list((run_path / "plots").glob("*.centerloss-tmp-*"))
     assert_nothing_half_written(run_path)

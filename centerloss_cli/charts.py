@@ -1,0 +1,114 @@
+"""Line charts of metrics: one or more runs' curves per epoch, and a sweep's compactness and accuracy
+against λ (or α). Pure drawing, like figures.py, whose figure helpers these share."""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from .figures import DPI, new_figure, save_figure
+from .runfiles import curves_path, read_metrics
+
+MEAN_ROW = "mean"  # the seed column of a sweep summary's rows that average a (lambda, alpha) over seeds
+
+
+def save_curves(out: str | os.PathLike, runs_: Sequence[tuple[str, Sequence[dict[str, float]]]],
+                dpi: int = DPI) -> Path:
+    """Per-epoch curves of one or more runs (label, metrics rows): softmax and center loss (train: the
+    epoch's mean over its batches, test: after the epoch), train and test accuracy, and the intra/inter
+    compactness ratio. One colour per run; solid lines are test, dashed train."""
+    fig = new_figure(10.0, 7.0)
+    panels = [("softmax loss", "softmax_loss", True), ("center loss", "center_loss", True),
+              ("accuracy (%)", "acc", False), ("compactness: intra / inter", "ratio", False)]
+    axes = [fig.add_subplot(2, 2, i + 1) for i in range(4)]
+    for (ylabel, key, log), ax in zip(panels, axes):
+        for n, (label, rows) in enumerate(runs_):
+            color = f"C{n % 10}"
+            epochs = [int(r["epoch"]) for r in rows]
+            scale = 100.0 if key == "acc" else 1.0
+            for split, style in (("train", "--"), ("test", "-")):
+                ys = [scale * r[f"{split}_{key}"] for r in rows]
+                ax.plot(epochs, ys, style, color=color, marker="o", markersize=3,
+                        label=f"{label} ({split})" if len(runs_) > 1 else split)
+        if log and all(r[f"{s}_{key}"] > 0 for _, rows in runs_ for r in rows for s in ("train", "test")):
+            ax.set_yscale("log")
+        elif key == "ratio":
+            ax.set_ylim(bottom=0)  # a ratio is a size: from 0, so differences look their size
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    title = runs_[0][0] if len(runs_) == 1 else f"{len(runs_)} runs"
+    fig.suptitle(f"{title}: solid test, dashed train", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, out, dpi)
+
+
+def draw_run_curves(run_dir: str | os.PathLike, history: Sequence[dict[str, float]] | None = None,
+                    dpi: int = DPI) -> Path | None:
+    """plots/curves.png of one run, from its history (default: its metrics.csv); None before its first epoch."""
+    run_dir = Path(run_dir)
+    history = read_metrics(run_dir) if history is None else history
+    if not history:
+        return None
+    return save_curves(curves_path(run_dir), [(run_dir.name, history)], dpi)
+
+
+def save_compactness_plot(out: str | os.PathLike, rows: Sequence[dict[str, Any]], metric: str = "test_ratio",
+                          dpi: int = DPI) -> Path:
+    """Two panels against lambda on a log axis, one line per alpha: `metric` (the compactness) and the
+    test accuracy; against alpha instead when the sweep has a single lambda and several alphas. A value
+    of 0 has no place on a log axis: it sits apart at the left edge, labelled 0, behind a dashed break.
+    `rows` are a sweep's summary rows: each point is the mean over the seeds of its runs, with an error
+    bar of one standard deviation where there are several. The compactness axis starts at 0, so
+    differences look their size."""
+    rows = [r for r in rows if r["seed"] != MEAN_ROW]  # the per-run rows; the means are recomputed per point
+    lambdas, alphas = {r["lambda"] for r in rows}, {r["alpha"] for r in rows}
+    x_key, line_key = ("alpha", "lambda") if len(lambdas) == 1 and len(alphas) > 1 else ("lambda", "alpha")
+    positive = sorted({r[x_key] for r in rows if r[x_key] > 0})
+    has_zero = any(r[x_key] == 0 for r in rows)
+    zero_x = positive[0] / 10 if positive else 1e-4
+    fig = new_figure(11.0, 4.2)
+    symbol = {"lambda": "λ", "alpha": "α"}
+    seeds = max(Counter((r["lambda"], r["alpha"]) for r in rows).values())
+    panels = [(metric, "intra / inter distance (test)" if metric == "test_ratio" else metric, 1.0),
+              ("test_acc", "test accuracy (%)", 100.0)]
+    for i, (key, ylabel, scale) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for n, value in enumerate(sorted({r[line_key] for r in rows})):
+            xs = sorted({r[x_key] for r in rows if r[line_key] == value})
+            ys = [[scale * r[key] for r in rows if r[line_key] == value and r[x_key] == x] for x in xs]
+            means = [float(np.mean(y)) for y in ys]
+            stds = [float(np.std(y, ddof=1)) if len(y) > 1 else 0.0 for y in ys]
+            # The point at 0 is drawn alone: a line from it would cross the break as if 0 were on the scale.
+            parts = [part for part in ([i for i, x in enumerate(xs) if x == 0], [i for i, x in enumerate(xs) if x > 0])
+                     if part]
+            for k, part in enumerate(parts):
+                ax.errorbar([xs[i] or zero_x for i in part], [means[i] for i in part],
+                            yerr=[stds[i] for i in part] if seeds > 1 else None, marker="o", capsize=4,
+                            color=f"C{n % 10}", label=f"{symbol[line_key]} = {value:g}" if k == 0 else None)
+        ax.set_xscale("log")
+        ticks = [zero_x] * has_zero + positive
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(["0" if t == zero_x else f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        if has_zero and positive:  # the break between 0 and the log scale
+            ax.axvline((zero_x * positive[0]) ** 0.5, color="grey", linestyle="--", linewidth=0.8)
+        if key == metric:
+            ax.set_ylim(bottom=0)
+        ax.set_xlabel("λ (center loss weight)" if x_key == "lambda" else "α (center update rate)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    spread = f"; mean ± std over {seeds} seeds" if seeds > 1 else ""
+    zero = f"; {symbol[x_key]} = 0 drawn apart, left of the dashed line" if has_zero and positive else ""
+    fig.axes[0].set_title("Compactness: smaller is tighter classes", fontsize=10)
+    fig.axes[1].set_title("Test accuracy", fontsize=10)
+    fig.suptitle(f"log {symbol[x_key]} axis{zero}{spread}", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, out, dpi)

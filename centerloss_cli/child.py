@@ -1,0 +1,26 @@
+"""The entry point of this package's child processes (processes.Child starts them):
+
+    python -m centerloss_cli.child plot  IN_FD OUT_FD PARENT_PID   a plotting process (plotting.serve)
+    python -m centerloss_cli.child train IN_FD OUT_FD PARENT_PID   a sweep worker (local.serve)
+
+It imports only what its role needs: a plotting process never imports torch.
+"""
+import sys
+
+from .processes import Channel
+
+
+def main(argv: list[str]) -> None:
+    role, in_fd, out_fd, parent = argv[:4]
+    channel = Channel(int(in_fd), int(out_fd))
+    if role == "plot":
+        from .plotting import serve
+    elif role == "train":
+        from .local import serve
+    else:
+        raise SystemExit(f"centerloss_cli.child: unknown role {role!r}")
+    serve(channel, int(parent))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,165 @@
+"""The plotting processes: an epoch's plots are drawn in the background, so training never waits for
+matplotlib, and on a fast device several processes draw side by side.
+
+`PlotService` is the trainer's side; `serve` is a plotting process's whole life (child.py starts it).
+A plotting process imports no torch, keeps the stop signals blocked (its parent handles a stop, then
+closes it), and ends when its parent's pipe ends: after a `close`, or when the parent was killed.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import charts, figures
+from .errors import CenterLossError, ChildFailed, PlotError
+from .processes import Channel, Child, Failure, ready
+from .runfiles import (CHECKPOINT, SPLITS, EpochFeatures, curves_path, features_path, load_features, plot_path)
+
+PENDING_EPOCHS = 2  # epochs a process may have outstanding: each holds up to 20k features
+
+
+def draw_scatter(run_dir: Path, feats: EpochFeatures, split: str, dpi: int) -> None:
+    figures.draw_epoch_plots(run_dir, feats, (split,), dpi=dpi)
+
+
+def draw_curves(run_dir: Path, history: list[dict[str, float]], dpi: int) -> None:
+    charts.draw_run_curves(run_dir, history, dpi)
+
+
+def draw_saved_scatter(run_dir: Path, epoch: int, splits: tuple[str, ...], dpi: int) -> None:
+    """An epoch's plots from its saved features: a damaged features file costs its plots, never the run."""
+    try:
+        feats = load_features(run_dir, epoch)
+    except CenterLossError as err:
+        print(f"Warning: {err}; its plots are not drawn", flush=True)
+        return
+    figures.draw_epoch_plots(run_dir, feats, splits, dpi=dpi)
+
+
+class PlotService:
+    """`processes` plotting processes, started on first use and kept for every run that follows (the runs
+    of a sweep, a notebook's trainings). A run's curves always go to the same process, so they are
+    drawn in epoch order; its scatter plots go to whichever process has least to do. At most
+    PENDING_EPOCHS epochs per process are outstanding: `submit` waits beyond that. `wait` returns once
+    every plot is written; a failure is raised there or at the next submit."""
+
+    def __init__(self, processes: int = 1):
+        self.processes = max(1, processes)
+        self._children: list[Child] = []
+        self._pending: dict[int, deque[str]] = {}  # child index -> what it was sent, oldest first
+        self._curves_owner: dict[Path, int] = {}
+        self._failure: PlotError | None = None
+
+    @property
+    def started(self) -> bool:
+        return bool(self._children)
+
+    def _start(self) -> None:
+        if not self._children:
+            self._children = [Child("plot") for _ in range(self.processes)]
+            self._pending = {i: deque() for i in range(self.processes)}
+
+    def _send(self, index: int, what: str, function: Callable[..., None], *args: Any) -> None:
+        self._children[index].send((function, args))
+        self._pending[index].append(what)
+
+    def _collect(self, timeout: float | None) -> None:
+        """Take in the replies waiting (waiting up to `timeout` for one)."""
+        busy = [c for i, c in enumerate(self._children) if self._pending[i]]
+        for child in ready(busy, timeout):
+            index = self._children.index(child)
+            try:
+                reply = child.recv()
+            except ChildFailed as e:
+                self._pending[index].clear()
+                self._children[index] = Child("plot")  # the next plots get a new process
+                self._failure = self._failure or PlotError(f"drawing plots failed: {e}")
+                continue
+            what = self._pending[index].popleft()
+            if isinstance(reply, Failure) and self._failure is None:
+                self._failure = PlotError(f"drawing plots failed ({what}): {reply.text.splitlines()[-1]}")
+
+    def _raise(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def _least_busy(self) -> int:
+        return min(range(self.processes), key=lambda i: len(self._pending[i]))
+
+    def submit_epoch(self, run_dir: Path, feats: EpochFeatures, history: Sequence[dict[str, float]], dpi: int) -> None:
+        """Queue one epoch's scatter plots, and the run's curves up to it; waits while too much is outstanding."""
+        self._start()
+        run_dir = Path(run_dir).absolute()  # a plotting process outlives the working folder of one run
+        limit = (len(SPLITS) + 1) * PENDING_EPOCHS * self.processes
+        while sum(map(len, self._pending.values())) >= limit:
+            self._collect(None)
+        self._collect(0)
+        self._raise()
+        for split in SPLITS:
+            self._send(self._least_busy(), f"{split} plot of epoch {feats.epoch}", draw_scatter, run_dir, feats, split, dpi)
+        if history:
+            owner = self._curves_owner.setdefault(run_dir, len(self._curves_owner) % self.processes)
+            self._send(owner, f"curves up to epoch {feats.epoch}", draw_curves, run_dir, list(history), dpi)
+
+    def draw_missing(self, run_dir: Path, epochs: Sequence[int], dpi: int) -> int:
+        """Queue the plots of finished epochs that are missing (a kill while they were being drawn), and the
+        curves when they are missing or older than the checkpoint; returns how many epochs lacked plots."""
+        run_dir = Path(run_dir).absolute()
+        curves, checkpoint = curves_path(run_dir), run_dir / CHECKPOINT
+        jobs: list[tuple[str, Callable[..., None], tuple]] = []
+        if epochs and checkpoint.is_file() and (not curves.is_file() or curves.stat().st_mtime < checkpoint.stat().st_mtime):
+            jobs.append(("curves", charts.draw_run_curves, (run_dir, None, dpi)))
+        for e in epochs:
+            missing = tuple(s for s in SPLITS if not plot_path(run_dir, s, e).is_file())
+            if missing and features_path(run_dir, e).is_file():
+                jobs.append((f"plots of epoch {e}", draw_saved_scatter, (run_dir, e, missing, dpi)))
+        if jobs:
+            self._start()
+            owner = self._curves_owner.setdefault(run_dir, len(self._curves_owner) % self.processes)
+            for what, function, args in jobs:
+                self._send(owner if what == "curves" else self._least_busy(), what, function, *args)
+        return len(jobs)
+
+    def wait(self) -> None:
+        """Return once every queued plot is written; raise if any failed."""
+        while any(self._pending.values()):
+            self._collect(None)
+        self._raise()
+
+    def close(self) -> None:
+        """End the plotting processes, once they have drawn what they were sent."""
+        children, self._children = self._children, []
+        for child in children:
+            child.close()
+        self._pending.clear()
+
+
+def serve(channel: Channel, parent: int) -> None:
+    """A plotting process: draw what arrives, in order, and say how each went. A reader thread keeps the
+    pipe drained, so the parent never blocks sending the features of an epoch while one is drawn."""
+    jobs: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        while True:
+            try:
+                jobs.put(channel.recv())
+            except (EOFError, OSError):
+                jobs.put(None)  # the parent closed us, or died: draw what is queued, then leave
+                return
+
+    threading.Thread(target=read, name="plot-inbox", daemon=True).start()
+    while (job := jobs.get()) is not None:
+        function, args = job
+        try:
+            function(*args)
+            reply: Any = None
+        except BaseException as e:  # reported to the trainer, which decides
+            reply = Failure.of(e)
+        try:
+            channel.send(reply)
+        except OSError:
+            pass  # the parent is gone; the remaining plots are still worth drawing

@@ -1,0 +1,253 @@
+"""The files of a run folder: their names, and how each one is read and written.
+
+OUTPUT_DIR/<name>/
+  .lock                    the lock: a kernel lock on it is held while a process trains here (the file stays)
+  config.json              every resolved setting, the data's fingerprint, the folder's format, versions and device
+  metrics.csv              one row per finished epoch, rewritten from the checkpoint's history
+  checkpoint.pt            the whole training state (engine.TrainState), and the authority on the run's settings
+  features/epoch_NNN.npz   2-D features, labels and centers of that epoch
+  plots/{train,test}_epoch_NNN.png, plots/{train,test}.gif, plots/curves.png
+  tensorboard/             --tensorboard's event files
+OUTPUT_DIR/sweeps/<sweep name>/   a sweep's grids, summary and compactness plot
+
+Only files of these names are the tool's: --overwrite deletes those and nothing else. torch is imported
+where a checkpoint is read or written, so that the plotting process, which imports this module for its
+paths, starts in a second. How a folder is opened, locked and resumed is runs.py's.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import io
+import json
+import platform
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import DEFAULTS, TrainConfig
+from .errors import CenterLossError
+from .schema import from_dict, to_dict
+from .storage import atomic_write, atomic_write_bytes, atomic_write_text, writer_of
+
+if TYPE_CHECKING:
+    import torch
+
+FORMAT = 2  # of config.json and checkpoint.pt; 2: the official net, exact iterations, the data fingerprint
+LOCK = ".lock"
+CHECKPOINT = "checkpoint.pt"
+CONFIG_JSON = "config.json"
+METRICS_CSV = "metrics.csv"
+FEATURES = "features"
+PLOTS = "plots"
+TENSORBOARD = "tensorboard"
+CURVES = "curves.png"
+SWEEPS = "sweeps"
+SPLITS = ("train", "test")
+# What a checkpoint holds (engine.TrainState.state_dict); one without them was not written by this version.
+CHECKPOINT_KEYS = frozenset({"format", "config", "n_train", "model", "center_loss", "optimizer", "epoch", "step",
+                             "batch", "loss_sums", "seconds", "threads", "history", "rng"})
+METRIC_COLUMNS = [
+    "epoch", "step", "lr", "seconds",
+    "train_softmax_loss", "train_center_loss", "train_acc",
+    "test_softmax_loss", "test_center_loss", "test_acc",
+    "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio",
+]
+TOOL_ENTRIES = frozenset({LOCK, CONFIG_JSON, METRICS_CSV, CHECKPOINT, FEATURES, PLOTS, TENSORBOARD})
+# The files the tool makes, by folder: --overwrite deletes exactly these (and the tool's own temp files).
+FILES = {"": re.compile(rf"{re.escape(CONFIG_JSON)}|{re.escape(METRICS_CSV)}|{re.escape(CHECKPOINT)}"),
+         FEATURES: re.compile(r"epoch_\d{3,}\.npz"),
+         PLOTS: re.compile(rf"(train|test)_epoch_\d{{3,}}\.png|(train|test)\.gif|{re.escape(CURVES)}"),
+         TENSORBOARD: re.compile(r"events\.out\.tfevents\..+")}
+
+
+def features_path(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / FEATURES / f"epoch_{epoch:03d}.npz"
+
+
+def plot_path(run_dir: Path, split: str, epoch: int) -> Path:
+    return Path(run_dir) / PLOTS / f"{split}_epoch_{epoch:03d}.png"
+
+
+def gif_path(run_dir: Path, split: str) -> Path:
+    return Path(run_dir) / PLOTS / f"{split}.gif"
+
+
+def curves_path(run_dir: Path) -> Path:
+    return Path(run_dir) / PLOTS / CURVES
+
+
+def sweep_dir(output_dir: str | Path, name: str) -> Path:
+    return Path(output_dir) / SWEEPS / name
+
+
+def tool_files(run_dir: Path) -> list[Path]:
+    """Every file in the run folder that the tool made (its own temp files too), by name."""
+    out = []
+    for sub, pattern in FILES.items():
+        folder = Path(run_dir) / sub
+        if folder.is_dir() and not folder.is_symlink():
+            out += [p for p in folder.iterdir() if (p.is_file() or p.is_symlink())
+                    and (pattern.fullmatch(p.name) or writer_of(p) is not None)]
+    return out
+
+
+# --- what a run folder holds -------------------------------------------------------------------------
+
+@dataclass
+class EpochFeatures:
+    """What one epoch's features/epoch_NNN.npz holds."""
+
+    train_features: np.ndarray  # (N, 2) float32
+    train_labels: np.ndarray  # (N,) uint8
+    test_features: np.ndarray
+    test_labels: np.ndarray
+    centers: np.ndarray  # (10, 2) float32
+    epoch: int
+    lam: float
+    alpha: float
+    test_acc: float
+    train_acc: float | None = None  # on the plotted training subset; None in files of earlier versions
+    n_train: int | None = None  # training images the run trains on; None in files of earlier versions
+    dataset: str | None = None  # None in files of earlier versions, which were all MNIST
+
+    def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return getattr(self, f"{split}_features"), getattr(self, f"{split}_labels")
+
+
+def save_features(run_dir: Path, feats: EpochFeatures) -> None:
+    values = {k: v for k, v in asdict(feats).items() if v is not None}  # None: not known, so not saved
+    atomic_write(features_path(run_dir, feats.epoch), lambda f: np.savez_compressed(f, **values))
+
+
+def load_features(run_dir: str | Path, epoch: int) -> EpochFeatures:
+    """The features, labels and centers that epoch `epoch` of a run saved (features/epoch_NNN.npz)."""
+    path = features_path(run_dir, epoch)
+    try:
+        with np.load(path) as z:
+            feats = EpochFeatures(
+                train_features=z["train_features"], train_labels=z["train_labels"],
+                test_features=z["test_features"], test_labels=z["test_labels"], centers=z["centers"],
+                epoch=int(z["epoch"]), lam=float(z["lam"]), alpha=float(z["alpha"]), test_acc=float(z["test_acc"]),
+                train_acc=float(z["train_acc"]) if "train_acc" in z else None,
+                n_train=int(z["n_train"]) if "n_train" in z else None,
+                dataset=str(z["dataset"]) if "dataset" in z else None,
+            )
+    except OSError as e:
+        raise CenterLossError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except Exception as e:  # a truncated or foreign npz fails in zipfile, numpy or a missing key
+        raise CenterLossError(f"{path}: damaged or not a features file ({type(e).__name__})") from None
+    for split in SPLITS:
+        features, labels = feats.split(split)
+        if features.ndim != 2 or features.shape[1] != 2 or labels.shape != (len(features),):
+            raise CenterLossError(f"{path}: damaged or not a features file ({split} features of shape {features.shape})")
+    return feats
+
+
+def saved_epochs(run_dir: Path) -> list[int]:
+    """The epochs whose features the run saved, in order; an error naming the folder when there are none."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CenterLossError(f"run folder {run_dir} does not exist")
+    epochs = sorted(int(m.group(1)) for p in (run_dir / FEATURES).glob("epoch_*.npz")
+                    if (m := re.fullmatch(r"epoch_(\d+)\.npz", p.name)))
+    if not epochs:
+        raise CenterLossError(f"run folder {run_dir} has no saved features ({FEATURES}/epoch_NNN.npz); train it first")
+    return epochs
+
+
+def metrics_text(history: list[dict[str, float]]) -> str:
+    """metrics.csv as it follows from a checkpoint's history."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row.get(k, "") for k in METRIC_COLUMNS})  # "": a column newer than the row
+    return buf.getvalue()
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
+    atomic_write_text(Path(run_dir) / METRICS_CSV, metrics_text(history))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
+    """metrics.csv's rows; one line naming the file when it cannot be read or is not one of ours."""
+    path = Path(run_dir) / METRICS_CSV
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        missing = sorted({"epoch", "test_acc", "test_ratio"} - set(rows[0] if rows else METRIC_COLUMNS))
+        if missing:
+            raise ValueError(f"no column {', '.join(missing)}")
+        return [{k: float(v) for k, v in row.items() if k is not None and v not in (None, "")} for row in rows]
+    except (OSError, ValueError, TypeError, csv.Error) as e:
+        reason = getattr(e, "strerror", None) or (e if not isinstance(e, UnicodeDecodeError) else "not UTF-8 text")
+        raise CenterLossError(f"{path}: cannot be read ({reason}); is {run_dir} a run folder?") from None
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    """What config.json records of the machine beside the settings."""
+    import torch
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {
+        # From the package's metadata: importing torchvision only for its version takes seconds.
+        "torch_version": torch.__version__, "torchvision_version": importlib.metadata.version("torchvision"),
+        "python_version": platform.python_version(), "resolved_device": str(device), "device_name": name,
+    }
+
+
+def write_config(run_dir: Path, config: TrainConfig, record: dict[str, Any]) -> None:
+    """config.json: the settings (their keys), then `record` (format, data fingerprint, environment)."""
+    atomic_write_text(Path(run_dir) / CONFIG_JSON, json.dumps({**to_dict(config), **record}, indent=2) + "\n")
+
+
+def read_record(run_dir: str | Path) -> dict[str, Any]:
+    """config.json as saved: the settings and the record beside them."""
+    path = Path(run_dir) / CONFIG_JSON
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+        return saved
+    except (OSError, ValueError) as e:
+        raise CenterLossError(f"{path}: cannot read the run's settings ({e})") from None
+
+
+def settings_of(saved: dict[str, Any], where: str) -> TrainConfig:
+    """The settings in a config.json or a checkpoint (keys), less what is recorded beside them."""
+    keys = to_dict(DEFAULTS)
+    return from_dict({k: v for k, v in saved.items() if k in keys}, DEFAULTS, where=f" in {where}")
+
+
+def save_checkpoint(run_dir: Path, state_dict: dict[str, Any]) -> None:
+    import torch
+
+    # Serialised in memory first: torch.save reports a failed write (a full disk) as RuntimeError
+    # "unexpected pos"; written as bytes, it is an OSError, and so one line naming the file.
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    atomic_write_bytes(Path(run_dir) / CHECKPOINT, buf.getvalue())
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The checkpoint, on the CPU (the training state moves each part to its device); a file that is not
+    a checkpoint of this version is one line."""
+    import torch
+
+    path = Path(run_dir) / CHECKPOINT
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged file surfaces as many exception types; all mean the same here
+        raise CenterLossError(f"{path}: cannot be loaded ({type(e).__name__}); use --overwrite to start again") from e
+    if not isinstance(ckpt, dict):
+        raise CenterLossError(f"{path} is not a checkpoint (it holds a {type(ckpt).__name__}); use --overwrite "
+                              "to start again")
+    missing = sorted(CHECKPOINT_KEYS - set(ckpt))
+    if missing or ckpt.get("format") != FORMAT or not isinstance(ckpt.get("config"), dict):
+        what = f"it lacks {', '.join(missing)}" if missing else f"format {ckpt.get('format')}"
+        raise CenterLossError(f"{path} is not a checkpoint of this version ({what}); use --overwrite to start again")
+    return ckpt

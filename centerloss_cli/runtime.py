@@ -1,0 +1,92 @@
+"""What one entry point owns while it trains, made by that entry point and passed down: the stop
+controller, the plotting processes, the run folders it has open, and the data it has loaded.
+
+Entry points are a CLI command, a sweep worker, a Slurm job, or a Python caller of `train`. Nothing of
+this is module state: two runtimes in one process (a notebook's, a test's) share nothing.
+
+    with Runtime() as rt:            # stop signals caught from here on
+        training.train(config, runtime=rt)
+    rt.close()                       # the plotting processes end
+"""
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import PlotError
+from .plotting import PlotService
+from .runs import RunFolder, Voice
+from .stop import StopController
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+class Runtime:
+    """The stop controller, the plotting processes, the open run folders and the loaded data of one entry
+    point. Entering it installs the stop-signal handlers (nested entries share them); leaving it waits for
+    the plots of finished epochs. `close` ends the plotting processes."""
+
+    def __init__(self, *, voice: Voice = Voice(), say: Callable[[str], None] = _print, plot_processes: int = 1):
+        self.voice = voice
+        self.say = say  # where notes for the user go (a resume that starts a run, say)
+        self.stop = StopController()
+        self.plots = PlotService(plot_processes)
+        self.open_runs: dict[Path, RunFolder] = {}
+        self._data: dict[tuple, Any] = {}
+        self._depth = 0
+        self._signals: ExitStack | None = None
+
+    def __enter__(self) -> "Runtime":
+        if self._depth == 0:
+            self.stop = StopController()  # each entry point's use starts afresh (a runtime shared by tests, say)
+            self._signals = ExitStack()
+            self._signals.enter_context(self.stop.installed())
+        self._depth += 1
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
+        try:
+            self.plots.wait()  # the plots of finished epochs still get written, stopped or not
+        except PlotError:
+            if exc_type is None:
+                raise  # else the error already on its way out matters more
+        finally:
+            self._signals.close()
+
+    def close(self) -> None:
+        self.plots.close()
+
+    def plot_processes_for(self, device_type: str) -> None:
+        """Plot with more processes where training outruns one: on a GPU an epoch takes seconds, and its
+        plots about as long. On the CPU the cores are the training's."""
+        if device_type != "cpu" and self.plots.processes == 1 and not self.plots.started:
+            self.plots.processes = max(1, min(4, (os.cpu_count() or 2) - 1))
+
+    def open_run(self, *args: Any, **options: Any) -> RunFolder:
+        """Open (check and lock) a run folder, as RunFolder.open with this runtime's voice; close it with
+        `close_run`, or let the caller's ExitStack do it."""
+        folder = RunFolder.open(*args, voice=self.voice, **options)
+        self.open_runs[folder.path] = folder
+        return folder
+
+    def close_run(self, folder: RunFolder) -> None:
+        folder.close()
+        self.open_runs.pop(folder.path, None)
+
+    def data(self, key: tuple, load: Callable[[], Any]) -> Any:
+        """Data loaded once per runtime and data settings (a sweep's runs share it)."""
+        if key not in self._data:
+            self._data[key] = load()
+        return self._data[key]
+
+
+def python_runtime(sweep: bool = False) -> Runtime:
+    """The runtime of a Python caller that passed none: errors name arguments, notes go to stdout."""
+    return Runtime(voice=Voice(python=True, sweep=sweep))

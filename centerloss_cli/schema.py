@@ -1,0 +1,188 @@
+"""How a setting is declared, checked and converted: the machinery behind the schemas of config.py.
+
+A setting is a dataclass field made by `setting(...)`, whose metadata says how it is spelled (its key
+in TOML files, config.json and as a flag), explained, checked and named. Inside the code a setting
+has one name, its field name (`lam`); keys (`lambda`) and flags (`--lambda`) exist only at the edges,
+where `from_dict`, `to_dict` and cli.py convert. This module imports neither torch nor anything of
+the package but errors.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cache
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+NAME_MAX_BYTES = 255  # the longest file name most file systems allow
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field of a settings dataclass is spelled, explained and checked."""
+
+    key: str  # the name in TOML files and config.json; the flag is --key with "_" as "-"
+    help: str
+    accepted: str = ""  # what the error message says is accepted, when `check` fails
+    check: Callable[[Any], bool] = lambda value: True
+    choices: tuple[str, ...] = ()
+    default_text: str = ""  # the default as --help and the README show it, where the value alone says too little
+    resumable: bool = False  # may differ on resume: it changes where, how long or how visibly a run trains, not what it learns
+    metavar: str | None = None
+    # How a value other than the default shows in a default run name ("n{}" -> "_n2000"); every setting
+    # that changes what a run learns has one, or is one of the name's fixed parts (lambda, alpha, seed).
+    suffix: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+def setting(default: Any, key: str, help: str, **options: Any) -> Any:
+    return field(default=default, metadata={"setting": Setting(key=key, help=help, **options)})
+
+
+class SettingError(ConfigError):
+    """A value of the wrong type or out of range. It names the setting as the caller spelled it: the field
+    name for Python (`lam = -1.0`), the key for a file or the command line (`lambda = -1.0 in f.toml`)."""
+
+    def __init__(self, label: str, value: Any, accepted: str, where: str = ""):
+        self.label, self.value, self.accepted, self.where = label, value, accepted, where
+        super().__init__(f"{label} = {value!r}{where}: expected {accepted}")
+
+    def __reduce__(self):
+        return (type(self), (self.label, self.value, self.accepted, self.where))
+
+
+@cache
+def schema(cls: type) -> dict[str, Setting]:
+    """Field name -> its Setting."""
+    return {f.name: f.metadata["setting"] for f in fields(cls)}
+
+
+@cache
+def field_types(cls: type) -> dict[str, tuple[type, bool]]:
+    """Field name -> (its base type, whether it may be None), from the annotations."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for name in schema(cls):
+        args = typing.get_args(hints[name])
+        optional = type(None) in args
+        base = next(a for a in args if a is not type(None)) if optional else hints[name]
+        out[name] = (typing.get_origin(base) or base, optional)
+    return out
+
+
+_DESCRIBE = {float: "a number", int: "an integer", str: "a string", bool: "true or false", tuple: "a list of integers"}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # `epochs = true` is no count
+
+
+def coerce(cls: type, name: str, value: Any, label: str, where: str = "") -> Any:
+    """`value` as field `name`'s type, or a SettingError under `label`. Ints pass as floats, paths as
+    strings, lists as tuples, and a list may come as "5000,8000" (a flag)."""
+    base, optional = field_types(cls)[name]
+    if value is None and optional:
+        return None
+    if base is tuple and isinstance(value, str):
+        try:
+            value = [int(v) for v in value.split(",")]
+        except ValueError:
+            raise SettingError(label, value, _DESCRIBE[tuple], where) from None
+    if base is str and isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    ok = {
+        float: _is_int(value) or isinstance(value, numbers.Real) and not isinstance(value, bool),
+        int: _is_int(value), str: isinstance(value, str), bool: isinstance(value, bool),
+        tuple: isinstance(value, (list, tuple)) and all(_is_int(v) for v in value),
+    }[base]
+    if not ok:
+        raise SettingError(label, value, _DESCRIBE[base], where)
+    if base is float:
+        return float(value)
+    if base is int:
+        return int(value)
+    return tuple(int(v) for v in value) if base is tuple else value
+
+
+class Checked:
+    """A dataclass of `setting` fields, converted and validated on construction: one that exists is a
+    valid one. Errors name fields as Python spells them; `from_dict` renames them to keys."""
+
+    def __post_init__(self) -> None:
+        cls = type(self)
+        for name, s in schema(cls).items():
+            value = coerce(cls, name, getattr(self, name), name)
+            object.__setattr__(self, name, value)  # frozen: the converted value replaces the given one
+            if value is None:
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingError(name, value, "a finite number")
+            if s.choices and value not in s.choices:
+                raise SettingError(name, value, f"one of {', '.join(s.choices)}")
+            if not s.check(value):
+                raise SettingError(name, value, s.accepted)
+
+
+def from_dict(values: dict[str, Any], base: Any, where: str = "") -> Any:
+    """`base` (a settings dataclass) with `values` (keys, as in TOML) applied, each checked for name,
+    type and range; errors name the key and `where` (" in FILE")."""
+    cls = type(base)
+    key_to_field = {s.key: name for name, s in schema(cls).items()}
+    changes = {}
+    for key, value in values.items():
+        if key not in key_to_field:
+            raise ConfigError(f"unknown key {key!r}{where}; known keys: {', '.join(sorted(key_to_field))}")
+        changes[key_to_field[key]] = coerce(cls, key_to_field[key], value, key, where)
+    try:
+        return replace(base, **changes)
+    except SettingError as e:
+        raise SettingError(schema(cls)[e.label].key, e.value, e.accepted, where) from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The settings with their keys ("lambda", not "lam"), JSON-ready."""
+    s = schema(type(config))
+    return {s[k].key: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def default_text(cls: type, name: str) -> str:
+    """A setting's default as --help and the README show it."""
+    s, value = schema(cls)[name], getattr(cls(), name)
+    if s.default_text:
+        return s.default_text
+    if isinstance(value, bool):
+        return s.flag[2:] if value else "no-" + s.flag[2:]
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def is_folder_name(name: str) -> bool:
+    """One folder name: not empty, no '/' or NUL, not . or .., and short enough for the file system."""
+    return (bool(name) and "/" not in name and "\0" not in name and name not in (".", "..")
+            and len(name.encode()) <= NAME_MAX_BYTES)
+
+
+def is_path(text: str) -> bool:
+    """A path the OS can take: not empty ('' would silently mean the default), no NUL byte."""
+    return bool(text) and "\0" not in text
+
+
+def number_text(value: float) -> str:
+    """A number as names show it: short ('0.01', '1e-05'), but exact, so that 0.1000001 never shares
+    0.1's folder."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def suffix_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "-".join(map(str, value))
+    return number_text(value) if isinstance(value, float) else str(value)

@@ -1,0 +1,98 @@
+"""K runs trained as one model (`sweep --batched`): their parameters stacked, one vmap'd forward, one SGD.
+
+LeNet++ is too small to keep a GPU busy; stacking K runs with torch.func (stack_module_state + vmap)
+turns K small steps into one K-times-larger step. Each member keeps its own weights, centers, lambda,
+alpha and momentum and sees the same batches as it would alone.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+
+from .center_loss import center_loss, move_centers
+from .config import SCHEMA, TrainConfig
+from .devices import autocast
+from .engine import TrainState, param_groups, set_lr
+from .errors import CenterLossError
+
+# Settings in which the runs of one stacked model may differ (field names).
+MEMBER_SETTINGS = {"lam", "alpha", "name"}
+
+
+def check_stackable(configs: list[TrainConfig]) -> None:
+    """Members of one stacked model may differ in lambda and alpha only."""
+    first = configs[0]
+    for c in configs[1:]:
+        differ = [k for k in SCHEMA if k not in MEMBER_SETTINGS and getattr(first, k) != getattr(c, k)]
+        if differ:
+            raise CenterLossError(
+                f"runs trained as one stacked model may differ in lambda and alpha only, not in {', '.join(SCHEMA[k].key for k in differ)}")
+
+
+class StackedStep:
+    """K runs as one model: parameters (K, ...), centers (K, C, D), one SGD over the stacked tensors."""
+
+    def __init__(self, states: list[TrainState]):
+        self.states = states
+        first = states[0]
+        cfg = first.config
+        self.params, _ = stack_module_state([s.model for s in states])
+        self.base = copy.deepcopy(first.model).to("meta")  # a shell for functional_call; holds no data
+        device = first.center_loss.centers.device
+        self.lam = torch.tensor([s.config.lam for s in states], device=device)
+        self.alpha = torch.tensor([s.config.alpha for s in states], device=device).view(-1, 1, 1)
+        self.centers = torch.stack([s.center_loss.centers for s in states])
+        self.velocity = torch.stack([s.center_loss.velocity for s in states]) if cfg.center_update == "caffe" else None
+        # SGD is elementwise, so one optimizer over stacked tensors is K independent optimizers.
+        self.optimizer = torch.optim.SGD(param_groups(self.params.items(), cfg), lr=cfg.lr, momentum=cfg.momentum)
+        for name, stacked in self.params.items():
+            buffers = [_momentum(s, name) for s in states]
+            if all(b is not None for b in buffers):
+                self.optimizer.state[stacked]["momentum_buffer"] = torch.stack(buffers)
+        self.forward = vmap(lambda params, x: functional_call(self.base, params, (x,)), in_dims=(0, None))
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        first = self.states[0]
+        cfg = first.config
+        with autocast(cfg.precision, x.device):
+            features, logits = self.forward(self.params, x)  # (K, m, 2), (K, m, 10)
+        features, logits = features.float(), logits.float()
+        k, m = logits.shape[:2]
+        softmax = F.cross_entropy(logits.reshape(k * m, -1), y.repeat(k), reduction="none").view(k, m).mean(1)
+        center = center_loss(features, self.centers, y)  # (K,)
+        # Members are independent, so the gradient of the sum is each member's own gradient; with
+        # lambda = 0 the center term adds exactly zero.
+        loss = (softmax + self.lam * center).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        lr = set_lr(self.optimizer, cfg, first.step)
+        self.optimizer.step()
+        move_centers(self.centers, self.velocity, features.detach(), y, cfg.center_update, self.alpha, lr, cfg.momentum)
+        for s in self.states:
+            s.step += 1
+        return torch.stack([softmax.detach(), center.detach()], dim=1)
+
+    def finish(self) -> None:
+        """Copy every member's weights, momentum, learning rate and centers back into its TrainState."""
+        for k, s in enumerate(self.states):
+            named = dict(s.model.named_parameters())
+            with torch.no_grad():
+                for name, stacked in self.params.items():
+                    named[name].copy_(stacked[k])
+                s.center_loss.centers.copy_(self.centers[k])
+                if self.velocity is not None:
+                    s.center_loss.velocity.copy_(self.velocity[k])
+            for name, stacked in self.params.items():
+                buf = self.optimizer.state.get(stacked, {}).get("momentum_buffer")
+                if buf is not None:
+                    s.optimizer.state[named[name]]["momentum_buffer"] = buf[k].clone()
+            for group, own in zip(self.optimizer.param_groups, s.optimizer.param_groups):
+                own["lr"] = group["lr"]
+
+
+def _momentum(state: TrainState, name: str) -> torch.Tensor | None:
+    param = dict(state.model.named_parameters())[name]
+    return state.optimizer.state.get(param, {}).get("momentum_buffer")

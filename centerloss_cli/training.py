@@ -1,0 +1,192 @@
+"""Whole runs: open their folders, load the data, restore or start their states, and hand them to the
+one epoch loop. `train` is the Python API's `centerloss train`; `train_stacked` is `sweep --batched`.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack, closing, contextmanager
+from typing import Iterator, Sequence
+
+import torch
+
+from .config import MAX_STEPS, TrainConfig
+from .data import MNIST, load_mnist
+from .devices import resolve_device
+from .engine import TrainState, new_state
+from .errors import CenterLossError
+from .fetch import DATASETS, data_root
+from .loop import Run, run_epochs
+from .runfiles import CHECKPOINT, environment
+from .runs import RunFolder, RunResult, Voice, named_for_data
+from .runtime import Runtime, python_runtime
+from .schedule import total_steps
+from .stacked import check_stackable
+from . import tensorboard
+
+# Memory one training image takes in a step (activations kept for the backward pass, their gradients,
+# the input): about 1.5 MB for LeNet++ in fp32, measured as the growth of peak memory from batch 128 to 1024.
+BYTES_PER_IMAGE = 1_600_000
+
+
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, runtime: Runtime | None = None,
+          progress: bool = True, explicit: frozenset[str] | None = None, position: int | None = None) -> RunResult:
+    """Train one run into config.run_dir; with resume=True, continue it exactly where its checkpoint
+    stopped (or start it, if it has not started). Returns the run folder, its settings and its history.
+
+    `runtime` is the caller's (a CLI command's, a sweep's); without one, this call makes its own, with
+    plots drawn by a background process and errors that name Python arguments. `explicit` names the
+    fields the user gave (a resume takes only those); `position` places the progress bar among others.
+    """
+    with entered(runtime) as rt:
+        return train_runs(rt, [config], resume=resume, overwrite=overwrite, explicit=explicit, progress=progress,
+                          position=position)[0]
+
+
+def train_stacked(configs: Sequence[TrainConfig], *, runtime: Runtime | None = None,
+                  progress: bool = True) -> list[RunResult]:
+    """Train (or resume, or skip when finished) every config, unfinished ones stacked into one model.
+    Runs that stand at different points (say, one was resumed alone) are stacked in groups."""
+    check_stackable(list(configs))
+    with entered(runtime) as rt:
+        return train_runs(rt, list(configs), resume=True, progress=progress)
+
+
+@contextmanager
+def entered(runtime: Runtime | None, sweep: bool = False) -> Iterator[Runtime]:
+    """The caller's runtime, entered; or, for a Python caller that gave none, a new one for this call."""
+    if runtime is not None:
+        with runtime:
+            yield runtime
+        return
+    rt = python_runtime(sweep)
+    try:
+        with rt:
+            yield rt
+    finally:
+        rt.close()
+
+
+def load_data(rt: Runtime, config: TrainConfig, device: torch.device) -> MNIST:
+    """The config's data on `device`, loaded once per runtime."""
+    key = (config.dataset, str(data_root(config.data_dir, config.dataset)), config.verify, config.train_limit,
+           config.test_limit, str(device))
+    return rt.data(key, lambda: load_mnist(config.data_dir, device, config.train_limit, config.test_limit,
+                                           config.verify, dataset=config.dataset))
+
+
+def fingerprint_of(rt: Runtime, config: TrainConfig, device: torch.device) -> str:
+    """The data's fingerprint: verified data is the dataset's own, or loading it fails; other data
+    (--no-verify) is read to know it."""
+    if config.verify:
+        return DATASETS[config.dataset].fingerprint
+    return load_data(rt, config, device).fingerprint
+
+
+def check_fits(config: TrainConfig, n_train: int, device: torch.device) -> None:
+    """Sizes that the data and the machine bound, refused before anything is allocated."""
+    if config.batch_size > n_train:
+        raise CenterLossError(f"batch_size = {config.batch_size}: larger than the {n_train} training images; "
+                              f"expected at most {n_train}")
+    steps = total_steps(config, n_train)
+    if steps > MAX_STEPS:
+        raise CenterLossError(f"epochs = {config.epochs}: {steps:,} steps of {config.batch_size} images, more than "
+                              f"the {MAX_STEPS:,} any run can finish; give fewer")
+    need, free = config.batch_size * BYTES_PER_IMAGE, free_memory(device)
+    if free is not None and need > free:
+        raise CenterLossError(f"batch_size = {config.batch_size}: a step needs about {need / 2**30:.1f} GiB, and "
+                              f"{device} has {free / 2**30:.1f} GiB free; give a smaller batch size")
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free for training on `device`; None where the system does not say."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu" and hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") + _reclaimable()
+    return None
+
+
+def _reclaimable() -> int:
+    """The page cache the kernel gives back on demand (MemAvailable - MemFree), on Linux."""
+    try:
+        info = dict(line.split(":", 1) for line in open("/proc/meminfo"))
+        return max(0, int(info["MemAvailable"].split()[0]) - int(info["MemFree"].split()[0])) * 1024
+    except (OSError, KeyError, ValueError):
+        return 0
+
+
+def restore(folder: RunFolder, n_train: int, device: torch.device, voice: Voice) -> TrainState:
+    """A run's state: new, or its checkpoint loaded; a checkpoint that does not fit is refused before the
+    folder changes."""
+    state = new_state(folder.config, n_train, device)
+    state.fingerprint = folder.fingerprint
+    if folder.checkpoint is not None:
+        try:
+            state.load_state_dict(folder.checkpoint)
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise CenterLossError(f"{folder.path / CHECKPOINT} does not fit this run ({str(e).splitlines()[0][:200]}); "
+                                  f"use {voice.option('overwrite')} to start again") from None
+    return state
+
+
+def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwrite: bool = False,
+               explicit: frozenset[str] | None = None, progress: bool = True,
+               position: int | None = None) -> list[RunResult]:
+    """Open every run folder (checked and locked), then train those that are not complete, each group of
+    runs that stand at the same point through one loop. Everything is checked before the first folder
+    changes."""
+    device = resolve_device(configs[0].device)
+    rt.plot_processes_for(device.type)
+    with ExitStack() as stack:
+        folders = []
+        for c in configs:
+            folder = rt.open_run(named_for_data(c, fingerprint_of(rt, c, device)), lambda c: fingerprint_of(rt, c, device),
+                                 resume=resume, overwrite=overwrite, explicit=explicit)
+            stack.callback(rt.close_run, folder)
+            folders.append(folder)
+            if resume and not folder.path.exists():
+                rt.say(f"no run at {folder.path} yet: {rt.voice.option('resume')} starts it")
+        results = {}
+        for f in folders:
+            if f.complete:
+                f.repair()
+                rt.plots.draw_missing(f.path, range(1, len(f.history) + 1), f.config.plot_dpi)
+                results[f.path] = f.result()
+        todo = [f for f in folders if not f.complete]
+        if todo:
+            data = load_data(rt, todo[0].config, device)
+            for f in todo:
+                f.check_data(len(data.train), data.fingerprint)
+                check_fits(f.config, len(data.train), device)
+            if any(f.config.tensorboard for f in todo):
+                tensorboard.check_available()
+            states = [restore(f, len(data.train), device, rt.voice) for f in todo]
+            groups: dict[tuple[int, ...], list[tuple[RunFolder, Run]]] = {}
+            for f, state in zip(todo, states):
+                f.create(environment(device))
+                f.repair()
+                rt.plots.draw_missing(f.path, range(1, state.epoch + 1), f.config.plot_dpi)
+                writer = stack.enter_context(closing(tensorboard.open_writer(f.path, state.history))) \
+                    if f.config.tensorboard else None
+                groups.setdefault((state.epoch, state.step, state.total_steps, state.threads), []).append(
+                    (f, Run(state, writer)))
+            for group in groups.values():
+                start = group[0][1].state.epoch
+                run_epochs([r for _, r in group], data, rt, progress, position)
+                for f, r in group:
+                    results[f.path] = f.result(r.state.epoch - start, r.state.history)
+        return [results[f.path] for f in folders]
+
+
+def finished(rt: Runtime, config: TrainConfig, fingerprint: str) -> RunResult | None:
+    """The result of a run whose folder holds all of its epochs (repaired on the way); None when it has
+    more to do. Opening checks the folder, so a sweep refuses a conflicting run before it trains any."""
+    folder = rt.open_run(config, fingerprint, resume=True)
+    try:
+        if not folder.complete:
+            return None
+        folder.repair()
+        rt.plots.draw_missing(folder.path, range(1, len(folder.history) + 1), folder.config.plot_dpi)
+        return folder.result()
+    finally:
+        rt.close_run(folder)
