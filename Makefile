@@ -19,15 +19,18 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,tensorboard]'
 	touch $(STAMP)
 
 # A real short training: 10k training images, the full test set, 3 epochs, plots in outputs/demo.
 demo: venv
 	$(BIN)/centerloss train --config configs/quick.toml --name demo --overwrite
 
+# MARK selects tests by marker: CI's second pass runs only what needs the real data or Slurm.
+MARK ?=
 test: venv
-	CENTERLOSS_DATA=$(TEST_DATA) CENTERLOSS_TEST_FASHION=$(TEST_FASHION) MPLBACKEND=Agg $(BIN)/python -m pytest -q
+	CENTERLOSS_DATA=$(TEST_DATA) CENTERLOSS_TEST_FASHION=$(TEST_FASHION) MPLBACKEND=Agg \
+	  $(BIN)/python -m pytest -q -rs --durations=15 $(if $(MARK),-m "$(MARK)")
 
 clean:
 	rm -rf $(VENV)

@@ -8,10 +8,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from .figures import DPI, new_figure, save_figure
 from .runfiles import curves_path, read_metrics
+
+class PlainLogFormatter(LogFormatter):
+    """A log axis's labels as plain numbers ("0.6", "200"), on the ticks matplotlib would label."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
 
 MEAN_ROW = "mean"  # the seed column of a sweep summary's rows that average a (lambda, alpha) over seeds
 
@@ -36,6 +43,9 @@ def save_curves(out: str | os.PathLike, runs_: Sequence[tuple[str, Sequence[dict
                         label=f"{label} ({split})" if len(runs_) > 1 else split)
         if log and all(r[f"{s}_{key}"] > 0 for _, rows in runs_ for r in rows for s in ("train", "test")):
             ax.set_yscale("log")
+            # Plain labels ("0.1", "2"), not mathtext ("$10^{-1}$"), whose parsing took half of the drawing.
+            ax.yaxis.set_major_formatter(PlainLogFormatter())
+            ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
         elif key == "ratio":
             ax.set_ylim(bottom=0)  # a ratio is a size: from 0, so differences look their size
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

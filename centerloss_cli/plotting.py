@@ -57,7 +57,8 @@ class PlotService:
     def started(self) -> bool:
         return bool(self._children)
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the processes now (they import matplotlib meanwhile), rather than at the first plot."""
         if not self._children:
             self._children = [Child("plot") for _ in range(self.processes)]
             self._pending = {i: deque() for i in range(self.processes)}
@@ -92,7 +93,7 @@ class PlotService:
 
     def submit_epoch(self, run_dir: Path, feats: EpochFeatures, history: Sequence[dict[str, float]], dpi: int) -> None:
         """Queue one epoch's scatter plots, and the run's curves up to it; waits while too much is outstanding."""
-        self._start()
+        self.start()
         run_dir = Path(run_dir).absolute()  # a plotting process outlives the working folder of one run
         limit = (len(SPLITS) + 1) * PENDING_EPOCHS * self.processes
         while sum(map(len, self._pending.values())) >= limit:
@@ -118,7 +119,7 @@ class PlotService:
             if missing and features_path(run_dir, e).is_file():
                 jobs.append((f"plots of epoch {e}", draw_saved_scatter, (run_dir, e, missing, dpi)))
         if jobs:
-            self._start()
+            self.start()
             owner = self._curves_owner.setdefault(run_dir, len(self._curves_owner) % self.processes)
             for what, function, args in jobs:
                 self._send(owner if what == "curves" else self._least_busy(), what, function, *args)

@@ -14,7 +14,7 @@ from .data import MNIST, load_mnist
 from .devices import resolve_device
 from .engine import TrainState, new_state
 from .errors import CenterLossError
-from .fetch import DATASETS, data_root
+from .fetch import DATASETS, data_root, find_files
 from .loop import Run, run_epochs
 from .runfiles import CHECKPOINT, environment
 from .runs import RunFolder, RunResult, Voice, named_for_data
@@ -67,9 +67,11 @@ def entered(runtime: Runtime | None, sweep: bool = False) -> Iterator[Runtime]:
 
 
 def load_data(rt: Runtime, config: TrainConfig, device: torch.device) -> MNIST:
-    """The config's data on `device`, loaded once per runtime."""
-    key = (config.dataset, str(data_root(config.data_dir, config.dataset)), config.verify, config.train_limit,
-           config.test_limit, str(device))
+    """The config's data on `device`, loaded once per runtime (and again if its files change)."""
+    root = data_root(config.data_dir, config.dataset)
+    files = find_files(root, config.dataset) if root.is_dir() else None
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (files or {}).values())
+    key = (config.dataset, str(root), config.verify, config.train_limit, config.test_limit, str(device), stamp)
     return rt.data(key, lambda: load_mnist(config.data_dir, device, config.train_limit, config.test_limit,
                                            config.verify, dataset=config.dataset))
 
@@ -137,6 +139,7 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
     changes."""
     device = resolve_device(configs[0].device)
     rt.plot_processes_for(device.type)
+    rt.plots.start()  # its imports overlap the data loading
     with ExitStack() as stack:
         folders = []
         for c in configs:

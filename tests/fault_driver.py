@@ -1,5 +1,11 @@
 """Run the centerloss CLI with a fault injected at an exact point (used by test_reliability.py).
 
+    python fault_driver.py serve                              read requests, one JSON line each
+                                                               ({"cwd", "log", "args"}), and run each in a
+                                                               fork of this process, which has imported
+                                                               torch and the CLI once; answer each with
+                                                               {"status": the exit code, or -signal}
+
     python fault_driver.py step N ACTION -- CLI ARGS...       after the N-th training step
     python fault_driver.py call PATH N ACTION -- CLI ARGS...  after the N-th call of centerloss_cli.PATH
                                                                (e.g. plots.PlotWorker.submit); N may
@@ -9,6 +15,7 @@
 ACTION is kill (SIGKILL: no cleanup of any kind), sigint (as Ctrl-C) or sigterm (as `kill` or Slurm).
 """
 import importlib
+import json
 import os
 import signal
 import sys
@@ -94,5 +101,34 @@ def run() -> None:
     main()
 
 
+def serve() -> None:
+    """A fork server: the seconds of importing torch are paid once, not once per fault. The fork happens
+    before torch has computed anything, so it has started no threads to lose."""
+    import centerloss_cli.cli  # noqa: F401
+    import centerloss_cli.training  # noqa: F401
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.chdir(request["cwd"])
+                log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                sys.argv = ["fault_driver.py", *request["args"]]
+                run()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=True)
+
+
 if __name__ == "__main__":
-    run()
+    serve() if sys.argv[1:] == ["serve"] else run()

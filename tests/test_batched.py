@@ -3,22 +3,20 @@ from pathlib import Path
 
 import pytest
 
-from centerloss_cli.config import resolve_config
 from centerloss_cli.runfiles import read_metrics
-from centerloss_cli.training import train, train_stacked
-from conftest import TINY, TINY_SETTINGS, assert_each_matches_only_itself, checkpoint, tiny
+from centerloss_cli.training import train_stacked
+from conftest import TINY, assert_each_matches_only_itself, checkpoint, tiny
 
 
-def test_stacked_runs_match_sequential_runs(mnist, tmp_path, monkeypatch):
+def test_stacked_runs_match_sequential_runs(mnist, tmp_path, monkeypatch, runtime, trained):
     """Two runs that differ in lambda and in alpha, stacked into one model, against each trained alone."""
     monkeypatch.chdir(tmp_path)
     # 32 images: 2 steps an epoch, and 2 epochs, so the runs are restacked once from their states.
-    settings = {**TINY_SETTINGS, "train_limit": 32, "epochs": 2}
-    base = resolve_config(None, {**settings, "data_dir": str(mnist.root), "verify": mnist.real})
-    configs = [base.with_(lam=0.0, alpha=0.5), base.with_(lam=0.1, alpha=0.25)]
-    for c in configs:
-        train(c.with_(output_dir="seq"), progress=False)
-    results = train_stacked([c.with_(output_dir="bat") for c in configs], progress=False)
+    members = [{"lambda": 0.0, "alpha": 0.5}, {"lambda": 0.1, "alpha": 0.25}]
+    for m in members:
+        trained.copy(2, mnist.run("seq", train_limit=32, **m), train_limit=32, **m)
+    configs = [mnist.config("bat", train_limit=32, epochs=2, **m) for m in members]
+    results = train_stacked(configs, runtime=runtime, progress=False)
     assert [r.trained_epochs for r in results] == [2, 2]
     names = [r.run_dir.name for r in results]
     for name in names:

@@ -2,7 +2,6 @@
 import os
 from pathlib import Path
 
-import pytest
 
 from centerloss_cli.fetch import DATASETS, ensure_mnist, fetch_debian_fashion
 from conftest import synthetic_mnist, tiny
@@ -33,10 +32,3 @@ def test_a_fashion_run_is_its_own_run_with_class_names_in_its_figures(run_cli, m
     wrong = run_cli("train", "--dataset", "fashion-mnist", *mnist.args[:2], *tiny(), "--name", "x")
     if mnist.real:  # MNIST's files are not Fashion-MNIST's: the md5 check says so
         assert wrong.exit_code == 2 and "not the original Fashion-MNIST" in wrong.output
-
-
-@pytest.mark.skipif(not FASHION, reason="the real Fashion-MNIST (../shared/fashion-mnist) is not beside this checkout")
-def test_the_real_fashion_mnist_verifies(run_cli):
-    result = run_cli("data", "--dataset", "fashion-mnist", "--data-dir", FASHION)
-    assert result.exit_code == 0, result.output
-    assert "(md5 verified)" in result.output and "60000 images" in result.output

@@ -13,9 +13,8 @@ from conftest import TINY, assert_each_matches_only_itself, checkpoint, max_diff
 TWO_EPOCHS = tiny(epochs=2)
 
 
-def test_plot_redraws_from_saved_features_without_training(run_cli, mnist):
-    assert run_cli("train", *mnist.args, *TWO_EPOCHS, "--name", "p").exit_code == 0
-    run = Path("outputs/p")
+def test_plot_redraws_from_saved_features_without_training(run_cli, mnist, trained):
+    run = trained.copy(2, Path("outputs/p"))
     checkpoint_before = (run / "checkpoint.pt").stat().st_mtime_ns
     metrics_before = (run / "metrics.csv").read_text()
     for png in (run / "plots").glob("*.png"):
@@ -176,11 +175,8 @@ def test_a_sweep_over_seeds_adds_mean_and_std_rows(run_cli, mnist):
     assert (folder / "compactness.png").stat().st_size > 0
 
 
-def test_every_run_keeps_its_curves_and_plot_curves_overlays_runs(run_cli, mnist, tmp_path):
-    two = tiny(epochs=2)
-    assert run_cli("train", *mnist.args, *two).exit_code == 0
-    assert run_cli("train", *mnist.args, *two, "--lambda", "0").exit_code == 0
-    a, b = mnist.run(), mnist.run(**{"lambda": 0.0})
+def test_every_run_keeps_its_curves_and_plot_curves_overlays_runs(run_cli, mnist, tmp_path, trained):
+    a, b = trained.copy(2), trained.copy(2, **{"lambda": 0.0})
     curves = a / "plots" / "curves.png"
     with Image.open(curves) as im:  # drawn by training at the run's --plot-dpi (30), with every epoch of metrics.csv
         assert 200 < im.size[0] < 400

@@ -1,0 +1,46 @@
+"""What only the real datasets can show: their checksums and counts, and a run on verified data, named
+and fingerprinted as the dataset's own. CI's second pass runs these (and the Slurm tests) with
+../shared beside the checkout; elsewhere they are skipped, saying why."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from centerloss_cli.data import load_mnist
+from centerloss_cli.fetch import MNIST_FINGERPRINT
+
+FASHION = os.environ.get("CENTERLOSS_TEST_FASHION")
+pytestmark = pytest.mark.real_data
+
+
+@pytest.fixture
+def real(mnist):
+    if not mnist.real:
+        pytest.skip("the real MNIST is not here (make test finds it in ../shared/mnist)")
+    return mnist
+
+
+def test_real_mnist_verifies_with_its_class_counts(real):
+    m = load_mnist(real.root, verify=True)
+    assert torch.bincount(m.train.labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert torch.bincount(m.test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert m.fingerprint == MNIST_FINGERPRINT
+
+
+def test_a_run_on_real_mnist_is_named_and_fingerprinted_as_mnist(real, run_cli):
+    from conftest import TINY
+
+    result = run_cli("train", *real.args, *TINY)
+    assert result.exit_code == 0, result.output
+    (run,) = Path("outputs").iterdir()
+    assert run.name == "lambda0.01_alpha0.5_seed0_b16_n64_test32_plot32"  # no _data suffix: it is MNIST's own
+    assert json.loads((run / "config.json").read_text())["data_fingerprint"] == MNIST_FINGERPRINT
+
+
+@pytest.mark.skipif(not FASHION, reason="the real Fashion-MNIST (../shared/fashion-mnist) is not beside this checkout")
+def test_the_real_fashion_mnist_verifies(run_cli):
+    result = run_cli("data", "--dataset", "fashion-mnist", "--data-dir", FASHION)
+    assert result.exit_code == 0, result.output
+    assert "(md5 verified)" in result.output and "60000 images" in result.output
