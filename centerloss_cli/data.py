@@ -4,7 +4,6 @@ Finding and fetching the files is fetch.py's job; this module only reads what is
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import sys
@@ -16,7 +15,7 @@ from typing import Iterator
 import torch
 
 from .errors import DataError
-from .fetch import MNIST_MD5, SPLIT_FILES, data_root, ensure_mnist, fingerprint, is_default_root, verify_md5
+from .fetch import MNIST_MD5, SPLIT_FILES, data_root, ensure_mnist, fingerprint, is_default_root, read_bytes, verify_md5
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -24,23 +23,6 @@ NUM_CLASSES = 10
 # A fixed seed for choosing --train-limit/--test-limit subsets, so that runs with different
 # training seeds still see the same images.
 SUBSET_SEED = 1234
-
-
-def read_bytes(path: Path) -> bytes:
-    """The uncompressed content of a raw or gzipped IDX file."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-            f.seek(0)
-            if head == b"\x1f\x8b":
-                return gzip.decompress(f.read())
-            if path.suffix == ".gz":
-                raise DataError(f"{path}: not a gzip file (a .gz name, but no gzip header)")
-            return f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        if isinstance(e, PermissionError):
-            raise DataError(f"{path}: cannot be read ({e.strerror})") from e
-        raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from e
 
 
 def parse_idx(raw: bytes, path: Path, expect_magic: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ runs at once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from .model import LeNetPP
 from .runfiles import FORMAT, SPLITS, EpochFeatures
 from .schedule import epoch_end, epochs_left, lr_factor, steps_per_epoch, total_steps
 from .schema import to_dict
+from .solver import SGD
 
 EVAL_BATCH = 1000
 
@@ -33,7 +34,7 @@ class TrainState:
     n_train: int
     model: LeNetPP
     center_loss: CenterLoss
-    optimizer: torch.optim.SGD
+    optimizer: SGD
     loss_sums: torch.Tensor  # [softmax, center] summed over the batches done in this epoch, on the device
     threads: int  # CPU threads it trains with: CPU results depend on the count, so a resume keeps it
     fingerprint: str = ""  # of the data it trains on (fetch.fingerprint)
@@ -104,26 +105,15 @@ def new_state(config: TrainConfig, n_train: int, device: torch.device | str = "c
     model.to(device, memory_format=torch.channels_last if device.type == "cpu" else torch.contiguous_format)
     center_loss.to(device)
     # The centers are a buffer, not a parameter: the network's optimizer never reaches them.
-    optimizer = torch.optim.SGD(param_groups(model.named_parameters(), config), lr=config.lr, momentum=config.momentum)
+    optimizer = SGD(model.named_parameters(), config.lr, config.momentum, config.weight_decay)
     return TrainState(config=config, n_train=n_train, model=model, center_loss=center_loss, optimizer=optimizer,
                       loss_sums=torch.zeros(2, dtype=torch.float64, device=device), threads=torch.get_num_threads())
 
 
-def param_groups(named: Iterable[tuple[str, torch.Tensor]], config: TrainConfig) -> list[dict[str, Any]]:
-    """The official net's two groups: weights (PReLU slopes too) at lr with weight decay, and biases at
-    twice the lr with none, as every layer's `lr_mult: 2, decay_mult: 0` for its bias in the prototxt."""
-    weights, biases = [], []
-    for name, p in named:
-        (biases if name.endswith("bias") else weights).append(p)
-    return [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay},
-            {"params": biases, "lr": 2 * config.lr, "weight_decay": 0.0}]
-
-
-def set_lr(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> float:
-    """Put step `step`'s learning rate (schedule.lr_factor) into both groups; returns the weights' rate."""
+def set_lr(optimizer: SGD, config: TrainConfig, step: int) -> float:
+    """Put step `step`'s learning rate (schedule.lr_factor) into the optimizer; returns the weights' rate."""
     lr = config.lr * lr_factor(config, step)
-    for group, mult in zip(optimizer.param_groups, (1.0, 2.0)):
-        group["lr"] = mult * lr
+    optimizer.set_lr(lr)
     return lr
 
 
@@ -139,7 +129,7 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[tor
     center = state.center_loss(features, y)
     # With lambda = 0 the center term is left out entirely, so the network gets exactly the softmax gradient.
     loss = softmax_loss + cfg.lam * center if cfg.lam else softmax_loss
-    state.optimizer.zero_grad(set_to_none=True)
+    state.optimizer.zero_grad()
     loss.backward()
     lr = set_lr(state.optimizer, cfg, state.step)  # this step's rate, which the caffe center update uses too
     state.optimizer.step()

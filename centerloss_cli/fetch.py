@@ -5,11 +5,13 @@ Reading the files is data.py's job; this module only finds, fetches and verifies
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -75,6 +77,33 @@ def find_files(root: Path, dataset: str = "mnist") -> dict[str, Path] | None:
             if name in found:
                 break
     return found if len(found) == len(MNIST_MD5) else None
+
+
+def read_bytes(path: Path) -> bytes:
+    """The uncompressed content of a raw or gzipped IDX file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            f.seek(0)
+            if head == b"\x1f\x8b":
+                return gzip.decompress(f.read())
+            if path.suffix == ".gz":
+                raise DataError(f"{path}: not a gzip file (a .gz name, but no gzip header)")
+            return f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        if isinstance(e, PermissionError):
+            raise DataError(f"{path}: cannot be read ({e.strerror})") from e
+        raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from e
+
+
+def data_fingerprint(data_dir: str | os.PathLike | None, verify: bool, dataset: str = "mnist") -> str:
+    """The fingerprint of the files a run with these data settings reads, without parsing them (no torch):
+    verified files are the dataset's own, or loading them fails; other data (--no-verify) is read."""
+    if verify:
+        return DATASETS[dataset].fingerprint
+    files, _ = ensure_mnist(data_root(data_dir, dataset), may_create=is_default_root(data_dir, dataset),
+                            dataset=dataset, say=lambda message: print(message, file=sys.stderr, flush=True))
+    return fingerprint([hashlib.md5(read_bytes(files[name])).hexdigest() for name in MNIST_MD5])
 
 
 def verify_md5(digest: str, name: str, path: Path, dataset: str = "mnist") -> None:

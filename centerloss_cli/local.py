@@ -18,13 +18,14 @@ from .errors import ChildFailed, Interrupted
 from .processes import Channel, Child, Failure, ready
 from .runs import RunResult, Voice
 from .runtime import Runtime
-from .training import train
 
 
 def train_in_turn(rt: Runtime, configs: Sequence[TrainConfig], progress: bool,
                   position: int | None = None) -> Iterator[RunResult]:
     """Train (or resume, or skip when finished) each run in this process, one after another, yielding each
     result as it comes; the runtime loads the data once."""
+    from .training import train  # imports torch: a sweep's parent that only hands runs out never does
+
     for c in configs:
         yield train(c, resume=True, runtime=rt, progress=progress, position=position)
 
@@ -58,16 +59,18 @@ def train_in_processes(rt: Runtime, configs: Sequence[TrainConfig], jobs: int, p
                 config = busy.pop(w)
                 try:
                     reply = w.recv()
-                except ChildFailed as e:
-                    reply = Failure(ChildFailed(f"{e} while training {config.run_name}; its run resumes from its "
-                                                "last checkpoint: run the same sweep again"), "")
+                except ChildFailed as e:  # killed (-9, the OOM killer): the others stop too, saving their runs
+                    failure = failure or ChildFailed(f"a sweep worker died: {e} while training {config.run_name}; "
+                                                     "its run resumes from its last checkpoint: run the same sweep again")
+                    pass_on(signal.SIGTERM)
+                    continue
                 if isinstance(reply, Failure):
                     failure = failure or reply.error or ChildFailed(f"training {config.run_name} failed: {reply.text}")
                 else:
                     done(reply)
-        if rt.stop.requested:
-            raise Interrupted(f"{stop.describe(rt.stop.signum)}; every finished run is saved", rt.stop.signum) \
-                if not isinstance(failure, Interrupted) else Interrupted(str(failure), rt.stop.signum)
+        if rt.stop.requested and not isinstance(failure, ChildFailed):
+            raise Interrupted(str(failure) if isinstance(failure, Interrupted) else
+                              f"{stop.describe(rt.stop.signum)}; every finished run is saved", rt.stop.signum)
         if failure is not None:
             raise failure
     finally:
@@ -81,6 +84,8 @@ def serve(channel: Channel, parent: int) -> None:
     own signal, the sweep's, or its parent's death) ends the run in progress with a checkpoint; runs
     sent after a stop do not start."""
     import torch
+
+    from .training import train
 
     rt = Runtime(voice=Voice(sweep=True))
     try:

@@ -24,7 +24,7 @@ from .devices import float32_precision
 from .engine import PlainStep, TrainState, evaluate
 from .errors import Diverged, Interrupted
 from .runs import Voice
-from .runtime import Runtime
+from .runtime import Runtime, show_bars
 from .schedule import lr_factor
 from .stacked import StackedStep
 from .stop import describe
@@ -199,12 +199,6 @@ def cpu_threads(threads: int, device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def show_bars(progress: bool) -> bool:
-    """Progress bars only on a terminal: in a log file (nohup, a cluster job) they are lines joined by \\r,
-    and the one line per epoch says what matters there."""
-    return progress and sys.stderr.isatty()
 
 
 def epoch_line(state: TrainState, total_epochs: int, name: bool = False) -> str:

@@ -7,36 +7,22 @@ closes it), and ends when its parent's pipe ends: after a `close`, or when the p
 """
 from __future__ import annotations
 
+import importlib
 import queue
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from . import charts, figures
-from .errors import CenterLossError, ChildFailed, PlotError
+from .errors import ChildFailed, PlotError
 from .processes import Channel, Child, Failure, ready
-from .runfiles import (CHECKPOINT, SPLITS, EpochFeatures, curves_path, features_path, load_features, plot_path)
+from .runfiles import CHECKPOINT, SPLITS, EpochFeatures, curves_path, features_path, plot_path
 
 PENDING_EPOCHS = 2  # epochs a process may have outstanding: each holds up to 20k features
-
-
-def draw_scatter(run_dir: Path, feats: EpochFeatures, split: str, dpi: int) -> None:
-    figures.draw_epoch_plots(run_dir, feats, (split,), dpi=dpi)
-
-
-def draw_curves(run_dir: Path, history: list[dict[str, float]], dpi: int) -> None:
-    charts.draw_run_curves(run_dir, history, dpi)
-
-
-def draw_saved_scatter(run_dir: Path, epoch: int, splits: tuple[str, ...], dpi: int) -> None:
-    """An epoch's plots from its saved features: a damaged features file costs its plots, never the run."""
-    try:
-        feats = load_features(run_dir, epoch)
-    except CenterLossError as err:
-        print(f"Warning: {err}; its plots are not drawn", flush=True)
-        return
-    figures.draw_epoch_plots(run_dir, feats, splits, dpi=dpi)
+# The drawings a plotting process makes, named rather than imported: the trainer never loads matplotlib.
+SCATTER = ("figures", "draw_epoch_plots")  # (run_dir, feats, splits, centers, dpi)
+SAVED_SCATTER = ("figures", "draw_saved_epoch")  # (run_dir, epoch, splits, dpi)
+CURVES = ("charts", "draw_run_curves")  # (run_dir, history or None, dpi)
 
 
 class PlotService:
@@ -63,8 +49,8 @@ class PlotService:
             self._children = [Child("plot") for _ in range(self.processes)]
             self._pending = {i: deque() for i in range(self.processes)}
 
-    def _send(self, index: int, what: str, function: Callable[..., None], *args: Any) -> None:
-        self._children[index].send((function, args))
+    def _send(self, index: int, what: str, drawing: tuple[str, str], *args: Any) -> None:
+        self._children[index].send((drawing, args))
         self._pending[index].append(what)
 
     def _collect(self, timeout: float | None) -> None:
@@ -101,23 +87,24 @@ class PlotService:
         self._collect(0)
         self._raise()
         for split in SPLITS:
-            self._send(self._least_busy(), f"{split} plot of epoch {feats.epoch}", draw_scatter, run_dir, feats, split, dpi)
+            self._send(self._least_busy(), f"{split} plot of epoch {feats.epoch}", SCATTER, run_dir, feats, (split,),
+                       None, dpi)
         if history:
             owner = self._curves_owner.setdefault(run_dir, len(self._curves_owner) % self.processes)
-            self._send(owner, f"curves up to epoch {feats.epoch}", draw_curves, run_dir, list(history), dpi)
+            self._send(owner, f"curves up to epoch {feats.epoch}", CURVES, run_dir, list(history), dpi)
 
     def draw_missing(self, run_dir: Path, epochs: Sequence[int], dpi: int) -> int:
         """Queue the plots of finished epochs that are missing (a kill while they were being drawn), and the
         curves when they are missing or older than the checkpoint; returns how many epochs lacked plots."""
         run_dir = Path(run_dir).absolute()
         curves, checkpoint = curves_path(run_dir), run_dir / CHECKPOINT
-        jobs: list[tuple[str, Callable[..., None], tuple]] = []
+        jobs: list[tuple[str, tuple[str, str], tuple]] = []
         if epochs and checkpoint.is_file() and (not curves.is_file() or curves.stat().st_mtime < checkpoint.stat().st_mtime):
-            jobs.append(("curves", charts.draw_run_curves, (run_dir, None, dpi)))
+            jobs.append(("curves", CURVES, (run_dir, None, dpi)))
         for e in epochs:
             missing = tuple(s for s in SPLITS if not plot_path(run_dir, s, e).is_file())
             if missing and features_path(run_dir, e).is_file():
-                jobs.append((f"plots of epoch {e}", draw_saved_scatter, (run_dir, e, missing, dpi)))
+                jobs.append((f"plots of epoch {e}", SAVED_SCATTER, (run_dir, e, missing, dpi)))
         if jobs:
             self.start()
             owner = self._curves_owner.setdefault(run_dir, len(self._curves_owner) % self.processes)
@@ -154,9 +141,9 @@ def serve(channel: Channel, parent: int) -> None:
 
     threading.Thread(target=read, name="plot-inbox", daemon=True).start()
     while (job := jobs.get()) is not None:
-        function, args = job
+        (module, name), args = job
         try:
-            function(*args)
+            getattr(importlib.import_module(f".{module}", __package__), name)(*args)
             reply: Any = None
         except BaseException as e:  # reported to the trainer, which decides
             reply = Failure.of(e)

@@ -247,7 +247,10 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
         raise CenterLossError(f"{path} is not a checkpoint (it holds a {type(ckpt).__name__}); use --overwrite "
                               "to start again")
     missing = sorted(CHECKPOINT_KEYS - set(ckpt))
-    if missing or ckpt.get("format") != FORMAT or not isinstance(ckpt.get("config"), dict):
-        what = f"it lacks {', '.join(missing)}" if missing else f"format {ckpt.get('format')}"
+    kinds = {"config": dict, "history": list, "n_train": int, "epoch": int, "step": int, "batch": int, "threads": int}
+    wrong = sorted(k for k, kind in kinds.items() if k in ckpt and not isinstance(ckpt[k], kind))
+    if missing or wrong or ckpt.get("format") != FORMAT:
+        what = f"it lacks {', '.join(missing)}" if missing else f"format {ckpt.get('format')}" if not wrong \
+            else f"{', '.join(wrong)} of the wrong kind"
         raise CenterLossError(f"{path} is not a checkpoint of this version ({what}); use --overwrite to start again")
     return ckpt

@@ -11,14 +11,18 @@ this is module state: two runtimes in one process (a notebook's, a test's) share
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
+import sys
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .errors import PlotError
 from .plotting import PlotService
-from .runs import RunFolder, Voice
+from .runs import RunFolder, RunResult, Voice
 from .stop import StopController
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 
 def _print(message: str) -> None:
@@ -80,6 +84,20 @@ class Runtime:
         folder.close()
         self.open_runs.pop(folder.path, None)
 
+    def completed(self, config: "TrainConfig", fingerprint: str) -> RunResult | None:
+        """The result of a run whose folder holds all of its epochs (repaired on the way: metrics.csv, temp
+        files, missing plots); None when it has more to do. Opening checks the folder, so a sweep refuses a
+        conflicting run before it trains any."""
+        folder = self.open_run(config, fingerprint, resume=True)
+        try:
+            if not folder.complete:
+                return None
+            folder.repair()
+            self.plots.draw_missing(folder.path, range(1, len(folder.history) + 1), folder.config.plot_dpi)
+            return folder.result()
+        finally:
+            self.close_run(folder)
+
     def data(self, key: tuple, load: Callable[[], Any]) -> Any:
         """Data loaded once per runtime and data settings (a sweep's runs share it)."""
         if key not in self._data:
@@ -87,6 +105,23 @@ class Runtime:
         return self._data[key]
 
 
-def python_runtime(sweep: bool = False) -> Runtime:
-    """The runtime of a Python caller that passed none: errors name arguments, notes go to stdout."""
-    return Runtime(voice=Voice(python=True, sweep=sweep))
+@contextmanager
+def entered(runtime: Runtime | None, sweep: bool = False) -> Iterator[Runtime]:
+    """The caller's runtime, entered; or, for a Python caller that gave none, one of its own for this
+    call, whose errors name Python arguments, and whose plotting process ends with the call."""
+    if runtime is not None:
+        with runtime:
+            yield runtime
+        return
+    rt = Runtime(voice=Voice(python=True, sweep=sweep))
+    try:
+        with rt:
+            yield rt
+    finally:
+        rt.close()
+
+
+def show_bars(progress: bool) -> bool:
+    """Progress bars only on a terminal: in a log file (nohup, a cluster job) they are lines joined by \\r,
+    and the one line per epoch says what matters there."""
+    return progress and sys.stderr.isatty()

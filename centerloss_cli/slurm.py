@@ -19,11 +19,9 @@ from tqdm import tqdm
 from .config import SlurmConfig, TrainConfig, sbatch_options
 from .errors import CenterLossError, ConfigError, Interrupted, SweepFailed
 from .local import train_in_turn
-from .loop import show_bars
 from .runs import RunResult, Voice
-from .runtime import Runtime
+from .runtime import Runtime, show_bars
 from .storage import atomic_write_text
-from .training import train_stacked
 
 SLURM_FOLDER = "slurm"  # under the sweep's folder: submitit's pickles and the jobs' logs
 JOBS_FILE = "jobs.json"  # the sweep's state there: which job trains which runs
@@ -49,6 +47,8 @@ class SlurmTask:
         try:
             with rt:
                 if self.batched:
+                    from .training import train_stacked
+
                     return [str(r.run_dir) for r in train_stacked(self.configs, runtime=rt, progress=False)]
                 return [str(r.run_dir) for r in train_in_turn(rt, self.configs, progress=False)]
         except Interrupted as e:

@@ -15,8 +15,9 @@ from torch.func import functional_call, stack_module_state, vmap
 from .center_loss import center_loss, move_centers
 from .config import SCHEMA, TrainConfig
 from .devices import autocast
-from .engine import TrainState, param_groups, set_lr
+from .engine import TrainState, set_lr
 from .errors import CenterLossError
+from .solver import SGD
 
 # Settings in which the runs of one stacked model may differ (field names).
 MEMBER_SETTINGS = {"lam", "alpha", "name"}
@@ -46,12 +47,11 @@ class StackedStep:
         self.alpha = torch.tensor([s.config.alpha for s in states], device=device).view(-1, 1, 1)
         self.centers = torch.stack([s.center_loss.centers for s in states])
         self.velocity = torch.stack([s.center_loss.velocity for s in states]) if cfg.center_update == "caffe" else None
-        # SGD is elementwise, so one optimizer over stacked tensors is K independent optimizers.
-        self.optimizer = torch.optim.SGD(param_groups(self.params.items(), cfg), lr=cfg.lr, momentum=cfg.momentum)
-        for name, stacked in self.params.items():
-            buffers = [_momentum(s, name) for s in states]
-            if all(b is not None for b in buffers):
-                self.optimizer.state[stacked]["momentum_buffer"] = torch.stack(buffers)
+        # SGD is elementwise, so one optimizer over stacked tensors is K independent optimizers; its parameters
+        # come in the members' order (the model's), so the momentum buffers line up by index.
+        self.optimizer = SGD(self.params.items(), cfg.lr, cfg.momentum, cfg.weight_decay)
+        self.optimizer.buffers = [None if any(b is None for b in bufs) else torch.stack(bufs)
+                                  for bufs in zip(*(s.optimizer.buffers for s in states))]
         self.forward = vmap(lambda params, x: functional_call(self.base, params, (x,)), in_dims=(0, None))
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -66,7 +66,7 @@ class StackedStep:
         # Members are independent, so the gradient of the sum is each member's own gradient; with
         # lambda = 0 the center term adds exactly zero.
         loss = (softmax + self.lam * center).sum()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
         lr = set_lr(self.optimizer, cfg, first.step)
         self.optimizer.step()
@@ -85,14 +85,6 @@ class StackedStep:
                 s.center_loss.centers.copy_(self.centers[k])
                 if self.velocity is not None:
                     s.center_loss.velocity.copy_(self.velocity[k])
-            for name, stacked in self.params.items():
-                buf = self.optimizer.state.get(stacked, {}).get("momentum_buffer")
-                if buf is not None:
-                    s.optimizer.state[named[name]]["momentum_buffer"] = buf[k].clone()
+            s.optimizer.buffers = [None if buf is None else buf[k].clone() for buf in self.optimizer.buffers]
             for group, own in zip(self.optimizer.param_groups, s.optimizer.param_groups):
                 own["lr"] = group["lr"]
-
-
-def _momentum(state: TrainState, name: str) -> torch.Tensor | None:
-    param = dict(state.model.named_parameters())[name]
-    return state.optimizer.state.get(param, {}).get("momentum_buffer")

@@ -20,16 +20,14 @@ from tqdm import tqdm
 
 from . import charts, figures
 from .config import SlurmConfig, TrainConfig
-from .devices import resolve_device
 from .errors import CenterLossError, ConfigError, Interrupted
 from .local import train_in_processes, train_in_turn
-from .loop import show_bars
 from .runfiles import SPLITS, sweep_dir
 from .runs import RunResult, data_suffix, named_for_data
-from .runtime import Runtime
+from .runtime import Runtime, entered, show_bars
 from .schema import NAME_MAX_BYTES, is_folder_name, number_text
 from .storage import atomic_write_text
-from .training import entered, finished, fingerprint_of, train_stacked
+from .fetch import data_fingerprint
 
 METRICS = ["test_acc", "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio"]
 # Over seeds, these get a standard deviation beside their mean.
@@ -115,9 +113,12 @@ def run_sweep(
     """
     _check_options(base, alphas, jobs, batched, name, launcher, wait)
     seeds = list(seeds or [base.seed])
+    if base.device not in ("auto", "cpu"):  # a device that is not there is refused before any run starts
+        from .devices import resolve_device
+
+        resolve_device(base.device)
     with entered(runtime, sweep=True) as rt:
-        device = resolve_device(base.device)
-        fp = fingerprint_of(rt, base, device)
+        fp = data_fingerprint(base.data_dir, base.verify, base.dataset)
         configs = [named_for_data(c, fp) for c in sweep_configs(base, lams, alphas, seeds)]
         suffix = data_suffix(base.dataset, fp)
         folder = sweep_dir(base.output_dir, name or default_sweep_name(base, lams, alphas, seeds, suffix))
@@ -178,11 +179,13 @@ def _run_locally(rt: Runtime, configs: list[TrainConfig], fingerprint: str, jobs
                  progress: bool) -> tuple[dict[str, RunResult], int]:
     results: dict[str, RunResult] = {}
     for c in configs:
-        if (done := finished(rt, c, fingerprint)) is not None:
+        if (done := rt.completed(c, fingerprint)) is not None:
             results[c.run_name] = done
     todo = [c for c in configs if c.run_name not in results]
     try:
         if batched:
+            from .training import train_stacked
+
             # Stacked runs see the same batches, and the batch order is the seed's: one stack per seed.
             for seed in dict.fromkeys(c.seed for c in todo):
                 for r in train_stacked([c for c in todo if c.seed == seed], runtime=rt, progress=progress):
@@ -209,7 +212,7 @@ def _run_on_slurm(rt: Runtime, folder: Path, configs: list[TrainConfig], fingerp
                   batched: bool, wait: bool, progress: bool) -> tuple[dict[str, RunResult], int] | None:
     from .slurm import run_on_slurm  # imports submitit
 
-    return run_on_slurm(folder, configs, lambda c: finished(rt, c, fingerprint), slurm, batched=batched, wait=wait,
+    return run_on_slurm(folder, configs, lambda c: rt.completed(c, fingerprint), slurm, batched=batched, wait=wait,
                         progress=progress, say=rt.say)
 
 

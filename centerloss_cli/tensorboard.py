@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CenterLossError
-from .figures import feature_image
 from .runfiles import TENSORBOARD, EpochFeatures, load_features
 
 MISSING = "--tensorboard needs the tensorboard package: pip install 'centerloss-cli[tensorboard]'"
@@ -46,5 +45,7 @@ def log_epoch(writer: Any, row: dict[str, float], feats: EpochFeatures | None) -
             "compactness" if key.split("_")[-1] in ("intra", "inter", "ratio") else "schedule"
         writer.add_scalar(f"{group}/{key}", value, epoch)
     if feats is not None:
+        from .figures import feature_image  # matplotlib, only where --tensorboard asks for it
+
         writer.add_image("features/test", feature_image(feats, "test"), epoch, dataformats="HWC")
     writer.flush()

@@ -4,8 +4,8 @@ one epoch loop. `train` is the Python API's `centerloss train`; `train_stacked` 
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack, closing, contextmanager
-from typing import Iterator, Sequence
+from contextlib import ExitStack, closing
+from typing import Sequence
 
 import torch
 
@@ -13,14 +13,15 @@ from .config import MAX_STEPS, TrainConfig
 from .data import MNIST, load_mnist
 from .devices import resolve_device
 from .engine import TrainState, new_state
-from .errors import CenterLossError
+from .errors import CenterLossError, Interrupted
 from .fetch import DATASETS, data_root, find_files
 from .loop import Run, run_epochs
 from .runfiles import CHECKPOINT, environment
 from .runs import RunFolder, RunResult, Voice, named_for_data
-from .runtime import Runtime, python_runtime
+from .runtime import Runtime, entered
 from .schedule import total_steps
 from .stacked import check_stackable
+from .stop import describe
 from . import tensorboard
 
 # Memory one training image takes in a step (activations kept for the backward pass, their gradients,
@@ -49,21 +50,6 @@ def train_stacked(configs: Sequence[TrainConfig], *, runtime: Runtime | None = N
     check_stackable(list(configs))
     with entered(runtime) as rt:
         return train_runs(rt, list(configs), resume=True, progress=progress)
-
-
-@contextmanager
-def entered(runtime: Runtime | None, sweep: bool = False) -> Iterator[Runtime]:
-    """The caller's runtime, entered; or, for a Python caller that gave none, a new one for this call."""
-    if runtime is not None:
-        with runtime:
-            yield runtime
-        return
-    rt = python_runtime(sweep)
-    try:
-        with rt:
-            yield rt
-    finally:
-        rt.close()
 
 
 def load_data(rt: Runtime, config: TrainConfig, device: torch.device) -> MNIST:
@@ -164,6 +150,8 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
             if any(f.config.tensorboard for f in todo):
                 tensorboard.check_available()
             states = [restore(f, len(data.train), device, rt.voice) for f in todo]
+            if rt.stop.requested:  # a stop while the data loaded: nothing has been written yet, so leave it so
+                raise Interrupted(f"{describe(rt.stop.signum)} before training; nothing was written", rt.stop.signum)
             groups: dict[tuple[int, ...], list[tuple[RunFolder, Run]]] = {}
             for f, state in zip(todo, states):
                 f.create(environment(device))
@@ -180,16 +168,3 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
                     results[f.path] = f.result(r.state.epoch - start, r.state.history)
         return [results[f.path] for f in folders]
 
-
-def finished(rt: Runtime, config: TrainConfig, fingerprint: str) -> RunResult | None:
-    """The result of a run whose folder holds all of its epochs (repaired on the way); None when it has
-    more to do. Opening checks the folder, so a sweep refuses a conflicting run before it trains any."""
-    folder = rt.open_run(config, fingerprint, resume=True)
-    try:
-        if not folder.complete:
-            return None
-        folder.repair()
-        rt.plots.draw_missing(folder.path, range(1, len(folder.history) + 1), folder.config.plot_dpi)
-        return folder.result()
-    finally:
-        rt.close_run(folder)

@@ -25,3 +25,8 @@ RUN_ARGS=(--device "$DEVICE" --output-dir "$OUTPUT_DIR")
 # EXTRA_ARGS is split on spaces on purpose: it holds several flags.
 read -r -a EXTRA <<<"$EXTRA_ARGS"
 RUN_ARGS+=("${EXTRA[@]}")
+
+# The run folder that `centerloss train` printed last ("  files: DIR/ (...)"), and the sweep folder that
+# `centerloss sweep` printed ("... figures and tables in DIR/").
+run_folder() { sed -n 's|^  files: \(.*\)/ (.*|\1|p' <<<"$1" | tail -1; }
+sweep_folder() { sed -n 's|.*figures and tables in \(.*\)/$|\1|p' <<<"$1" | tail -1; }

@@ -3,10 +3,12 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-run="$OUTPUT_DIR/figure2_softmax"
-# --resume: a second call continues an interrupted run, or does nothing when it is complete.
-"${CENTERLOSS[@]}" train --lambda 0 --name figure2_softmax --resume "${RUN_ARGS[@]}"
+# The run is named from its settings, so a quick look (EPOCHS, EXTRA_ARGS) and the full run each have
+# their own folder. --resume: a second call continues an interrupted run, or does nothing when it is complete.
+out=$("${CENTERLOSS[@]}" train --lambda 0 --resume "${RUN_ARGS[@]}" | tee /dev/stderr)
+run=$(run_folder "$out")
 mkdir -p "$OUTPUT_DIR/figures"
-"${CENTERLOSS[@]}" plot "$run" --grid --split both --epoch last -o "$OUTPUT_DIR/figures/figure2.png"
+figure="$OUTPUT_DIR/figures/figure2_$(basename "$run").png"
+"${CENTERLOSS[@]}" plot "$run" --grid --split both --epoch last -o "$figure"
 "${CENTERLOSS[@]}" plot "$run" --gif --epoch last
-echo "Figure 2: $OUTPUT_DIR/figures/figure2.png (per-epoch plots and GIFs in $run/plots/)"
+echo "Figure 2: $figure (per-epoch plots and GIFs in $run/plots/)"

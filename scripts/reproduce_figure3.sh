@@ -3,5 +3,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-"${CENTERLOSS[@]}" sweep --lambda 0.0001,0.001,0.01,0.1 --alpha 0.5 --sweep-name figure3 "${RUN_ARGS[@]}"
-echo "Figure 3: $OUTPUT_DIR/sweeps/figure3/grid_test.png and grid_train.png (table: summary.md, compactness.png)"
+# The sweep's folder is named from its values and settings: a quick look and the full sweep never share one.
+out=$("${CENTERLOSS[@]}" sweep --lambda 0.0001,0.001,0.01,0.1 --alpha 0.5 "${RUN_ARGS[@]}" | tee /dev/stderr)
+folder=$(sweep_folder "$out")
+echo "Figure 3: $folder/grid_test.png and grid_train.png (table: summary.md, compactness.png)"

@@ -3,5 +3,6 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-"${CENTERLOSS[@]}" sweep --lambda 0.01 --alpha 0.01,0.1,0.5,1 --sweep-name alpha "${RUN_ARGS[@]}"
-echo "Alpha sweep: $OUTPUT_DIR/sweeps/alpha/grid_test.png, grid_train.png, summary.md, compactness.png"
+out=$("${CENTERLOSS[@]}" sweep --lambda 0.01 --alpha 0.01,0.1,0.5,1 "${RUN_ARGS[@]}" | tee /dev/stderr)
+folder=$(sweep_folder "$out")
+echo "Alpha sweep: $folder/grid_test.png, grid_train.png, summary.md, compactness.png"

@@ -104,8 +104,12 @@ def run() -> None:
 def serve() -> None:
     """A fork server: the seconds of importing torch are paid once, not once per fault. The fork happens
     before torch has computed anything, so it has started no threads to lose."""
+    import torch
+
     import centerloss_cli.cli  # noqa: F401
     import centerloss_cli.training  # noqa: F401
+
+    torch.set_num_threads(1)  # as the suite's own trainings: the other core is theirs (see conftest.py)
 
     for line in sys.stdin:
         request = json.loads(line)

@@ -12,7 +12,7 @@ LAYERS = [
     {"errors", "stop", "metrics"},
     {"schema", "storage", "fetch"},
     {"config"},
-    {"schedule", "model", "devices", "data", "runfiles"},
+    {"schedule", "model", "solver", "devices", "data", "runfiles"},
     {"center_loss", "runs", "figures"},
     {"charts", "processes"},
     {"plotting", "engine"},

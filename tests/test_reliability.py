@@ -109,55 +109,91 @@ def test_a_second_ctrl_c_while_evaluating_keeps_the_epochs_training(run_path, fa
     assert_same_run(reference, run_path)
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM to the parent", "Ctrl-C to the group"])
-def test_a_stopped_parallel_sweep_leaves_no_orphans_and_starts_no_queued_run(tmp_path, mnist, sig):
-    """SIGTERM to the parent of `sweep --jobs 2` used to orphan its workers, which trained on; Ctrl-C
-    let queued runs start afterwards."""
+def processes_of(group: int) -> dict[int, str]:
+    """The processes of a process group, with their command lines."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and os.getpgid(int(proc.name)) == group:
+                found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            pass
+    return found
+
+
+STOPS = {  # how the sweep is stopped -> its exit code
+    "SIGTERM to the parent": 143,
+    "Ctrl-C to the group": 130,
+    "SIGUSR2 to the group": 140,  # as Slurm warns before a time limit; it used to kill the resource tracker
+    "kill -9 of the parent": -signal.SIGKILL,
+    "kill -9 of a worker": 1,
+}
+
+
+@pytest.mark.parametrize("how", list(STOPS))
+def test_a_stopped_parallel_sweep_leaves_no_orphans_and_starts_no_queued_run(tmp_path, mnist, how):
+    """SIGTERM to the parent of `sweep --jobs 2` used to orphan its workers, which trained on; Ctrl-C let
+    queued runs start afterwards; kill -9 of the parent left its workers training, then idle for good,
+    immune to SIGTERM; kill -9 of a worker gave the parent a BrokenProcessPool traceback. Each run in
+    progress must be saved, and every process of the sweep gone."""
     args = [sys.executable, "-m", "centerloss_cli", "sweep", "--lambda", "0,0.1,1", "--jobs", "2", *mnist.args,
             *tiny(epochs=400)]
     parent = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not list(tmp_path.glob("outputs/*/features/epoch_001.npz")):  # both workers are training
+        while len(list(tmp_path.glob("outputs/*/features/epoch_001.npz"))) < 2:  # both workers are training
             assert parent.poll() is None and time.monotonic() < deadline, parent.stdout.read()
-            time.sleep(0.2)
-        if sig == "SIGTERM to the parent":
+            time.sleep(0.1)
+        workers = [pid for pid, cmd in processes_of(parent.pid).items() if "centerloss_cli.child train" in cmd]
+        assert len(workers) == 2, processes_of(parent.pid)
+        if how == "SIGTERM to the parent":
             os.kill(parent.pid, signal.SIGTERM)
+        elif how == "kill -9 of the parent":
+            os.kill(parent.pid, signal.SIGKILL)
+        elif how == "kill -9 of a worker":
+            os.kill(workers[0], signal.SIGKILL)
         else:
-            os.killpg(parent.pid, signal.SIGINT)
-        output, _ = parent.communicate(timeout=120)
+            os.killpg(parent.pid, signal.SIGINT if how.startswith("Ctrl-C") else signal.SIGUSR2)
+        output, _ = parent.communicate(timeout=120)  # the workers hold its stdout too: this waits for them
     finally:
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)
-    assert parent.returncode == (143 if sig == "SIGTERM to the parent" else 130), output
-    assert "Run the same sweep command again to resume it" in output and "Traceback" not in output
-    for _ in range(50):  # the workers and their plotting processes are gone too
-        try:
-            os.killpg(parent.pid, 0)
-        except ProcessLookupError:
+    assert parent.returncode == STOPS[how], output
+    assert "Traceback" not in output and "KeyError" not in output, output
+    if how == "kill -9 of a worker":
+        errors = [line for line in output.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and f"(pid {workers[0]}) died (killed by signal 9) while training" in errors[0], output
+    elif how != "kill -9 of the parent":
+        assert "Run the same sweep command again to resume it" in output
+    for _ in range(100):  # the workers and their plotting processes are gone too
+        if not processes_of(parent.pid):
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     else:
-        raise AssertionError("processes of the sweep outlived it")
+        raise AssertionError(f"processes of the sweep outlived it: {processes_of(parent.pid)}")
     folders = sorted(p.name for p in (tmp_path / "outputs").iterdir())
     assert len(folders) == 2, folders  # the queued third run never started
-    for name in folders:
-        assert (tmp_path / "outputs" / name / "checkpoint.pt").is_file()
+    killed = output.split("while training ")[1].split(";")[0] if how == "kill -9 of a worker" else None
+    for name in folders:  # each run in progress was saved (but the killed worker's): a resume goes on from there
+        if name != killed:
+            assert checkpoint(tmp_path / "outputs" / name)["step"] >= 4
 
 
-def test_a_worker_keeps_a_stop_that_arrives_before_its_run_trains(tmp_path, mnist, monkeypatch, runtime):
+def test_a_stop_that_arrives_before_a_run_trains_writes_nothing(tmp_path, mnist, monkeypatch, runtime):
     """A sweep worker sent SIGTERM while its run was still being set up used to die at once (the pool then
-    broke); a runtime keeps the stop, and the run saves at the first batch boundary and reports it."""
+    broke). A runtime keeps the stop from the moment it is entered, and the run stops before its folder
+    is made: nothing to lose, nothing half-made."""
     monkeypatch.chdir(tmp_path)
     config = mnist.config()
     with runtime:  # as a worker's, entered when it starts
         os.kill(os.getpid(), signal.SIGTERM)  # before anything of the run exists
         with pytest.raises(Interrupted) as stopped:
             train(config, runtime=runtime, progress=False)
-    assert stopped.value.exit_code == 143 and "stopped by SIGTERM at epoch 1, batch 1" in str(stopped.value)
-    assert torch.load(mnist.run() / "checkpoint.pt", weights_only=True)["step"] == 1
-    assert train(config, resume=True, runtime=runtime, progress=False).trained_epochs == 1  # and it resumes
+    assert stopped.value.exit_code == 143
+    assert str(stopped.value) == "stopped by SIGTERM before training; nothing was written"
+    assert not mnist.run().exists()
+    assert train(config, resume=True, runtime=runtime, progress=False).trained_epochs == 1  # and it starts afresh
 
 
 def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(run_path, fault_runs, run_cli, mnist, reference, monkeypatch):
