@@ -291,6 +291,8 @@ def plot(
         dpi = DEFAULTS.plot_dpi if dpi is None else resolve(None, {"plot_dpi": dpi}).config.plot_dpi
         if curves and grid:
             raise CenterLossError("--curves and --grid are two different figures: give one")
+        if gif:
+            figures.check_fps(fps)  # before anything is drawn
         if curves:
             if len(run_dirs) == 1 and out is None:
                 path = charts.draw_run_curves(run_dirs[0], read_metrics(run_dirs[0]), dpi)

@@ -254,13 +254,17 @@ def replot_run(run_dir: str | os.PathLike, epoch: str = "all", splits: Sequence[
     return out
 
 
+def check_fps(fps: float) -> None:
+    if not (math.isfinite(fps) and 0.1 <= fps <= 50):
+        raise CenterLossError(f"--fps {fps:g}: expected a number of frames per second in [0.1, 50]")
+
+
 def save_gif(run_dir: str | os.PathLike, split: str, fps: float = 2.0, centers: bool | None = None,
              dpi: int = DPI) -> Path:
     """plots/{split}.gif: one frame per saved epoch, with limits fixed across frames so nothing jumps, and
     the last frame held for two seconds (or two frames' time, if longer) so the end can be seen. Frames
     are drawn at half `dpi` (100 at the default 200): a GIF of 20 full-resolution frames would be tens of MB."""
-    if not (math.isfinite(fps) and 0.1 <= fps <= 50):
-        raise CenterLossError(f"--fps {fps:g}: expected a number of frames per second in [0.1, 50]")
+    check_fps(fps)
     run_dir = Path(run_dir)
     frames = [load_features(run_dir, e) for e in saved_epochs(run_dir)]
     limits = square_limits(*(f.split(split)[0] for f in frames), *(f.centers for f in frames))

@@ -125,7 +125,6 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
     changes."""
     device = resolve_device(configs[0].device)
     rt.plot_processes_for(device.type)
-    rt.plots.start()  # its imports overlap the data loading
     with ExitStack() as stack:
         folders = []
         for c in configs:
@@ -135,6 +134,7 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
             folders.append(folder)
             if resume and not folder.path.exists():
                 rt.say(f"no run at {folder.path} yet: {rt.voice.option('resume')} starts it")
+        rt.plots.start()  # its imports overlap the data loading
         results = {}
         for f in folders:
             if f.complete:

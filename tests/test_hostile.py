@@ -1,0 +1,349 @@
+"""Nothing lost, round two: what a user or an administrator might do to a run folder, its files, its
+settings and its processes. Each case ends with nothing lost and one line: what was wrong, what is
+accepted, what was kept."""
+import errno
+import json
+import os
+import pickle
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from centerloss_cli import runs, training
+from centerloss_cli.center_loss import CenterLoss
+from centerloss_cli.config import TrainConfig
+from centerloss_cli.errors import CenterLossError
+from centerloss_cli.runfiles import read_metrics
+from centerloss_cli.storage import TEMP_MARK
+from conftest import TINY, checkpoint, tiny, write_idx
+
+
+def files_of(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def one_line(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code != 0 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+# --- the five data-loss paths --------------------------------------------------------------------------
+
+def test_a_resume_without_config_json_trains_with_the_checkpoints_settings(run_path, run_cli, mnist, trained):
+    """A resume without config.json used to train on with whatever settings were given, and recorded the
+    mix (one epoch of lambda 0.01, one of 0.5) as one clean run of lambda 0.5."""
+    trained.copy()
+    (run_path / "config.json").unlink()
+    before = files_of(run_path)
+    other = run_cli("train", *mnist.args, *tiny(epochs=2), "--lambda", "0.5", "--name", run_path.name, "--resume")
+    assert "its settings differ (lambda: saved 0.01, given 0.5)" in one_line(other)
+    assert files_of(run_path) == before
+    same = run_cli("train", *mnist.args, *tiny(epochs=2), "--name", run_path.name, "--resume")
+    assert same.exit_code == 0, same.output
+    assert json.loads((run_path / "config.json").read_text())["lambda"] == 0.01  # written again, from the checkpoint
+    assert checkpoint(run_path)["config"]["lambda"] == 0.01 and len(read_metrics(run_path)) == 2
+
+
+def test_overwrite_deletes_the_tools_files_only_file_by_file(run_path, run_cli, mnist, trained):
+    """--overwrite used to delete a user's files inside the run folder's plots/, features/ and tensorboard/."""
+    trained.copy()
+    mine = {run_path / "plots" / "figure_for_paper.png": b"mine", run_path / "features" / "NOTES.md": b"notes",
+            run_path / "tensorboard" / "my_events.txt": b"events", run_path / "thesis.tex": b"tex"}
+    for path, data in mine.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+    result = run_cli("train", *mnist.args, *TINY, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert all(path.read_bytes() == data for path, data in mine.items())
+    assert (run_path / "plots" / "test_epoch_001.png").is_file() and len(read_metrics(run_path)) == 1
+
+
+def test_a_resume_deletes_no_file_of_the_users_that_looks_like_a_temp_file(run_path, run_cli, mnist, trained):
+    """Every .*.tmp-* used to be taken for a killed writer's temp file; only the tool's own names, of a
+    dead writer, are."""
+    trained.copy()
+    mine = [run_path / ".draft.tmp-2024", run_path / ".notes.tmp-1", run_path / "features" / ".x.tmp-99999999",
+            run_path / "plots" / f".live{TEMP_MARK}{os.getpid()}"]  # the last: a live process's, this one
+    for path in mine:
+        path.write_text("mine")
+    dead = run_path / "features" / f".epoch_002.npz{TEMP_MARK}99999999"
+    dead.write_text("half")
+    result = run_cli("train", *mnist.args, *tiny(epochs=2), "--resume")
+    assert result.exit_code == 0, result.output
+    assert all(path.read_text() == "mine" for path in mine) and not dead.exists()
+
+
+def test_overwrite_is_all_or_nothing(run_path, run_cli, mnist, trained, monkeypatch):
+    """With one file it could not delete, --overwrite used to stop after deleting others."""
+    trained.copy()
+    before = files_of(run_path)
+    real_rename = Path.rename
+
+    def stuck(self, target):
+        if self.name == "test_epoch_001.png":
+            raise OSError(errno.EPERM, "Operation not permitted")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", stuck)
+    result = run_cli("train", *mnist.args, *TINY, "--overwrite")
+    assert "test_epoch_001.png cannot be deleted (Operation not permitted); nothing was deleted" in one_line(result)
+    assert files_of(run_path) == before and not list(run_path.glob(f".overwrite{TEMP_MARK}*"))
+
+
+def test_a_sweep_of_other_runs_never_writes_over_another_sweeps_outputs(run_cli, mnist):
+    """The sweep folder was named from lambda, alpha and seed only: a sweep with other limits replaced
+    another's summary and grids."""
+    assert run_cli("sweep", "--lambda", "0.1", *mnist.args, *TINY).exit_code == 0
+    (first,) = Path("outputs/sweeps").iterdir()
+    summary = (first / "summary.md").read_text()
+    other = run_cli("sweep", "--lambda", "0.1", *mnist.args, *tiny(train_limit=32))
+    assert other.exit_code == 0, other.output
+    assert len(list(Path("outputs/sweeps").iterdir())) == 2 and (first / "summary.md").read_text() == summary
+    named = [run_cli("sweep", "--lambda", "0.1", *mnist.args, *settings, "--sweep-name", "fig3")
+             for settings in (TINY, tiny(train_limit=32))]
+    assert named[0].exit_code == 0, named[0].output
+    assert "sweep folder outputs/sweeps/fig3 holds the outputs of a sweep of other runs" in one_line(named[1])
+
+
+def test_reproduce_figure2_names_its_run_from_its_settings(mnist, tmp_path):
+    """The script always used the run name figure2_softmax: a quick look then blocked the full run."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent.parent / "scripts" / "reproduce_figure2.sh"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OUTPUT_DIR": str(tmp_path / "out"), "EXTRA_ARGS": " ".join([*mnist.args, *TINY]), "DEVICE": "cpu"}
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = [p for p in (tmp_path / "out").iterdir() if p.name != "figures"]
+    assert run.name.startswith("lambda0_alpha0.5_seed0_b16_n64_test32_plot32")
+    assert (tmp_path / "out" / "figures" / f"figure2_{run.name}.png").is_file()
+    assert (run / "plots" / "test.gif").is_file()
+
+
+# --- runaway sizes ----------------------------------------------------------------------------------------
+
+SIZES = {  # settings (by key; None drops one) -> what the refusal says
+    "a batch size no machine holds": ({"batch_size": "99999999999999999999999"},
+                                      "batch_size = 99999999999999999999999: expected an integer in [1, 1,000,000]"),
+    "a batch larger than the data": ({"batch_size": 100000}, "batch_size = 100000: larger than the 64 training images"),
+    "iterations that cannot finish": ({"epochs": None, "iterations": 10**20},
+                                      "iterations = 100000000000000000000: expected an integer in [1, 100,000,000]"),
+    "epochs that cannot finish": ({"epochs": 10**20}, "epochs = 100000000000000000000: expected an integer in "
+                                                      "[1, 1,000,000]"),
+    "steps that cannot finish": ({"epochs": 10**6, "batch_size": 1, "train_limit": 600},
+                                 "epochs = 1000000: 600,000,000 steps of 1 images, more than the 100,000,000"),
+}
+
+
+@pytest.mark.parametrize("case", list(SIZES))
+def test_sizes_that_cannot_run_are_refused_before_anything_is_allocated(run_cli, mnist, case):
+    """They used to allocate 10 to 20 GB, or hang for good, ignoring SIGTERM."""
+    changes, message = SIZES[case]
+    assert message in one_line(run_cli("train", *mnist.args, *tiny(**changes)))
+    assert not Path("outputs").exists()
+
+
+def test_a_batch_the_memory_cannot_hold_is_refused(run_cli, mnist, monkeypatch):
+    monkeypatch.setattr(training, "free_memory", lambda device: 2**29)  # a machine with 0.5 GiB free
+    result = run_cli("train", *mnist.args, *tiny(batch_size=600, train_limit=None), "--name", "big")
+    assert "batch_size = 600: a step needs about 0.9 GiB, and cpu has 0.5 GiB free; give a smaller batch size" \
+        in one_line(result)
+    assert not Path("outputs/big").exists()
+
+
+# --- files that are not what they should be: one line each, nothing changed ----------------------------------
+
+def damage(run: Path, how: str) -> str:
+    """Damage the run folder `how`; returns what the refusal must say."""
+    if how == "checkpoint holds an integer":
+        torch.save(7, run / "checkpoint.pt")
+        return "checkpoint.pt is not a checkpoint (it holds a int)"
+    if how == "checkpoint's step is text":
+        ckpt = checkpoint(run)
+        ckpt["step"] = "4"
+        torch.save(ckpt, run / "checkpoint.pt")
+        return "checkpoint.pt is not a checkpoint of this version (step of the wrong kind)"
+    if how == ".lock is a folder":
+        (run / ".lock").unlink()
+        (run / ".lock").mkdir()
+        return ".lock is a folder, where the tool keeps its own file"
+    if how == ".lock is a symlink":
+        (run / ".lock").unlink()
+        (run / ".lock").symlink_to("/etc/passwd")
+        return ".lock is a symbolic link, where the tool keeps its own file"
+    if how == "plots is a file":
+        shutil.rmtree(run / "plots")
+        (run / "plots").write_text("x")
+        return "plots is a file, where the tool keeps its own folder"
+    if how == "config.json is not JSON":
+        (run / "config.json").write_text("{lambda: 0.5")
+        return "config.json: cannot read the run's settings"
+    if how == "config.json's lambda is text":
+        record = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**record, "lambda": "big"}))
+        return "config.json: expected a number"
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["checkpoint holds an integer", "checkpoint's step is text", ".lock is a folder",
+                                 ".lock is a symlink", "plots is a file", "config.json is not JSON",
+                                 "config.json's lambda is text"])
+def test_a_damaged_run_folder_is_one_line_and_changes_nothing(run_path, run_cli, mnist, trained, how):
+    trained.copy()
+    message = damage(run_path, how)
+    before = files_of(run_path)
+    result = run_cli("train", *mnist.args, *tiny(epochs=2), "--resume")
+    assert message in one_line(result)
+    assert files_of(run_path) == before
+
+
+@pytest.mark.parametrize("damage_,message", [
+    ("a missing column", "metrics.csv: cannot be read (no column test_acc, test_ratio)"),
+    ("bytes that are not UTF-8", "metrics.csv: cannot be read (not UTF-8 text)"),
+])
+def test_a_damaged_metrics_csv_is_one_line_for_plot_and_repaired_by_a_resume(run_path, run_cli, mnist, trained,
+                                                                              damage_, message):
+    trained.copy()
+    good = (run_path / "metrics.csv").read_text()
+    if damage_ == "a missing column":
+        (run_path / "metrics.csv").write_text("epoch,step\n1,4\n")
+    else:
+        (run_path / "metrics.csv").write_bytes(b"epoch,\xff\xfe\n")
+    assert message in one_line(run_cli("plot", run_path, "--curves"))
+    assert run_cli("train", *mnist.args, *TINY, "--resume").exit_code == 0
+    assert (run_path / "metrics.csv").read_text() == good  # derived from the checkpoint again
+
+
+def test_images_of_no_pixels_are_one_line(run_cli, tmp_path):
+    from conftest import synthetic_mnist
+
+    root = synthetic_mnist(tmp_path / "d", gz=False)
+    (root / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + (300).to_bytes(4, "big") + bytes(8))
+    result = run_cli("train", "--data-dir", root, "--no-verify", *TINY)
+    assert "t10k-images-idx3-ubyte: images of 0x0 pixels; LeNet++ takes 28x28" in one_line(result)
+
+
+def test_a_read_only_folder_is_one_line_for_plot(run_path, run_cli, mnist, trained, monkeypatch):
+    trained.copy()
+    import centerloss_cli.storage as storage
+
+    def read_only(path, mode="r", *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(storage, "open", read_only, raising=False)
+    assert "could not write" in one_line(run_cli("plot", run_path, "--epoch", "1"))
+    assert "Read-only file system; the previous version is intact" in run_cli("plot", run_path).output
+
+
+def test_a_full_disk_inside_a_checkpoint_write_is_one_line(run_path, run_cli, mnist, trained, monkeypatch):
+    """A full disk during torch.save came out as `RuntimeError ... unexpected pos`."""
+    trained.copy()
+    good = (run_path / "checkpoint.pt").read_bytes()
+    import centerloss_cli.storage as storage
+
+    real_open = open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+    monkeypatch.setattr(storage, "open", lambda path, mode="r", *a, **k: Full(real_open(path, mode, *a, **k))
+                        if "checkpoint.pt" in str(path) else real_open(path, mode, *a, **k), raising=False)
+    result = run_cli("train", *mnist.args, *tiny(epochs=2), "--resume")
+    assert "checkpoint.pt: the disk is full; the previous version is intact" in one_line(result)
+    assert (run_path / "checkpoint.pt").read_bytes() == good
+
+
+def test_fps_out_of_range_is_one_line(run_path, run_cli, trained):
+    trained.copy()
+    assert "--fps 0.001: expected a number of frames per second in [0.1, 50]" in \
+        one_line(run_cli("plot", run_path, "--gif", "--fps", "0.001"))
+
+
+def test_a_python_caller_gets_one_line_naming_its_arguments(tmp_path, mnist, runtime):
+    """TrainConfig(epochs=1.5) used to train an epoch, then crash, leaving a half run folder."""
+    with pytest.raises(CenterLossError, match="^epochs = 1.5: expected an integer$"):
+        TrainConfig(epochs=1.5)
+    config = mnist.config(tmp_path)
+    training.train(config, runtime=runtime, progress=False)
+    with pytest.raises(CenterLossError, match=r"already exists: add resume=True to continue it or overwrite=True"):
+        training.train(config, progress=False)  # no runtime: the Python caller's own, which speaks Python
+
+
+# --- wrong but quiet ------------------------------------------------------------------------------------------
+
+def test_a_copied_run_folder_resumes(run_path, run_cli, mnist, trained):
+    """A copy could never be resumed: the refusal named the original and a remedy that could not work."""
+    trained.copy()
+    shutil.copytree(run_path, Path("outputs/copy"))
+    result = run_cli("train", *mnist.args, *tiny(epochs=2), "--name", "copy", "--resume")
+    assert result.exit_code == 0, result.output
+    assert len(read_metrics("outputs/copy")) == 2 and len(read_metrics(run_path)) == 1
+
+
+def test_a_refused_folder_gets_no_lock_file(run_cli, mnist, tmp_path):
+    """A refused folder (a user's, the output dir `/`) used to get a .lock written into it."""
+    mine = Path("outputs/mine")
+    mine.mkdir(parents=True)
+    (mine / "thesis.tex").write_text("x")
+    assert "is not a run folder" in one_line(run_cli("train", *mnist.args, *TINY, "--name", "mine", "--overwrite"))
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "data.bin").write_text("x")
+    Path("outputs/link").symlink_to(target)
+    assert "is not a run folder" in one_line(run_cli("train", *mnist.args, *TINY, "--name", "link", "--resume"))
+    assert [p.name for p in target.iterdir()] == ["data.bin"]
+
+
+def test_an_epoch_lost_between_checkpoint_and_tensorboard_is_logged_on_resume(run_path, run_cli, mnist, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from centerloss_cli import loop
+
+    def crash(*args):
+        raise RuntimeError("killed between the checkpoint and the TensorBoard log")
+
+    monkeypatch.setattr(loop, "log_epoch", crash)
+    assert run_cli("train", *mnist.args, *TINY, "--tensorboard").exit_code != 0
+    assert checkpoint(run_path)["epoch"] == 1  # the epoch was committed, its log was not
+    monkeypatch.undo()
+    assert run_cli("train", *mnist.args, *tiny(epochs=2), "--tensorboard", "--resume").exit_code == 0
+    events = EventAccumulator(str(run_path / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("accuracy/test_acc")] == [1, 2]
+
+
+def test_center_loss_refuses_labels_out_of_range():
+    """Label -1 used to be taken as class 9."""
+    cl = CenterLoss(num_classes=10, feat_dim=2)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\): got -1"):
+        cl(torch.zeros(2, 2), torch.tensor([0, -1]))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\): got 10"):
+        cl.update(torch.zeros(2, 2), torch.tensor([10, 1]), alpha=0.5)
+
+
+def test_the_errors_cross_a_pipe_whole():
+    """A sweep worker's Interrupted reaches its sweep with its signal, so the exit code is the signal's."""
+    from centerloss_cli.errors import Interrupted
+
+    e = pickle.loads(pickle.dumps(Interrupted("stopped", signal.SIGTERM)))
+    assert (str(e), e.signum, e.exit_code) == ("stopped", signal.SIGTERM, 143)
