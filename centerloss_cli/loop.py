@@ -31,12 +31,17 @@ from .stop import describe
 from .tensorboard import log_epoch
 
 
+CURVES_EVERY_S = 10.0
+
+
 @dataclass
 class Run:
-    """One run as the loop drives it: its training state, and its TensorBoard writer (or None)."""
+    """One run as the loop drives it: its training state, its TensorBoard writer (or None), and when its
+    curves were last sent to be drawn."""
 
     state: TrainState
     tensorboard: Any = None
+    curves_at: float = -math.inf
 
     @property
     def run_dir(self):
@@ -177,8 +182,13 @@ def end_epoch(run: Run, data: MNIST, epoch: int, started: float, rt: Runtime) ->
             "seconds": round(time.perf_counter() - started, 3),
             "train_softmax_loss": means[0], "train_center_loss": means[1], **metrics,
         })
-        rt.plots.submit_epoch(cfg.run_dir, feats, state.history, cfg.plot_dpi)
         state.epoch, state.batch, state.seconds = epoch, 0, 0.0
+        # The curves figure costs as much as both scatter plots: redrawn at most every CURVES_EVERY_S, and
+        # after the last epoch and at a stop (a resume redraws curves older than the checkpoint).
+        now = time.monotonic()
+        curves = state.finished or rt.stop.requested or now - run.curves_at >= CURVES_EVERY_S
+        rt.plots.submit_epoch(cfg.run_dir, feats, state.history if curves else [], cfg.plot_dpi)
+        run.curves_at = now if curves else run.curves_at
         state.loss_sums.zero_()
         save_checkpoint(state)
         runfiles.write_metrics(cfg.run_dir, state.history)

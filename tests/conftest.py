@@ -2,18 +2,18 @@
 exists), otherwise small synthetic IDX files whose classes are learnable patterns."""
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
 import queue
+import shutil
 import struct
 import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-
-import csv
-import shutil
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -286,14 +286,67 @@ def fault_runs(tmp_path_factory, mnist) -> FaultRuns:
     runs.close()
 
 
+# --- whole processes run in the background: a user's script, a shell script, a stopped sweep ------------
+
+# name -> what to run in the background, given its own working folder and the tests' data; what it
+# returns is what `background[name]` gives the test that checks it.
+BACKGROUND: dict[str, Callable[[Path, Mnist], object]] = {}
+
+
+def in_background(name: str):
+    """Register something whole processes do, which a test checks afterwards: it runs from the start of the
+    session, one at a time, beside the rest of the suite, on the core that the suite leaves idle while it
+    waits for plots."""
+    def register(work):
+        BACKGROUND[name] = work
+        return work
+
+    return register
+
+
+def run_process(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=cwd, env={**os.environ, "MPLBACKEND": "Agg", **(env or {})}, capture_output=True,
+                          text=True, timeout=600)
+
+
+class Background:
+    """What BACKGROUND registers, run one at a time in a thread from the start of the session."""
+
+    def __init__(self, tmp_path_factory, mnist: Mnist):
+        self._pool = ThreadPoolExecutor(1)
+        self._runs = {name: self._pool.submit(self._run, tmp_path_factory.mktemp(name.replace(" ", "-")), work, mnist)
+                      for name, work in BACKGROUND.items()}
+
+    @staticmethod
+    def _run(cwd: Path, work, mnist: Mnist) -> tuple[Path, object]:
+        return cwd, work(cwd, mnist)
+
+    def __getitem__(self, name: str) -> tuple[Path, object]:
+        return self._runs[name].result()
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
+@pytest.fixture(scope="session")
+def background(tmp_path_factory, mnist) -> Background:
+    runs = Background(tmp_path_factory, mnist)
+    yield runs
+    runs.close()
+
+
+LATE = ("fault_runs", "background")  # fixtures of processes started with the session
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _start_fault_runs_early(request):
-    """Start the fault-injected runs with the session when any selected test needs them: they run in the
-    background, on the core that the rest of the suite leaves idle while it waits for plots."""
-    if any("fault_runs" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        request.getfixturevalue("fault_runs")
+def _start_early(request):
+    """Start the fault-injected runs and the background processes with the session when any selected test
+    needs them: they run beside the rest of the suite, on the core that it leaves idle while it waits."""
+    for fixture in LATE:
+        if any(fixture in getattr(item, "fixturenames", ()) for item in request.session.items):
+            request.getfixturevalue(fixture)
 
 
 def pytest_collection_modifyitems(items):
-    """The tests that read the fault-injected runs go last, when the runs are most likely done."""
-    items.sort(key=lambda item: "fault_runs" in getattr(item, "fixturenames", ()))
+    """The tests that read those processes go last, when they are most likely done."""
+    items.sort(key=lambda item: any(f in getattr(item, "fixturenames", ()) for f in LATE))

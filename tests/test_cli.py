@@ -1,5 +1,4 @@
 import json
-import os
 import re
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import pytest
 import torch
 
 from centerloss_cli.runfiles import read_metrics
-from conftest import TINY, tiny
+from conftest import TINY, in_background, run_process, tiny
 
 
 
@@ -155,15 +154,19 @@ def test_the_schedule_is_exactly_iterations_steps_with_a_last_partial_epoch(run_
     assert [(r["epoch"], r["step"]) for r in read_metrics(run)] == [(1, 4), (2, 8), (3, 10), (4, 12)]
 
 
-def test_piped_output_has_one_plain_line_per_epoch(run_path, run_cli, mnist):
-    """In a log file (nohup, a cluster job) each epoch used to be one line joined by \\r, with no accuracy."""
+@in_background("piped train")
+def piped_train(cwd: Path, mnist) -> subprocess.CompletedProcess:
     no_quiet = tiny(epochs=2)[:-1]  # progress bars asked for, but stdout and stderr are pipes here
-    done = subprocess.run([sys.executable, "-m", "centerloss_cli", "train", *mnist.args, *no_quiet],
-                          capture_output=True, text=True, timeout=300)
+    return run_process([sys.executable, "-m", "centerloss_cli", "train", *mnist.args, *no_quiet], cwd)
+
+
+def test_piped_output_has_one_plain_line_per_epoch(background, mnist):
+    """In a log file (nohup, a cluster job) each epoch used to be one line joined by \\r, with no accuracy."""
+    cwd, done = background["piped train"]
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stdout + done.stderr
     lines = [ln for ln in done.stdout.splitlines() if re.match(r"epoch \d+/2  train acc", ln)]
-    rows = read_metrics(run_path)
+    rows = read_metrics(cwd / mnist.run())
     assert len(lines) == 2 and len(rows) == 2
     for line, row in zip(lines, rows):
         assert f"test acc {100 * row['test_acc']:.2f}%" in line and f"test ratio {row['test_ratio']:.3f}" in line
@@ -181,22 +184,32 @@ def test_version_help_and_a_warning_for_hundreds_of_epochs(run_cli, mnist):
     assert "--train-limit 2000 without --epochs: the 10000 iterations are 625 epochs of 16 batches" in result.output
 
 
-def test_the_readme_python_examples_run_as_a_plain_script(tmp_path, mnist):
-    """The README's Python API section, its blocks saved as one file without an `if __name__ == "__main__":`
-    guard and run with `python file.py`, as a user would. The plotting process used to re-import such a
-    script, which then trained again in the child and found its own run folder locked."""
-    text = Path(__file__).parent.parent.joinpath("README.md").read_text()
+README = Path(__file__).parent.parent / "README.md"
+
+
+def readme_python_blocks() -> list[str]:
+    text = README.read_text()
     section = text[text.index("## Python API"):text.index("## Running on a cluster")]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 2 and not any("__main__" in b for b in blocks)
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+@in_background("readme example")
+def readme_example(cwd: Path, mnist) -> subprocess.CompletedProcess:
+    """The README's Python API section, its blocks saved as one file, run with `python file.py`."""
+    blocks = readme_python_blocks()
     if not mnist.real:  # the synthetic stand-in is not MNIST: let it through the md5 check
         blocks[0] = blocks[0].replace('output_dir="outputs/notebook"', 'output_dir="outputs/notebook", verify=False')
-    script = tmp_path / "example.py"
-    script.write_text("\n".join(blocks))
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "CENTERLOSS_DATA": str(mnist.root), "MPLBACKEND": "Agg"})
+    (cwd / "example.py").write_text("\n".join(blocks))
+    return run_process([sys.executable, "example.py"], cwd, {"CENTERLOSS_DATA": str(mnist.root)})
+
+
+def test_the_readme_python_examples_run_as_a_plain_script(background):
+    """Saved without an `if __name__ == "__main__":` guard, as a user would. The plotting process used to
+    re-import such a script, which then trained again in the child and found its own run folder locked."""
+    assert len(readme_python_blocks()) == 2 and not any("__main__" in b for b in readme_python_blocks())
+    cwd, done = background["readme example"]
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    run = next((tmp_path / "outputs" / "notebook").iterdir())
+    run = next((cwd / "outputs" / "notebook").iterdir())
     assert (run / "features" / "epoch_001.npz").is_file() and (run / "plots" / "curves.png").is_file()
     assert sorted(p.name for p in (run / "plots").glob("*_epoch_*.png")) == ["test_epoch_001.png", "train_epoch_001.png"]
     assert "torch.Size([100, 16])" in done.stdout  # the second block ran too

@@ -7,19 +7,19 @@ import os
 import pickle
 import shutil
 import signal
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from centerloss_cli import runs, training
+from centerloss_cli import training
 from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.config import TrainConfig
 from centerloss_cli.errors import CenterLossError
 from centerloss_cli.runfiles import read_metrics
 from centerloss_cli.storage import TEMP_MARK
-from conftest import TINY, checkpoint, tiny, write_idx
+from conftest import TINY, checkpoint, in_background, run_process, tiny
 
 
 def files_of(folder: Path) -> dict[Path, bytes]:
@@ -110,19 +110,21 @@ def test_a_sweep_of_other_runs_never_writes_over_another_sweeps_outputs(run_cli,
     assert "sweep folder outputs/sweeps/fig3 holds the outputs of a sweep of other runs" in one_line(named[1])
 
 
-def test_reproduce_figure2_names_its_run_from_its_settings(mnist, tmp_path):
-    """The script always used the run name figure2_softmax: a quick look then blocked the full run."""
-    import subprocess
-    import sys
-
+@in_background("reproduce figure 2")
+def reproduce_figure2(cwd: Path, mnist):
     script = Path(__file__).parent.parent / "scripts" / "reproduce_figure2.sh"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "OUTPUT_DIR": str(tmp_path / "out"), "EXTRA_ARGS": " ".join([*mnist.args, *TINY]), "DEVICE": "cpu"}
-    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
+    return run_process(["bash", str(script)], cwd, {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OUTPUT_DIR": "out",
+        "EXTRA_ARGS": " ".join([*mnist.args, *TINY]), "DEVICE": "cpu"})
+
+
+def test_reproduce_figure2_names_its_run_from_its_settings(background):
+    """The script always used the run name figure2_softmax: a quick look then blocked the full run."""
+    cwd, done = background["reproduce figure 2"]
     assert done.returncode == 0, done.stderr[-2000:]
-    (run,) = [p for p in (tmp_path / "out").iterdir() if p.name != "figures"]
+    (run,) = [p for p in (cwd / "out").iterdir() if p.name != "figures"]
     assert run.name.startswith("lambda0_alpha0.5_seed0_b16_n64_test32_plot32")
-    assert (tmp_path / "out" / "figures" / f"figure2_{run.name}.png").is_file()
+    assert (cwd / "out" / "figures" / f"figure2_{run.name}.png").is_file()
     assert (run / "plots" / "test.gif").is_file()
 
 

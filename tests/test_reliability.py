@@ -21,7 +21,8 @@ from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.errors import Interrupted
 from centerloss_cli.runfiles import read_metrics
 from centerloss_cli.training import train
-from conftest import DRIVER, KILL_POINTS, SWEEP, TINY, TWO_EPOCHS, assert_same_run, checkpoint, synthetic_mnist, tiny, write_idx
+from conftest import (DRIVER, KILL_POINTS, SWEEP, TINY, TWO_EPOCHS, assert_same_run, checkpoint, in_background,
+                      synthetic_mnist, tiny, write_idx)
 
 
 @pytest.fixture(scope="module")
@@ -130,54 +131,67 @@ STOPS = {  # how the sweep is stopped -> its exit code
 }
 
 
+def stop_a_parallel_sweep(how: str):
+    """`sweep --jobs 2` of three long runs, stopped `how` once both workers have trained an epoch; returns
+    (its exit code, its output, the workers' pids, the processes of its group left after 10 s)."""
+    def work(cwd: Path, mnist) -> tuple[int, str, list[int], dict[int, str]]:
+        args = [sys.executable, "-m", "centerloss_cli", "sweep", "--lambda", "0,0.1,1", "--jobs", "2", *mnist.args,
+                *tiny(epochs=400)]
+        parent = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while len(list(cwd.glob("outputs/*/features/epoch_001.npz"))) < 2:  # both workers are training
+                assert parent.poll() is None and time.monotonic() < deadline, parent.stdout.read()
+                time.sleep(0.1)
+            workers = [pid for pid, cmd in processes_of(parent.pid).items() if "centerloss_cli.child train" in cmd]
+            if how == "SIGTERM to the parent":
+                os.kill(parent.pid, signal.SIGTERM)
+            elif how == "kill -9 of the parent":
+                os.kill(parent.pid, signal.SIGKILL)
+            elif how == "kill -9 of a worker":
+                os.kill(workers[0], signal.SIGKILL)
+            else:
+                os.killpg(parent.pid, signal.SIGINT if how.startswith("Ctrl-C") else signal.SIGUSR2)
+            output, _ = parent.communicate(timeout=120)  # the workers hold its stdout too: this waits for them
+        finally:
+            if parent.poll() is None:
+                os.killpg(parent.pid, signal.SIGKILL)
+        for _ in range(100):  # the workers and their plotting processes are gone too
+            if not processes_of(parent.pid):
+                break
+            time.sleep(0.1)
+        return parent.returncode, output, workers, processes_of(parent.pid)
+
+    return work
+
+
+for _how in STOPS:
+    in_background(f"parallel sweep, {_how}")(stop_a_parallel_sweep(_how))
+
+
 @pytest.mark.parametrize("how", list(STOPS))
-def test_a_stopped_parallel_sweep_leaves_no_orphans_and_starts_no_queued_run(tmp_path, mnist, how):
+def test_a_stopped_parallel_sweep_leaves_no_orphans_and_starts_no_queued_run(background, how):
     """SIGTERM to the parent of `sweep --jobs 2` used to orphan its workers, which trained on; Ctrl-C let
     queued runs start afterwards; kill -9 of the parent left its workers training, then idle for good,
     immune to SIGTERM; kill -9 of a worker gave the parent a BrokenProcessPool traceback. Each run in
     progress must be saved, and every process of the sweep gone."""
-    args = [sys.executable, "-m", "centerloss_cli", "sweep", "--lambda", "0,0.1,1", "--jobs", "2", *mnist.args,
-            *tiny(epochs=400)]
-    parent = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while len(list(tmp_path.glob("outputs/*/features/epoch_001.npz"))) < 2:  # both workers are training
-            assert parent.poll() is None and time.monotonic() < deadline, parent.stdout.read()
-            time.sleep(0.1)
-        workers = [pid for pid, cmd in processes_of(parent.pid).items() if "centerloss_cli.child train" in cmd]
-        assert len(workers) == 2, processes_of(parent.pid)
-        if how == "SIGTERM to the parent":
-            os.kill(parent.pid, signal.SIGTERM)
-        elif how == "kill -9 of the parent":
-            os.kill(parent.pid, signal.SIGKILL)
-        elif how == "kill -9 of a worker":
-            os.kill(workers[0], signal.SIGKILL)
-        else:
-            os.killpg(parent.pid, signal.SIGINT if how.startswith("Ctrl-C") else signal.SIGUSR2)
-        output, _ = parent.communicate(timeout=120)  # the workers hold its stdout too: this waits for them
-    finally:
-        if parent.poll() is None:
-            os.killpg(parent.pid, signal.SIGKILL)
-    assert parent.returncode == STOPS[how], output
+    cwd, (returncode, output, workers, left) = background[f"parallel sweep, {how}"]
+    assert len(workers) == 2, output
+    assert returncode == STOPS[how], output
     assert "Traceback" not in output and "KeyError" not in output, output
+    assert not left, f"processes of the sweep outlived it: {left}"
     if how == "kill -9 of a worker":
         errors = [line for line in output.splitlines() if line.startswith("Error:")]
         assert len(errors) == 1 and f"(pid {workers[0]}) died (killed by signal 9) while training" in errors[0], output
     elif how != "kill -9 of the parent":
         assert "Run the same sweep command again to resume it" in output
-    for _ in range(100):  # the workers and their plotting processes are gone too
-        if not processes_of(parent.pid):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"processes of the sweep outlived it: {processes_of(parent.pid)}")
-    folders = sorted(p.name for p in (tmp_path / "outputs").iterdir())
+    folders = sorted(p.name for p in (cwd / "outputs").iterdir())
     assert len(folders) == 2, folders  # the queued third run never started
     killed = output.split("while training ")[1].split(";")[0] if how == "kill -9 of a worker" else None
     for name in folders:  # each run in progress was saved (but the killed worker's): a resume goes on from there
         if name != killed:
-            assert checkpoint(tmp_path / "outputs" / name)["step"] >= 4
+            assert checkpoint(cwd / "outputs" / name)["step"] >= 4
 
 
 def test_a_stop_that_arrives_before_a_run_trains_writes_nothing(tmp_path, mnist, monkeypatch, runtime):
