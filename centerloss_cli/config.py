@@ -28,6 +28,7 @@ CENTER_UPDATES = ("paper", "sgd", "caffe")
 NETS = ("official", "table1")
 DATASET_NAMES = ("mnist", "fashion-mnist")  # fetch.DATASETS describes each
 PRECISIONS = ("fp32", "tf32", "bf16")
+LR_SCHEDULES = ("step", "linear", "cosine")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 # Bounds that only a typo crosses: they stop it before it allocates or loops for days (the data and
 # the machine bound the batch size further, once they are known: see training.check_fits).
@@ -90,6 +91,13 @@ class TrainConfig(Checked):
         suffix="steps{}")
     lr_gamma: float = setting(0.8, "lr_gamma", "Factor of each learning-rate drop.",
                               accepted="a number in (0, 1]", check=lambda v: 0 < v <= 1, suffix="gamma{}")
+    # Not the paper's: what the fast recipe (configs/fast.toml) needs to train in a tenth of the steps.
+    lr_schedule: str = setting(
+        "step", "lr_schedule", "step: the official solver's drops (--lr-milestones, --lr-gamma); linear or cosine: "
+        "from --lr down to 0 at the run's last step.", choices=LR_SCHEDULES, suffix="{}")
+    warmup: int = setting(0, "warmup", "Steps over which the learning rate rises linearly to --lr first (a high "
+                          "rate from the first step diverges).", accepted="an integer >= 0", check=lambda v: v >= 0,
+                          metavar="STEPS", suffix="warmup{}")
     # The arithmetic and the randomness.
     precision: str = setting("fp32", "precision", "tf32: TF32 matmuls and convolutions on CUDA; bf16: bf16 autocast "
                              "of the network. The losses, the centers and their update stay fp32 either way.",
@@ -199,7 +207,8 @@ DEFAULTS = TrainConfig()
 # The order of the suffixes in a run name: fixed, so that a folder keeps its name whatever order the
 # schema lists its settings in (new settings go at the end).
 NAME_ORDER = ("center_update", "net", "dataset", "batch_size", "lr", "momentum", "weight_decay", "lr_milestones",
-              "lr_gamma", "classifier_bias", "train_limit", "test_limit", "plot_train_samples", "precision")
+              "lr_gamma", "classifier_bias", "train_limit", "test_limit", "plot_train_samples", "precision",
+              "lr_schedule", "warmup")
 assert set(NAME_ORDER) == {name for name, s in SCHEMA.items() if s.suffix}, "a setting with a suffix is not in NAME_ORDER"
 SLURM_DEFAULTS = SlurmConfig()
 SLURM_TABLE = "slurm"  # the config file's table of SlurmConfig settings

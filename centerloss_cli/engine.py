@@ -110,9 +110,10 @@ def new_state(config: TrainConfig, n_train: int, device: torch.device | str = "c
                       loss_sums=torch.zeros(2, dtype=torch.float64, device=device), threads=torch.get_num_threads())
 
 
-def set_lr(optimizer: SGD, config: TrainConfig, step: int) -> float:
-    """Put step `step`'s learning rate (schedule.lr_factor) into the optimizer; returns the weights' rate."""
-    lr = config.lr * lr_factor(config, step)
+def set_lr(optimizer: SGD, config: TrainConfig, step: int, total: int) -> float:
+    """Put the learning rate of step `step` of `total` (schedule.lr_factor) into the optimizer; returns the
+    weights' rate."""
+    lr = config.lr * lr_factor(config, step, total)
     optimizer.set_lr(lr)
     return lr
 
@@ -131,7 +132,7 @@ def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[tor
     loss = softmax_loss + cfg.lam * center if cfg.lam else softmax_loss
     state.optimizer.zero_grad()
     loss.backward()
-    lr = set_lr(state.optimizer, cfg, state.step)  # this step's rate, which the caffe center update uses too
+    lr = set_lr(state.optimizer, cfg, state.step, state.total_steps)  # this step's rate, which caffe's centers use too
     state.optimizer.step()
     state.center_loss.update(features.detach(), y, cfg.alpha, lr, cfg.momentum)
     state.step += 1

@@ -178,7 +178,7 @@ def end_epoch(run: Run, data: MNIST, epoch: int, started: float, rt: Runtime) ->
     with rt.stop.writing():
         runfiles.save_features(cfg.run_dir, feats)
         state.history.append({
-            "epoch": epoch, "step": state.step, "lr": cfg.lr * lr_factor(cfg, state.step),
+            "epoch": epoch, "step": state.step, "lr": cfg.lr * lr_factor(cfg, state.step, state.total_steps),
             "seconds": round(time.perf_counter() - started, 3),
             "train_softmax_loss": means[0], "train_center_loss": means[1], **metrics,
         })

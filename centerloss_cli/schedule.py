@@ -5,6 +5,7 @@ CLI can say how long a run will be without importing torch.
 """
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 
 from .config import TrainConfig
@@ -36,7 +37,15 @@ def epochs_left(start: int, total: int, per_epoch: int) -> int:
     return (total - 1) // per_epoch - start // per_epoch + 1
 
 
-def lr_factor(config: TrainConfig, step: int) -> float:
-    """The learning rate of step `step` (counted from 0) as a multiple of --lr: the official solver's
-    multistep schedule, --lr-gamma for each of --lr-milestones passed."""
-    return config.lr_gamma ** bisect_right(sorted(config.lr_milestones), step)
+def lr_factor(config: TrainConfig, step: int, total: int) -> float:
+    """The learning rate of step `step` (counted from 0) of `total` as a multiple of --lr.
+
+    --warmup first: (step + 1) / warmup over its steps. Then step (the official solver's): --lr-gamma for
+    each of --lr-milestones passed; linear or cosine: from 1 down to 0 at step `total`, over the steps
+    after the warm-up. A resume that extends the run stretches that decay over the new total."""
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    if config.lr_schedule == "step":
+        return config.lr_gamma ** bisect_right(sorted(config.lr_milestones), step)
+    t = min(1.0, (step - config.warmup) / max(1, total - config.warmup))
+    return 1 - t if config.lr_schedule == "linear" else 0.5 * (1 + math.cos(math.pi * t))

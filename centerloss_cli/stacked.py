@@ -68,7 +68,7 @@ class StackedStep:
         loss = (softmax + self.lam * center).sum()
         self.optimizer.zero_grad()
         loss.backward()
-        lr = set_lr(self.optimizer, cfg, first.step)
+        lr = set_lr(self.optimizer, cfg, first.step, first.total_steps)
         self.optimizer.step()
         move_centers(self.centers, self.velocity, features.detach(), y, cfg.center_update, self.alpha, lr, cfg.momentum)
         for s in self.states:

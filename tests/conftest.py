@@ -306,16 +306,17 @@ def in_background(name: str):
 
 def run_process(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=cwd, env={**os.environ, "MPLBACKEND": "Agg", **(env or {})}, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=300)
 
 
 class Background:
-    """What BACKGROUND registers, run one at a time in a thread from the start of the session."""
+    """What BACKGROUND registers, run one at a time in a thread from the start of the session: what the
+    modules of the selected tests registered."""
 
-    def __init__(self, tmp_path_factory, mnist: Mnist):
+    def __init__(self, tmp_path_factory, mnist: Mnist, modules: set[str]):
         self._pool = ThreadPoolExecutor(1)
         self._runs = {name: self._pool.submit(self._run, tmp_path_factory.mktemp(name.replace(" ", "-")), work, mnist)
-                      for name, work in BACKGROUND.items()}
+                      for name, work in BACKGROUND.items() if work.__module__ in modules}
 
     @staticmethod
     def _run(cwd: Path, work, mnist: Mnist) -> tuple[Path, object]:
@@ -329,8 +330,8 @@ class Background:
 
 
 @pytest.fixture(scope="session")
-def background(tmp_path_factory, mnist) -> Background:
-    runs = Background(tmp_path_factory, mnist)
+def background(request, tmp_path_factory, mnist) -> Background:
+    runs = Background(tmp_path_factory, mnist, {item.module.__name__ for item in request.session.items})
     yield runs
     runs.close()
 

@@ -158,9 +158,9 @@ def test_biases_learn_at_twice_the_rate_without_decay():
     names = {id(p): n for n, p in state.model.named_parameters()}
     assert {names[id(p)] for p in groups[1]["params"]} == {
         "body.0.bias", "body.2.bias", "body.5.bias", "body.7.bias", "body.10.bias", "body.12.bias", "feature.0.bias"}
-    set_lr(state.optimizer, state.config, 4999)  # the last step before the first milestone
+    set_lr(state.optimizer, state.config, 4999, 10_000)  # the last step before the first milestone
     assert [g["lr"] for g in groups] == pytest.approx([0.01, 0.02])
-    set_lr(state.optimizer, state.config, 5000)  # from the milestone on, both groups drop
+    set_lr(state.optimizer, state.config, 5000, 10_000)  # from the milestone on, both groups drop
     assert [g["lr"] for g in groups] == pytest.approx([0.008, 0.016])
 
 
