@@ -13,7 +13,7 @@ ifneq ($(wildcard ../shared/fashion-mnist),)
 TEST_FASHION ?= $(abspath ../shared/fashion-mnist)
 endif
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test gpu-data clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ MARK ?=
 test: venv
 	CENTERLOSS_DATA=$(TEST_DATA) CENTERLOSS_TEST_FASHION=$(TEST_FASHION) MPLBACKEND=Agg \
 	  $(BIN)/python -m pytest -q -rs --durations=15 $(if $(MARK),-m "$(MARK)")
+
+# The data scripts/gpu_check.sh reads, inside the tree (git ignores data/), to travel to a device machine.
+gpu-data:
+	mkdir -p data/mnist && cp ../shared/mnist/*-ubyte.gz data/mnist/
 
 clean:
 	rm -rf $(VENV)

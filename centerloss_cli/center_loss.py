@@ -69,7 +69,7 @@ def center_delta(centers: torch.Tensor, features: torch.Tensor, labels: torch.Te
 
 @torch.no_grad()
 def move_centers(centers: torch.Tensor, velocity: torch.Tensor | None, features: torch.Tensor, labels: torch.Tensor,
-                 rule: str, alpha: float | torch.Tensor, lr: float = 0.0, momentum: float = 0.0,
+                 rule: str, alpha: float | torch.Tensor, lr: float | torch.Tensor = 0.0, momentum: float = 0.0,
                  reduce: Reduce | None = None) -> None:
     """One step of the centers, in place, for one run or K stacked ones (alpha then of shape (K, 1, 1)).
 
@@ -81,7 +81,8 @@ def move_centers(centers: torch.Tensor, velocity: torch.Tensor | None, features:
     """
     delta = center_delta(centers, features, labels, rule, reduce)
     if rule == "caffe":
-        velocity.mul_(momentum).add_(delta, alpha=lr)
+        velocity.mul_(momentum)
+        velocity.add_(delta * lr) if isinstance(lr, torch.Tensor) else velocity.add_(delta, alpha=lr)  # a graph's lr
         centers.sub_(velocity)
     else:
         centers.sub_(alpha * delta)

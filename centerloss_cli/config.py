@@ -118,6 +118,9 @@ class TrainConfig(Checked):
     device: str = setting("auto", "device", "auto, cpu, cuda, cuda:N or mps; auto takes CUDA when there is one.",
                           accepted=DEVICE_CHOICES, check=lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
                           resumable=True, metavar="DEVICE")
+    cuda_graphs: str = setting("auto", "cuda_graphs", "auto: on CUDA, replay each training step as one CUDA graph "
+                               "(LeNet++ is launch-bound on a GPU); off: launch it kernel by kernel.",
+                               choices=("auto", "off"), resumable=True)
     data_dir: str | None = setting(None, "data_dir", "The data root.", default_text="for MNIST $CENTERLOSS_DATA, else ./data",
                                    accepted="a non-empty path without NUL bytes", check=is_path, resumable=True, metavar="DIR")
     verify: bool = setting(True, "verify", "Check the md5 sums of the dataset's files; --no-verify lets other IDX "

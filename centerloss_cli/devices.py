@@ -47,8 +47,9 @@ def float32_precision(precision: str) -> Iterator[None]:
             s.fp32_precision = p
 
 
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the network's forward pass; fp32 and tf32 run it as it is."""
+def autocast(precision: str, device: torch.device, cache: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the network's forward pass; fp32 and tf32 run it as it is. A CUDA graph needs
+    `cache` off: the cast weights must be computed inside the graph, not kept from the capture."""
     if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()

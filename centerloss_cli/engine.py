@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .center_loss import CenterLoss
+from .center_loss import CenterLoss, center_loss, move_centers
 from .config import TrainConfig
 from .data import MNIST, subset_indices
 from .devices import autocast
@@ -118,35 +118,57 @@ def set_lr(optimizer: SGD, config: TrainConfig, step: int, total: int) -> float:
     return lr
 
 
-def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step on softmax + lambda * center loss, then the center update. Returns the two losses."""
+def step_numerics(state: TrainState, x: torch.Tensor, y: torch.Tensor, lr: float | torch.Tensor,
+                  graph: bool = False) -> torch.Tensor:
+    """The work of one step: forward, softmax + lambda * center loss, backward, SGD at `lr`, the centers'
+    step. Returns the two losses. The gradients are None on entry; `lr` is a number, or a tensor on the
+    device in a CUDA graph (`graph`), which replays this with each step's rate written into it."""
     cfg = state.config
     state.model.train()
-    with autocast(cfg.precision, x.device):
+    with autocast(cfg.precision, x.device, cache=not graph):
         features, logits = state.model(x)
     # The losses, the centers and their update stay in fp32 whatever the network computes in.
     features, logits = features.float(), logits.float()
     softmax_loss = F.cross_entropy(logits, y)
-    center = state.center_loss(features, y)
+    center = center_loss(features, state.center_loss.centers, y)
     # With lambda = 0 the center term is left out entirely, so the network gets exactly the softmax gradient.
     loss = softmax_loss + cfg.lam * center if cfg.lam else softmax_loss
-    state.optimizer.zero_grad()
     loss.backward()
-    lr = set_lr(state.optimizer, cfg, state.step, state.total_steps)  # this step's rate, which caffe's centers use too
-    state.optimizer.step()
-    state.center_loss.update(features.detach(), y, cfg.alpha, lr, cfg.momentum)
+    state.optimizer.step(lr)
+    move_centers(state.center_loss.centers, getattr(state.center_loss, "velocity", None), features.detach(), y,
+                 cfg.center_update, cfg.alpha, lr, cfg.momentum)  # lr: this step's rate, which caffe's centers use
+    return torch.stack([softmax_loss.detach(), center.detach()])
+
+
+def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on softmax + lambda * center loss, then the center update. Returns the two losses."""
+    state.optimizer.zero_grad()
+    losses = step_numerics(state, x, y, set_lr(state.optimizer, state.config, state.step, state.total_steps))
     state.step += 1
-    return softmax_loss.detach(), center.detach()
+    return losses[0], losses[1]
 
 
 class PlainStep:
-    """K = 1: the run's own model, stepped by `train_step`; per-run losses of shape (1, 2), as K runs give."""
+    """K = 1: the run's own model, stepped by `train_step`; per-run losses of shape (1, 2), as K runs give.
+    `prepare`, `body` and `advance` are a step's three parts for a CUDA graph (capture.py)."""
 
     def __init__(self, states: list[TrainState]):
         (self.state,) = states
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.stack(train_step(self.state, x, y)).unsqueeze(0)
+
+    def prepare(self, clear_grads: bool = True) -> float:
+        """The host's part: this step's learning rate (the gradients cleared, but for a graph's replay)."""
+        if clear_grads:
+            self.state.optimizer.zero_grad()
+        return set_lr(self.state.optimizer, self.state.config, self.state.step, self.state.total_steps)
+
+    def body(self, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, graph: bool = True) -> torch.Tensor:
+        return step_numerics(self.state, x, y, lr, graph).unsqueeze(0)
+
+    def advance(self) -> None:
+        self.state.step += 1
 
     def finish(self) -> None:
         """Nothing to copy back: the state was stepped in place."""

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from . import runfiles
+from .capture import CapturedStep, can_capture
 from .data import MNIST, batches, stream_order
 from .devices import float32_precision
 from .engine import PlainStep, TrainState, evaluate
@@ -60,6 +61,8 @@ def run_epochs(runs: list[Run], data: MNIST, rt: Runtime, progress: bool = True,
             epoch, total_epochs = first.epoch + 1, first.total_epochs
             started = time.perf_counter() - first.seconds
             step = PlainStep(states) if k == 1 else StackedStep(states)
+            if can_capture(device, cfg.cuda_graphs):
+                step = CapturedStep(step, device, rt.say)
             start, end = first.epoch_span()
             order = stream_order(len(data.train), cfg.seed, start, end - start, cfg.batch_size, device)
             sums = torch.stack([s.loss_sums for s in states])  # (K, 2)

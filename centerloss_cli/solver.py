@@ -40,10 +40,12 @@ class SGD:
             p.grad = None
 
     @torch.no_grad()
-    def step(self) -> None:
-        """v <- momentum * v + (g + weight_decay * p) (v <- that gradient on the first step); p <- p - lr * v."""
+    def step(self, lr: float | torch.Tensor | None = None) -> None:
+        """v <- momentum * v + (g + weight_decay * p) (v <- that gradient on the first step); p <- p - lr * v.
+        `lr`: the weights' rate, where not the groups' own: a tensor on the device in a CUDA graph."""
         i = 0
         for group in self.param_groups:
+            rate = group["lr"] if lr is None or not isinstance(lr, torch.Tensor) else lr * group["lr_mult"]
             for p in group["params"]:
                 g = p.grad
                 if g is not None:
@@ -55,7 +57,10 @@ class SGD:
                         else:
                             self.buffers[i].mul_(self.momentum).add_(g)
                         g = self.buffers[i]
-                    p.add_(g, alpha=-group["lr"])
+                    if isinstance(rate, torch.Tensor):
+                        p.sub_(g * rate)
+                    else:
+                        p.add_(g, alpha=-rate)
                 i += 1
 
     def state_dict(self) -> dict[str, Any]:

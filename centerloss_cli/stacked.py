@@ -55,9 +55,21 @@ class StackedStep:
         self.forward = vmap(lambda params, x: functional_call(self.base, params, (x,)), in_dims=(0, None))
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = self.body(x, y, self.prepare(), graph=False)
+        self.advance()
+        return out
+
+    def prepare(self, clear_grads: bool = True) -> float:
+        """The host's part: this step's learning rate (the gradients cleared, but for a graph's replay)."""
+        if clear_grads:
+            self.optimizer.zero_grad()
         first = self.states[0]
-        cfg = first.config
-        with autocast(cfg.precision, x.device):
+        return set_lr(self.optimizer, first.config, first.step, first.total_steps)
+
+    def body(self, x: torch.Tensor, y: torch.Tensor, lr: float | torch.Tensor, graph: bool = True) -> torch.Tensor:
+        """Forward, losses, backward, SGD and the centers' step of every member; (K, 2) losses."""
+        cfg = self.states[0].config
+        with autocast(cfg.precision, x.device, cache=not graph):
             features, logits = self.forward(self.params, x)  # (K, m, 2), (K, m, 10)
         features, logits = features.float(), logits.float()
         k, m = logits.shape[:2]
@@ -66,14 +78,14 @@ class StackedStep:
         # Members are independent, so the gradient of the sum is each member's own gradient; with
         # lambda = 0 the center term adds exactly zero.
         loss = (softmax + self.lam * center).sum()
-        self.optimizer.zero_grad()
         loss.backward()
-        lr = set_lr(self.optimizer, cfg, first.step, first.total_steps)
-        self.optimizer.step()
+        self.optimizer.step(lr)
         move_centers(self.centers, self.velocity, features.detach(), y, cfg.center_update, self.alpha, lr, cfg.momentum)
+        return torch.stack([softmax.detach(), center.detach()], dim=1)
+
+    def advance(self) -> None:
         for s in self.states:
             s.step += 1
-        return torch.stack([softmax.detach(), center.detach()], dim=1)
 
     def finish(self) -> None:
         """Copy every member's weights, momentum, learning rate and centers back into its TrainState."""

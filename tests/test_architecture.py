@@ -16,6 +16,7 @@ LAYERS = [
     {"center_loss", "runs", "figures"},
     {"charts", "processes"},
     {"plotting", "engine"},
+    {"capture"},
     {"runtime", "stacked", "tensorboard"},
     {"loop"},
     {"training"},
