@@ -134,6 +134,8 @@ def step_numerics(state: TrainState, x: torch.Tensor, y: torch.Tensor, lr: float
     # With lambda = 0 the center term is left out entirely, so the network gets exactly the softmax gradient.
     loss = softmax_loss + cfg.lam * center if cfg.lam else softmax_loss
     loss.backward()
+    if cfg.grad_clip:
+        state.optimizer.clip(cfg.grad_clip)
     state.optimizer.step(lr)
     move_centers(state.center_loss.centers, getattr(state.center_loss, "velocity", None), features.detach(), y,
                  cfg.center_update, cfg.alpha, lr, cfg.momentum)  # lr: this step's rate, which caffe's centers use

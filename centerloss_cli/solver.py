@@ -40,6 +40,19 @@ class SGD:
             p.grad = None
 
     @torch.no_grad()
+    def clip(self, max_norm: float, members: int | None = None) -> None:
+        """Scale the gradient down to `max_norm` where its norm (over every parameter) is larger; with
+        `members`, K stacked runs each by their own norm. No value is read back to the host."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if members:
+            squares = torch.stack([g.pow(2).flatten(1).sum(1) for g in grads]).sum(0)  # (K,)
+        else:
+            squares = torch.stack([g.pow(2).sum() for g in grads]).sum()
+        scale = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *[1] * (g.dim() - 1)) if members else scale)
+
+    @torch.no_grad()
     def step(self, lr: float | torch.Tensor | None = None) -> None:
         """v <- momentum * v + (g + weight_decay * p) (v <- that gradient on the first step); p <- p - lr * v.
         `lr`: the weights' rate, where not the groups' own: a tensor on the device in a CUDA graph."""

@@ -79,6 +79,8 @@ class StackedStep:
         # lambda = 0 the center term adds exactly zero.
         loss = (softmax + self.lam * center).sum()
         loss.backward()
+        if cfg.grad_clip:
+            self.optimizer.clip(cfg.grad_clip, members=k)
         self.optimizer.step(lr)
         move_centers(self.centers, self.velocity, features.detach(), y, cfg.center_update, self.alpha, lr, cfg.momentum)
         return torch.stack([softmax.detach(), center.detach()], dim=1)

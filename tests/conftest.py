@@ -142,6 +142,17 @@ def tiny(**changes) -> list[str]:
 TINY = tiny()
 
 
+README = Path(__file__).parent.parent / "README.md"
+
+
+def readme_python_blocks(section: str, next_section: str) -> list[str]:
+    """The ```python blocks of the README between two headings."""
+    import re
+
+    text = README.read_text()
+    return re.findall(r"```python\n(.*?)```", text[text.index(section):text.index(next_section)], re.S)
+
+
 def checkpoint(run: Path) -> dict:
     return torch.load(Path(run) / "checkpoint.pt", weights_only=True)
 

@@ -22,6 +22,30 @@ import sys
 
 
 
+class HalfWritten:
+    """A file whose first write stops half-way, synced, at which point `then()` happens (the process
+    dies, or the disk is full)."""
+
+    def __init__(self, f, then):
+        self._f, self._then = f, then
+
+    def write(self, data):
+        self._f.write(data[: max(1, len(data) // 2)])
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._then()
+        return len(data)
+
+    def __getattr__(self, attr):
+        return getattr(self._f, attr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self._f.__exit__(*exc)
+
+
 class Fault:
     def __init__(self, action: str):
         self.signal = {"kill": signal.SIGKILL, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}[action]
@@ -47,34 +71,12 @@ class Fault:
 
         real_open, fault = open, self
 
-        class HalfWritten:
-            """A file whose first write stops half-way, at which point the process dies."""
-
-            def __init__(self, f):
-                self._f = f
-
-            def write(self, data):
-                self._f.write(data[: max(1, len(data) // 2)])
-                self._f.flush()
-                os.fsync(self._f.fileno())
-                fault.fire()
-                return len(data)
-
-            def __getattr__(self, attr):
-                return getattr(self._f, attr)
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                return self._f.__exit__(*exc)
-
         def faulty_open(path, mode="r", *args, **kwargs):
             f = real_open(path, mode, *args, **kwargs)
             if "w" in mode and name in os.path.basename(str(path)):
                 fault.count += 1
                 if fault.count == n:
-                    return HalfWritten(f)
+                    return HalfWritten(f, fault.fire)
             return f
 
         storage.open = faulty_open

@@ -2,7 +2,6 @@
 processes), each relation its migration table states holds against the re-implementations' own
 formulas, written out here, and misuse is loud."""
 import os
-import re
 import subprocess
 import sys
 import warnings
@@ -12,16 +11,11 @@ import pytest
 import torch
 
 from centerloss_cli.center_loss import CenterLoss
-from conftest import in_background, run_process
+from conftest import in_background, readme_python_blocks, run_process
 from test_center_loss_ddp import free_port
 
-README = Path(__file__).parent.parent / "README.md"
-
-
 def guide_blocks() -> list[str]:
-    text = README.read_text()
-    section = text[text.index("## Center loss in your own model"):text.index("## Running on a cluster")]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+    return readme_python_blocks("## Center loss in your own model", "## Running on a cluster")
 
 
 @in_background("guide, one device")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from centerloss_cli.runfiles import read_metrics
-from conftest import TINY, in_background, run_process, tiny
+from conftest import TINY, in_background, readme_python_blocks, run_process, tiny
 
 
 
@@ -184,19 +184,14 @@ def test_version_help_and_a_warning_for_hundreds_of_epochs(run_cli, mnist):
     assert "--train-limit 2000 without --epochs: the 10000 iterations are 625 epochs of 16 batches" in result.output
 
 
-README = Path(__file__).parent.parent / "README.md"
-
-
-def readme_python_blocks() -> list[str]:
-    text = README.read_text()
-    section = text[text.index("## Python API"):text.index("## Center loss in your own model")]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+def api_blocks() -> list[str]:
+    return readme_python_blocks("## Python API", "## Center loss in your own model")
 
 
 @in_background("readme example")
 def readme_example(cwd: Path, mnist) -> subprocess.CompletedProcess:
     """The README's Python API section, its blocks saved as one file, run with `python file.py`."""
-    blocks = readme_python_blocks()
+    blocks = api_blocks()
     assert len(blocks) == 1
     if not mnist.real:  # the synthetic stand-in is not MNIST: let it through the md5 check
         blocks[0] = blocks[0].replace('output_dir="outputs/notebook"', 'output_dir="outputs/notebook", verify=False')
@@ -207,7 +202,7 @@ def readme_example(cwd: Path, mnist) -> subprocess.CompletedProcess:
 def test_the_readme_python_examples_run_as_a_plain_script(background):
     """Saved without an `if __name__ == "__main__":` guard, as a user would. The plotting process used to
     re-import such a script, which then trained again in the child and found its own run folder locked."""
-    assert len(readme_python_blocks()) == 1 and "__main__" not in readme_python_blocks()[0]
+    assert len(api_blocks()) == 1 and "__main__" not in api_blocks()[0]
     cwd, done = background["readme example"]
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
     run = next((cwd / "outputs" / "notebook").iterdir())

@@ -14,12 +14,13 @@ from centerloss_cli.config import DEFAULTS, SCHEMA, SLURM_DEFAULTS, TrainConfig,
 from centerloss_cli.errors import CenterLossError, ConfigError
 from centerloss_cli.runs import Voice, reconcile
 from centerloss_cli.schema import default_text, from_dict as from_dict_of, to_dict
+from conftest import README
 
 
 def from_dict(values, where=""):
     return from_dict_of(values, DEFAULTS, where)
 
-README = Path(__file__).parent.parent / "README.md"
+
 
 
 def test_the_schema_module_does_not_import_torch():

@@ -249,27 +249,15 @@ def test_a_full_disk_inside_a_checkpoint_write_is_one_line(run_path, run_cli, mn
     good = (run_path / "checkpoint.pt").read_bytes()
     import centerloss_cli.storage as storage
 
+    from fault_driver import HalfWritten
+
     real_open = open
 
-    class Full:
-        def __init__(self, f):
-            self.f = f
+    def disk_full():
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-        def write(self, data):
-            self.f.write(data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return self.f.__exit__(*exc)
-
-    monkeypatch.setattr(storage, "open", lambda path, mode="r", *a, **k: Full(real_open(path, mode, *a, **k))
-                        if "checkpoint.pt" in str(path) else real_open(path, mode, *a, **k), raising=False)
+    monkeypatch.setattr(storage, "open", lambda path, mode="r", *a, **k: HalfWritten(real_open(path, mode, *a, **k),
+                        disk_full) if "checkpoint.pt" in str(path) else real_open(path, mode, *a, **k), raising=False)
     result = run_cli("train", *mnist.args, *tiny(epochs=2), "--resume")
     assert "checkpoint.pt: the disk is full; the previous version is intact" in one_line(result)
     assert (run_path / "checkpoint.pt").read_bytes() == good

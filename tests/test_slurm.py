@@ -1,7 +1,6 @@
 """`sweep --launcher slurm` against a real Slurm: scripts/slurm_local.sh brings one up on this machine
 (.ci/run does, before its second `make test`). Skipped where no Slurm controller answers, unless
 CENTERLOSS_TEST_SLURM=required (as .ci/run sets once Slurm is up), which makes that a failure."""
-import csv
 import os
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import checkpoint, tiny
+from conftest import assert_same_run, tiny
 
 
 def _no_slurm() -> str | None:
@@ -50,15 +49,7 @@ def one_thread():
 
 
 def same_runs(a: Path, b: Path) -> None:
-    """Checkpoints bit-identical, and metrics.csv alike but for the seconds."""
-    ca, cb = checkpoint(a), checkpoint(b)
-    assert ca["step"] == cb["step"] and ca["threads"] == cb["threads"] == 1
-    for k, v in ca["model"].items():
-        assert torch.equal(v, cb["model"][k]), k
-    assert torch.equal(ca["center_loss"]["centers"], cb["center_loss"]["centers"])
-    rows = lambda run: [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(run / "metrics.csv"))]  # noqa: E731
-    assert rows(a) == rows(b)
-    assert sorted(p.name for p in (a / "plots").iterdir()) == sorted(p.name for p in (b / "plots").iterdir())
+    assert_same_run(a, b, threads=1)  # both trained on one thread
 
 
 def test_a_slurm_sweep_gives_the_same_sweep_folder_as_a_local_one(run_cli, mnist, one_thread):
