@@ -14,7 +14,7 @@ tree: nothing is installed.
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import json
 import os
 import shutil

@@ -57,3 +57,19 @@ def test_a_batched_sweep_matches_its_runs_trained_one_by_one(run_cli, mnist):
     for lam in (0.0, 0.1):
         a, b = mnist.run("seq", **{"lambda": lam}), mnist.run("bat", **{"lambda": lam})
         assert max_difference(checkpoint(a), checkpoint(b)) < 1e-3  # vmap's kernels are other kernels
+
+
+def test_center_loss_moves_to_the_device_and_checks_labels_there():
+    from centerloss_cli.center_loss import CenterLoss
+
+    cl = CenterLoss(num_classes=100, feat_dim=128).to("cuda")
+    x = torch.randn(64, 128, device="cuda", requires_grad=True)
+    y = torch.randint(0, 100, (64,), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = cl(x.to(torch.bfloat16), y)
+    loss.backward()
+    cl.update(x, y, alpha=0.5)
+    assert cl.centers.device.type == "cuda" and cl.centers.dtype == torch.float32
+    with pytest.raises(RuntimeError):  # checked on the device, without a sync: it surfaces at the next one
+        cl(x, torch.full((64,), 100, device="cuda"))
+        torch.cuda.synchronize()

@@ -1,4 +1,5 @@
 """The written-out SGD against torch.optim.SGD: the same steps bit for bit, and checkpoints either can read."""
+import pytest
 import torch
 
 from centerloss_cli.model import LeNetPP
@@ -39,3 +40,22 @@ def test_it_steps_as_torch_optim_sgd_bit_for_bit_and_shares_its_state_dict():
     assert all(torch.equal(a, b) for a, b in zip(again.buffers, sgd.buffers))
     assert [g["lr"] for g in again.param_groups] == [0.01, 0.02]
     reference.load_state_dict(saved)  # and the other way round
+
+
+def test_clipping_caps_the_whole_gradients_norm_per_run():
+    torch.manual_seed(0)
+    model = LeNetPP()
+    sgd = SGD(model.named_parameters(), lr=0.1, momentum=0.9, weight_decay=0.0)
+    _grads(model, 0)
+    norm = lambda: torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters()))  # noqa: E731
+    before = norm().item()
+    sgd.clip(before * 2)  # under the cap: untouched
+    assert norm().item() == pytest.approx(before)
+    sgd.clip(before / 4)
+    assert norm().item() == pytest.approx(before / 4, rel=1e-5)
+    # K stacked runs: each by its own norm
+    a, b = torch.zeros(3, 4), torch.zeros(3, 2)
+    a.grad, b.grad = torch.ones(3, 4) * torch.tensor([[1.0], [10.0], [0.1]]), torch.zeros(3, 2)
+    stacked = SGD([("a", a), ("b.bias", b)], lr=0.1, momentum=0.0, weight_decay=0.0)
+    stacked.clip(5.0, members=3)
+    assert a.grad.pow(2).sum(1).sqrt().tolist() == pytest.approx([2.0, 5.0, 0.2], rel=1e-5)
