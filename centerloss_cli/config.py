@@ -95,6 +95,12 @@ class TrainConfig(Checked):
     lr_schedule: str = setting(
         "step", "lr_schedule", "step: the official solver's drops (--lr-milestones, --lr-gamma); linear or cosine: "
         "from --lr down to 0 at the run's last step.", choices=LR_SCHEDULES, suffix="{}")
+    label_smoothing: float = setting(0.0, "label_smoothing", "Label smoothing of the softmax loss: the target puts "
+                                     "this much of its weight on the other classes, so the logits stay finite and "
+                                     "the features stop growing, and the center loss pulls each class together "
+                                     "sooner (0: the paper's softmax loss).",
+                                     accepted="a number in [0, 1)", check=lambda v: 0 <= v < 1, metavar="EPS",
+                                     suffix="ls{}")
     grad_clip: float = setting(0.0, "grad_clip", "Largest norm of the network's whole gradient: a larger one is "
                                "scaled down to it, which lets a high rate train without diverging (0: never).",
                                accepted="a number >= 0", check=lambda v: v >= 0, metavar="NORM", suffix="clip{}")
@@ -214,7 +220,7 @@ DEFAULTS = TrainConfig()
 # schema lists its settings in (new settings go at the end).
 NAME_ORDER = ("center_update", "net", "dataset", "batch_size", "lr", "momentum", "weight_decay", "lr_milestones",
               "lr_gamma", "classifier_bias", "train_limit", "test_limit", "plot_train_samples", "precision",
-              "lr_schedule", "warmup", "grad_clip")
+              "lr_schedule", "warmup", "grad_clip", "label_smoothing")
 assert set(NAME_ORDER) == {name for name, s in SCHEMA.items() if s.suffix}, "a setting with a suffix is not in NAME_ORDER"
 SLURM_DEFAULTS = SlurmConfig()
 SLURM_TABLE = "slurm"  # the config file's table of SlurmConfig settings

@@ -129,7 +129,7 @@ def step_numerics(state: TrainState, x: torch.Tensor, y: torch.Tensor, lr: float
         features, logits = state.model(x)
     # The losses, the centers and their update stay in fp32 whatever the network computes in.
     features, logits = features.float(), logits.float()
-    softmax_loss = F.cross_entropy(logits, y)
+    softmax_loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     center = center_loss(features, state.center_loss.centers, y)
     # With lambda = 0 the center term is left out entirely, so the network gets exactly the softmax gradient.
     loss = softmax_loss + cfg.lam * center if cfg.lam else softmax_loss

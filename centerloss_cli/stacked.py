@@ -73,7 +73,8 @@ class StackedStep:
             features, logits = self.forward(self.params, x)  # (K, m, 2), (K, m, 10)
         features, logits = features.float(), logits.float()
         k, m = logits.shape[:2]
-        softmax = F.cross_entropy(logits.reshape(k * m, -1), y.repeat(k), reduction="none").view(k, m).mean(1)
+        softmax = F.cross_entropy(logits.reshape(k * m, -1), y.repeat(k), reduction="none",
+                                  label_smoothing=cfg.label_smoothing).view(k, m).mean(1)
         center = center_loss(features, self.centers, y)  # (K,)
         # Members are independent, so the gradient of the sum is each member's own gradient; with
         # lambda = 0 the center term adds exactly zero.

@@ -195,3 +195,15 @@ def test_caffe_update_uses_the_network_lr_of_each_step():
     train_step(state, x, y)
     assert torch.allclose(state.center_loss.velocity, 0.05 * delta, atol=1e-6)
     assert "velocity" in state.state_dict()["center_loss"]
+
+
+def test_label_smoothing_is_the_softmax_loss_the_step_trains_on():
+    x, y = _batch()
+    state = new_state(TrainConfig(label_smoothing=0.1), n_train=16)
+    with torch.no_grad():
+        _, logits = state.model(x)
+    expected = F.cross_entropy(logits, y, label_smoothing=0.1)
+    softmax_loss, _ = train_step(state, x, y)
+    assert softmax_loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert abs(softmax_loss.item() - F.cross_entropy(logits, y).item()) > 1e-3
+    assert TrainConfig(label_smoothing=0.1).run_name.endswith("_ls0.1")
