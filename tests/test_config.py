@@ -176,6 +176,6 @@ def test_bad_launcher_settings_are_one_line_before_anything_changes(tmp_path, mo
 def test_built_in_configs_resolve_by_name_and_ship_in_the_package(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no configs/ folder here: the name finds the packaged file
     assert resolve_config("paper") == resolve_config(Path(__file__).parent.parent / "configs" / "paper.toml")
-    assert resolve_config("quick").train_limit == 10000
+    assert resolve_config("quick").train_limit == 15000
     with pytest.raises(ConfigError, match=r"config file papr does not exist \(built-in configs: fast, paper, quick\)"):
         resolve_config("papr")
