@@ -20,7 +20,7 @@ from PIL import Image
 from .config import DEFAULTS
 from .errors import CenterLossError
 from .fetch import DATASETS
-from .runfiles import SPLITS, EpochFeatures, gif_path, load_features, plot_path, saved_epochs
+from .runfiles import SPLITS, EpochFeatures, gif_path, load_features, plot_path, read_record, saved_epochs
 from .storage import atomic_open, storage_error
 
 DPI = DEFAULTS.plot_dpi  # the default; every drawing takes its own
@@ -187,8 +187,9 @@ def save_grid(
     return save_figure(fig, path, dpi)
 
 
-def panel_title(feats: EpochFeatures, split: str) -> str:
-    return f"{settings_text(feats.lam, feats.alpha)}\nepoch {feats.epoch}, {accuracy_text(feats, split)}"
+def panel_title(feats: EpochFeatures, split: str, seed: int | None = None) -> str:
+    seeded = "" if seed is None else f", seed {seed}"
+    return f"{settings_text(feats.lam, feats.alpha)}{seeded}\nepoch {feats.epoch}, {accuracy_text(feats, split)}"
 
 
 def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] = SPLITS,
@@ -292,12 +293,24 @@ def grid_panels(run_dirs: Sequence[str | os.PathLike], epoch: str = "last", spli
                 centers: bool | None = None) -> tuple[list[tuple], list[EpochFeatures]]:
     """(features, labels, centers, title) per run and split at `epoch`, runs ordered by lambda, then alpha;
     and the epochs' features they come from."""
-    chosen = [load_features(Path(d), pick_epochs(Path(d), epoch)[-1]) for d in run_dirs]
-    chosen.sort(key=lambda f: (f.lam, f.alpha))
+    chosen = [(load_features(Path(d), pick_epochs(Path(d), epoch)[-1]), seed_of(Path(d))) for d in run_dirs]
+    chosen.sort(key=lambda fs: (fs[0].lam, fs[0].alpha, fs[1] if fs[1] is not None else -1))
+    # Runs of one lambda and alpha (a sweep over seeds) are told apart by their seed.
+    labels = [settings_text(f.lam, f.alpha) for f, _ in chosen]
+    seeded = len(set(labels)) < len(labels)
     suffix = len(splits) > 1
-    panels = [(*f.split(s), shown_centers(f, centers), panel_title(f, s) + (f" ({s})" if suffix else ""))
-              for f in chosen for s in splits]
-    return panels, chosen
+    panels = [(*f.split(s), shown_centers(f, centers), panel_title(f, s, seed if seeded else None)
+               + (f" ({s})" if suffix else "")) for f, seed in chosen for s in splits]
+    return panels, [f for f, _ in chosen]
+
+
+def seed_of(run_dir: Path) -> int | None:
+    """The run's seed from its config.json; None where that cannot be read (the features alone still draw)."""
+    try:
+        seed = read_record(run_dir).get("seed")
+    except CenterLossError:
+        return None
+    return seed if isinstance(seed, int) else None
 
 
 def grid_of_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, epoch: str = "last",

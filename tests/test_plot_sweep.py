@@ -173,6 +173,9 @@ def test_a_sweep_over_seeds_adds_mean_and_std_rows(run_cli, mnist):
     table = (folder / "summary.md").read_text()
     assert "| 0.1 | 0.5 | mean ± std (2 seeds) |" in table and " ± " in table.splitlines()[-1]
     assert (folder / "compactness.png").stat().st_size > 0
+    # In a grid, runs of one lambda and alpha are told apart by their seed; runs of distinct settings are not.
+    panels, _ = grid_panels(sorted(Path("outputs").glob("lambda0.1_*")), "last", ("test",))
+    assert [p[3].split("\n")[0] for p in panels] == ["λ = 0.1, α = 0.5, seed 0", "λ = 0.1, α = 0.5, seed 1"]
 
 
 def test_every_run_keeps_its_curves_and_plot_curves_overlays_runs(run_cli, mnist, tmp_path, trained):
