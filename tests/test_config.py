@@ -50,6 +50,10 @@ def test_every_field_is_declared_with_a_key_and_help():
     ({"name": "x" * 256}, "expected a folder name without '/' of at most 255 bytes"),
     ({"seed": 2**32}, "seed = 4294967296 in f.toml: expected an integer in [0, 2^32)"),
     ({"device": "tpu"}, "device = 'tpu' in f.toml: expected auto, cpu, cuda, cuda:N or mps"),
+    ({"label_smoothing": 1.0}, "label_smoothing = 1.0 in f.toml: expected a number in [0, 1)"),
+    ({"grad_clip": -1}, "grad_clip = -1.0 in f.toml: expected a number >= 0"),
+    ({"lr_schedule": "onecycle"}, "lr_schedule = 'onecycle' in f.toml: expected one of step, linear, cosine"),
+    ({"warmup": -5}, "warmup = -5 in f.toml: expected"),
 ])
 def test_bad_values_name_the_key_the_file_and_what_is_accepted(values, message):
     with pytest.raises(ConfigError) as e:
