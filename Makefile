@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test,tensorboard]'
 	touch $(STAMP)
 
-# A real short training: 10k training images, the full test set, 3 epochs, plots in outputs/demo.
+# A real short training that shows Figure 3: 15k training images, the full test set, 3 epochs, plots in outputs/demo.
 demo: venv
 	$(BIN)/centerloss train --config configs/quick.toml --name demo --overwrite
 
