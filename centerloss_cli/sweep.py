@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import io
 import json
 import math
@@ -145,6 +146,9 @@ def _check_options(base: TrainConfig, alphas: Sequence[float], jobs: int, batche
         raise ConfigError("--jobs runs local processes: with --launcher slurm, Slurm decides how many jobs run at once")
     if launcher == "local" and wait:
         raise ConfigError("--wait waits for Slurm jobs: give it with --launcher slurm")
+    if launcher == "slurm" and not has_submitit():
+        raise ConfigError("--launcher slurm submits through the submitit package, which this Python lacks "
+                          "(pip install submitit)")
     if launcher == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("--launcher slurm: sbatch is not on PATH (run this on a Slurm login node; "
                           "scripts/slurm_local.sh sets up a one-node Slurm on this machine)")
@@ -206,6 +210,11 @@ def _run_locally(rt: Runtime, configs: list[TrainConfig], fingerprint: str, jobs
     except Interrupted as e:
         raise Interrupted(f"sweep stopped: {e}. Run the same sweep command again to resume it", e.signum) from None
     return results, len(todo)
+
+
+def has_submitit() -> bool:
+    """Whether this Python can submit to Slurm: a no-deps install (the GPU machine's) may lack submitit."""
+    return importlib.util.find_spec("submitit") is not None
 
 
 def _run_on_slurm(rt: Runtime, folder: Path, configs: list[TrainConfig], fingerprint: str, slurm: SlurmConfig,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from centerloss_cli import sweep
 from centerloss_cli.cli import app
 from centerloss_cli.config import DEFAULTS, SCHEMA, SLURM_DEFAULTS, TrainConfig, resolve, resolve_config, sbatch_options
 from centerloss_cli.errors import CenterLossError, ConfigError
@@ -160,6 +161,15 @@ def test_slurm_settings_come_from_the_slurm_table_and_flags_win(tmp_path):
     cfg.write_text('[slurm]\ncpus = 0\n')
     with pytest.raises(ConfigError, match=r"cpus = 0 in \[slurm\] of .*c.toml: expected an integer >= 1"):
         resolve(cfg)
+
+
+def test_a_python_without_submitit_is_one_line_before_anything_changes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sweep, "has_submitit", lambda: False)
+    result = CliRunner().invoke(app, ["sweep", "--lambda", "0", "--launcher", "slurm"])
+    assert result.exit_code == 2 and "submitit package, which this Python lacks (pip install submitit)" in \
+        " ".join(result.output.split()), result.output
+    assert not Path("outputs").exists()
 
 
 @pytest.mark.parametrize("args,message", [
