@@ -82,7 +82,10 @@ def move_centers(centers: torch.Tensor, velocity: torch.Tensor | None, features:
     delta = center_delta(centers, features, labels, rule, reduce)
     if rule == "caffe":
         velocity.mul_(momentum)
-        velocity.add_(delta * lr) if isinstance(lr, torch.Tensor) else velocity.add_(delta, alpha=lr)  # a graph's lr
+        if isinstance(lr, torch.Tensor):  # a CUDA graph's rate, on the device
+            velocity.add_(delta * lr)
+        else:
+            velocity.add_(delta, alpha=lr)
         centers.sub_(velocity)
     else:
         centers.sub_(alpha * delta)

@@ -191,7 +191,8 @@ def end_epoch(run: Run, data: MNIST, epoch: int, started: float, rt: Runtime) ->
         now = time.monotonic()
         curves = state.finished or rt.stop.requested or now - run.curves_at >= CURVES_EVERY_S
         rt.plots.submit_epoch(cfg.run_dir, feats, state.history if curves else [], cfg.plot_dpi)
-        run.curves_at = now if curves else run.curves_at
+        if curves:
+            run.curves_at = now
         state.loss_sums.zero_()
         save_checkpoint(state)
         runfiles.write_metrics(cfg.run_dir, state.history)

@@ -250,7 +250,11 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     kinds = {"config": dict, "history": list, "n_train": int, "epoch": int, "step": int, "batch": int, "threads": int}
     wrong = sorted(k for k, kind in kinds.items() if k in ckpt and not isinstance(ckpt[k], kind))
     if missing or wrong or ckpt.get("format") != FORMAT:
-        what = f"it lacks {', '.join(missing)}" if missing else f"format {ckpt.get('format')}" if not wrong \
-            else f"{', '.join(wrong)} of the wrong kind"
+        if missing:
+            what = f"it lacks {', '.join(missing)}"
+        elif wrong:
+            what = f"{', '.join(wrong)} of the wrong kind"
+        else:
+            what = f"format {ckpt.get('format')}"
         raise CenterLossError(f"{path} is not a checkpoint of this version ({what}); use --overwrite to start again")
     return ckpt

@@ -55,10 +55,11 @@ class SGD:
     @torch.no_grad()
     def step(self, lr: float | torch.Tensor | None = None) -> None:
         """v <- momentum * v + (g + weight_decay * p) (v <- that gradient on the first step); p <- p - lr * v.
-        `lr`: the weights' rate, where not the groups' own: a tensor on the device in a CUDA graph."""
+        `lr`: a tensor on the device in a CUDA graph holds the weights' rate; otherwise the groups' own rates
+        (set_lr's) are used, a number given here being the same rate."""
         i = 0
         for group in self.param_groups:
-            rate = group["lr"] if lr is None or not isinstance(lr, torch.Tensor) else lr * group["lr_mult"]
+            rate = lr * group["lr_mult"] if isinstance(lr, torch.Tensor) else group["lr"]
             for p in group["params"]:
                 g = p.grad
                 if g is not None:

@@ -22,13 +22,13 @@ from tqdm import tqdm
 from . import charts, figures
 from .config import SlurmConfig, TrainConfig
 from .errors import CenterLossError, ConfigError, Interrupted
+from .fetch import data_fingerprint
 from .local import train_in_processes, train_in_turn
 from .runfiles import SPLITS, sweep_dir
 from .runs import RunResult, data_suffix, named_for_data
 from .runtime import Runtime, entered, show_bars
 from .schema import NAME_MAX_BYTES, is_folder_name, number_text
 from .storage import atomic_write_text
-from .fetch import data_fingerprint
 
 METRICS = ["test_acc", "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio"]
 # Over seeds, these get a standard deviation beside their mean.
