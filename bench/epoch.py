@@ -1,6 +1,7 @@
 """How close one training epoch comes to the hardware's limit, and how a typical re-implementation compares.
 
     python bench/epoch.py [--device cpu|cuda] [--train-limit N] [--repeat K] [--data-dir DIR] [--no-reference]
+                          [--precision fp32|bf16|auto]
 
 (a) compute bound: median time of one pure fwd+bwd+SGD step (with the center update) at the training
     batch size, times the steps of an epoch, plus pure forward passes over the evaluated images.
@@ -33,7 +34,7 @@ from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.config import resolve_config
 from centerloss_cli.data import load_mnist, num_batches
 from centerloss_cli.fetch import MNIST_MD5, data_root, ensure_mnist
-from centerloss_cli.devices import resolve_device
+from centerloss_cli.devices import resolve_device, resolve_precision
 from centerloss_cli.model import LeNetPP
 
 
@@ -168,14 +169,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20, help="timed steps for the compute bound")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--no-reference", action="store_true", help="skip (c)")
+    ap.add_argument("--precision", default="fp32", help="fp32, tf32, bf16 or auto (resolved for the device)")
     args = ap.parse_args()
 
     device = resolve_device(args.device)
-    overrides = {"device": str(device), "train_limit": args.train_limit, "data_dir": args.data_dir}
+    overrides = {"device": str(device), "train_limit": args.train_limit, "data_dir": args.data_dir,
+                 "precision": resolve_precision(args.precision, device)}
     config = resolve_config(None, {k: v for k, v in overrides.items() if v is not None})
     data = load_mnist(config.data_dir, device, config.train_limit, config.test_limit)
     n_train, n_eval = len(data.train), len(data.test) + min(config.plot_train_samples, len(data.train))
-    print(f"device {device} ({torch.get_num_threads()} threads), {n_train} training images, "
+    print(f"device {device} ({torch.get_num_threads()} threads), precision {config.precision}, {n_train} training images, "
           f"{n_eval} evaluated images, batch {config.batch_size}, torch {torch.__version__}", flush=True)
 
     # The machine's speed drifts over minutes (other tenants, clocks), so (a) is measured before and

@@ -1,6 +1,7 @@
 """Wall time of a K-run lambda sweep against K times one run, sequential, in parallel jobs, and batched.
 
     python bench/sweep.py [--device cpu|cuda] [--k 5] [--train-limit N] [--epochs 1] [--modes seq,jobs,batched]
+                          [--config fast] [--precision bf16]
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--modes", default="seq,jobs,batched", help="comma-separated: seq, jobs, batched")
+    ap.add_argument("--config", default=None, help="a config file or built-in config (default: the paper's settings)")
+    ap.add_argument("--precision", default=None, help="fp32, bf16, ... (default: the config's)")
     args = ap.parse_args()
 
     device = resolve_device(args.device)
@@ -33,13 +36,17 @@ def main() -> None:
                 "test_limit": args.train_limit // 5, "plot_train_samples": args.train_limit // 5}
     if args.data_dir:
         settings["data_dir"] = args.data_dir
+    if args.precision:
+        settings["precision"] = args.precision
     lambdas = LAMBDAS[: args.k]
-    print(f"device {device}, {torch.get_num_threads()} threads, K = {args.k} runs, {args.train_limit} training "
+    precision = args.precision or "the config's"
+    print(f"config {args.config or 'defaults'}, precision {precision}, "
+          f"device {device}, {torch.get_num_threads()} threads, K = {args.k} runs, {args.train_limit} training "
           f"images, {args.epochs} epoch(s)", flush=True)
 
     timings = {}
     with tempfile.TemporaryDirectory() as out:
-        base = resolve_config(None, {**settings, "output_dir": f"{out}/one"})
+        base = resolve_config(args.config, {**settings, "output_dir": f"{out}/one"})
         t = time.perf_counter()
         train(base.with_(lam=0.01), progress=False)
         timings["one run"] = time.perf_counter() - t

@@ -27,7 +27,7 @@ from .schema import (NAME_MAX_BYTES, Checked, from_dict, is_folder_name, is_path
 CENTER_UPDATES = ("paper", "sgd", "caffe")
 NETS = ("official", "table1")
 DATASET_NAMES = ("mnist", "fashion-mnist")  # fetch.DATASETS describes each
-PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 LR_SCHEDULES = ("step", "linear", "cosine")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 # Bounds that only a typo crosses: they stop it before it allocates or loops for days (the data and
@@ -109,7 +109,10 @@ class TrainConfig(Checked):
                           metavar="STEPS", suffix="warmup{}")
     # The arithmetic and the randomness.
     precision: str = setting("fp32", "precision", "tf32: TF32 matmuls and convolutions on CUDA; bf16: bf16 autocast "
-                             "of the network. The losses, the centers and their update stay fp32 either way.",
+                             "of the network; auto: bf16 where the device computes it natively (a CPU with "
+                             "AVX512_BF16 or AMX, a CUDA GPU from Ampere on), else fp32. A run is named and "
+                             "recorded by the precision it trains in. The losses, the centers and their update "
+                             "stay fp32 either way.",
                              choices=PRECISIONS, suffix="{}")
     seed: int = setting(0, "seed", "Seed of the initialisation and of the batch order.",
                         accepted="an integer in [0, 2^32)", check=lambda v: 0 <= v < 2**32)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import contextlib
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
-from .config import SCHEMA
+from .config import SCHEMA, TrainConfig
 from .errors import CenterLossError
 
 
@@ -26,6 +26,49 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise CenterLossError("device 'mps' asked for, but MPS is not available here; use --device cpu")
     return torch.device(spec)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware: a CPU with AVX512_BF16 or AMX (as torch's own CPU
+    dispatch reports them), a CUDA device of compute capability 8.0 or newer. Elsewhere bf16 is emulated,
+    and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return False
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512_BF16 or AMX, as torch's CPU dispatch sees them (the instructions its bf16 kernels use)."""
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in
+               ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def choose_precision(config: TrainConfig, device: torch.device, started: Callable[[TrainConfig], bool],
+                     say: Callable[[str], None]) -> TrainConfig:
+    """The config with --precision auto resolved for `device` (resolve_precision): a run is named and
+    recorded by what it computes in, so runs of other arithmetic never mix. `started` tells whether the
+    run (or sweep) of a resolved config exists already: one started in the other precision on another
+    machine goes on in it, as a resume keeps what a run started with, and `say` tells the user so."""
+    if config.precision != "auto":
+        return config
+    native = config.with_(precision=resolve_precision("auto", device))
+    other = native.with_(precision="fp32" if native.precision == "bf16" else "bf16")
+    if started(native) or not started(other):
+        return native
+    slower = ", emulated on this device: slower" if other.precision == "bf16" else ""
+    say(f"precision auto: {device} would take {native.precision}, but this was started in {other.precision} "
+        f"elsewhere; it goes on in {other.precision}{slower}")
+    return other
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """--precision auto: bf16 where `device` computes it natively (native_bf16), fp32 elsewhere; any
+    other value as it is."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 @contextmanager

@@ -63,10 +63,12 @@ def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda ms
 
 
 def sweep_configs(base: TrainConfig, lams: Sequence[float], alphas: Sequence[float],
-                  seeds: Sequence[int] | None = None) -> list[TrainConfig]:
-    """One config per (lambda, alpha, seed), each named from its settings (and so checked) before anything runs."""
-    return [base.with_(lam=lam, alpha=alpha, seed=seed, name=None)
-            for lam, alpha, seed in product(lams, alphas, seeds or [base.seed])]
+                  seeds: Sequence[int] | None = None, fingerprint: str | None = None) -> list[TrainConfig]:
+    """One config per (lambda, alpha, seed), each named from its settings (and so checked) before anything
+    runs; with the data's `fingerprint`, named for that data (runs.named_for_data)."""
+    configs = [base.with_(lam=lam, alpha=alpha, seed=seed, name=None)
+               for lam, alpha, seed in product(lams, alphas, seeds or [base.seed])]
+    return configs if fingerprint is None else [named_for_data(c, fingerprint) for c in configs]
 
 
 def default_sweep_name(base: TrainConfig, lams: Sequence[float], alphas: Sequence[float], seeds: Sequence[int],
@@ -114,15 +116,24 @@ def run_sweep(
     """
     _check_options(base, alphas, jobs, batched, name, launcher, wait)
     seeds = list(seeds or [base.seed])
-    if base.device not in ("auto", "cpu"):  # a device that is not there is refused before any run starts
-        from .devices import resolve_device
+    if base.device not in ("auto", "cpu") or base.precision == "auto":
+        from .devices import choose_precision, resolve_device
 
-        resolve_device(base.device)
+        device = resolve_device(base.device)  # a device that is not there is refused before any run starts
     with entered(runtime, sweep=True) as rt:
         fp = data_fingerprint(base.data_dir, base.verify, base.dataset)
-        configs = [named_for_data(c, fp) for c in sweep_configs(base, lams, alphas, seeds)]
         suffix = data_suffix(base.dataset, fp)
-        folder = sweep_dir(base.output_dir, name or default_sweep_name(base, lams, alphas, seeds, suffix))
+
+        def folder_of(c: TrainConfig) -> Path:
+            return sweep_dir(c.output_dir, name or default_sweep_name(c, lams, alphas, seeds, suffix))
+
+        def started(c: TrainConfig) -> bool:  # its record lists this precision's runs
+            return recorded_runs(folder_of(c)) == sorted(r.run_name for r in sweep_configs(c, lams, alphas, seeds, fp))
+
+        if base.precision == "auto":
+            base = choose_precision(base, device, started, rt.say)
+        configs = sweep_configs(base, lams, alphas, seeds, fp)
+        folder = folder_of(base)
         figures.check_figure_path(folder / "grid_test.png")
         check_record(folder, configs)
         if launcher == "slurm":
@@ -161,18 +172,25 @@ def _check_options(base: TrainConfig, alphas: Sequence[float], jobs: int, batche
                           "give one value")
 
 
+def recorded_runs(folder: Path) -> list[str] | None:
+    """The names of the runs a sweep folder's record lists, sorted; None when it has no record."""
+    path = folder / RECORD
+    if not path.is_file():
+        return None
+    try:
+        return sorted(json.loads(path.read_text(encoding="utf-8"))["runs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CenterLossError(f"{path}: damaged; move the sweep folder {folder} away to write this sweep") from None
+
+
 def check_record(folder: Path, configs: list[TrainConfig]) -> None:
     """A sweep folder holds one sweep: a sweep of other runs (other limits, other values) given the same
     --sweep-name is refused, not written over."""
-    path = folder / RECORD
-    if not path.is_file():
+    recorded = recorded_runs(folder)
+    if recorded is None:
         return
-    try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))["runs"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise CenterLossError(f"{path}: damaged; move the sweep folder {folder} away to write this sweep") from None
     runs = [c.run_name for c in configs]
-    if sorted(recorded) != sorted(runs):
+    if recorded != sorted(runs):
         other = sorted(set(recorded) ^ set(runs))
         raise CenterLossError(f"sweep folder {folder} holds the outputs of a sweep of other runs (differing: "
                               f"{', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); give another --sweep-name, "

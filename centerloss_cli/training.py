@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack, closing
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from .config import MAX_STEPS, TrainConfig
 from .data import MNIST, load_mnist
-from .devices import resolve_device
+from .devices import choose_precision, resolve_device
 from .engine import TrainState, new_state
 from .errors import CenterLossError, Interrupted
 from .fetch import DATASETS, data_root, find_files
 from .loop import Run, run_epochs
-from .runfiles import CHECKPOINT, environment
+from .runfiles import CHECKPOINT, CONFIG_JSON, environment, read_record
 from .runs import RunFolder, RunResult, Voice, named_for_data
 from .runtime import Runtime, entered
 from .schedule import total_steps
@@ -68,6 +68,20 @@ def fingerprint_of(rt: Runtime, config: TrainConfig, device: torch.device) -> st
     if config.verify:
         return DATASETS[config.dataset].fingerprint
     return load_data(rt, config, device).fingerprint
+
+
+def started_in(rt: Runtime, device: torch.device, resume: bool) -> Callable[[TrainConfig], bool]:
+    """For --precision auto: whether a resume finds the run of a config begun in its precision (its
+    config.json records it); without resume, nothing counts as begun."""
+    def started(config: TrainConfig) -> bool:
+        path = named_for_data(config, fingerprint_of(rt, config, device)).run_dir
+        if not resume or not (path / CONFIG_JSON).is_file():
+            return False
+        try:
+            return read_record(path).get("precision") == config.precision
+        except CenterLossError:
+            return False
+    return started
 
 
 def check_fits(config: TrainConfig, n_train: int, device: torch.device) -> None:
@@ -125,6 +139,7 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
     changes."""
     device = resolve_device(configs[0].device)
     rt.plot_processes_for(device.type)
+    configs = [choose_precision(c, device, started_in(rt, device, resume), rt.say) for c in configs]
     with ExitStack() as stack:
         folders = []
         for c in configs:

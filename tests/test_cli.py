@@ -173,16 +173,17 @@ def test_piped_output_has_one_plain_line_per_epoch(background, mnist):
         assert f"test acc {100 * row['test_acc']:.2f}%" in line and f"test ratio {row['test_ratio']:.3f}" in line
 
 
-def test_the_fast_recipe_resolves_and_trains(run_cli, mnist):
+def test_the_fast_recipe_resolves_and_trains(run_cli, mnist, monkeypatch):
     """--config fast on a tiny run: its settings resolve, name the run, and set each epoch's rate."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # its precision auto takes bf16
     fast = resolve_config("fast")
     assert (fast.lr_schedule, fast.warmup, fast.grad_clip, fast.label_smoothing, fast.iterations) == (
         "linear", 100, 2.0, 0.05, 1400)
     result = run_cli("train", "--config", "fast", *mnist.args, *tiny(warmup=2, epochs=None, iterations=8))
     assert result.exit_code == 0, result.output
     run = mnist.run(lr=0.1, lr_schedule="linear", warmup=2, grad_clip=2.0, label_smoothing=0.05, epochs=None,
-                    iterations=8)
-    assert "_lr0.1_" in run.name and "_linear_warmup2_clip2_ls0.05" in run.name
+                    iterations=8, precision="bf16")
+    assert "_lr0.1_" in run.name and "_bf16_linear_warmup2_clip2_ls0.05" in run.name
     # epochs end at steps 4 and 8: 2 of the 6 steps after the warm-up done, then all of them
     assert [r["lr"] for r in read_metrics(run)] == pytest.approx([0.1 * (1 - 2 / 6), 0.0])
 

@@ -43,7 +43,7 @@ def test_every_field_is_declared_with_a_key_and_help():
     ({"epochs": True}, "epochs = True in f.toml: expected an integer"),
     ({"alpha": 2.0}, "alpha = 2.0 in f.toml: expected a number in [0, 1]"),
     ({"lambda": float("nan")}, "lambda = nan in f.toml: expected a finite number"),
-    ({"precision": "fp16"}, "precision = 'fp16' in f.toml: expected one of fp32, tf32, bf16"),
+    ({"precision": "fp16"}, "precision = 'fp16' in f.toml: expected one of auto, fp32, tf32, bf16"),
     ({"center_update": "adam"}, "center_update = 'adam' in f.toml: expected one of paper, sgd"),
     ({"lr_milestones": [5000, "x"]}, "lr_milestones = [5000, 'x'] in f.toml: expected a list of integers"),
     ({"lr_milestones": [0]}, "lr_milestones = (0,) in f.toml: expected positive iteration numbers"),
@@ -133,7 +133,7 @@ def test_help_shows_every_setting_its_choices_and_its_default():
     for name, s in SCHEMA.items():
         assert s.flag in text, s.flag
         assert f"[default: {default_text(TrainConfig, name)}]" in flat, name
-    assert "--center-update <paper|sgd|caffe>" in text and "--precision <fp32|tf32|bf16>" in text
+    assert "--center-update <paper|sgd|caffe>" in text and "--precision <auto|fp32|tf32|bf16>" in text
     sweep = CliRunner().invoke(app, ["sweep", "--help"], terminal_width=200).output
     assert "--name" not in sweep and "--lambda" in sweep and "--lr-milestones" in sweep
 
