@@ -13,7 +13,7 @@ ifneq ($(wildcard ../shared/fashion-mnist),)
 TEST_FASHION ?= $(abspath ../shared/fashion-mnist)
 endif
 
-.PHONY: venv demo test gpu-data clean
+.PHONY: venv demo test paper gpu-data clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,16 @@ $(STAMP): pyproject.toml
 # A real short training that shows Figure 3: 15k training images, the full test set, 3 epochs, plots in outputs/demo.
 demo: venv
 	$(BIN)/centerloss train --config configs/quick.toml --name demo --overwrite
+
+# The docs' results pages, each written by scripts/reproduce_all.sh from its run folders (hours on 2 CPU cores;
+# a second call trains only what is missing). The fast solver's lambda family and alpha sweep with 3 seeds,
+# without label smoothing so that lambda = 0 shows softmax alone (docs/results.md says why), then the
+# paper's own solver, one seed, Figure 2 and Figure 3.
+paper: venv
+	CONFIG=fast SEEDS=0,1,2 EXTRA_ARGS="--label-smoothing 0 $(EXTRA_ARGS)" DOCS_DIR=docs/results/fast \
+	  scripts/reproduce_all.sh
+	CONFIG=paper SEEDS=0 PARTS="figure2 figure3" EXTRA_ARGS="$(EXTRA_ARGS)" DOCS_DIR=docs/results/paper \
+	  scripts/reproduce_all.sh
 
 # MARK selects tests by marker: CI's second pass runs only what needs the real data or Slurm.
 MARK ?=

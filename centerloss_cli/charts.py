@@ -69,56 +69,76 @@ def draw_run_curves(run_dir: str | os.PathLike, history: Sequence[dict[str, floa
     return save_curves(curves_path(run_dir), [(run_dir.name, history)], dpi)
 
 
-def save_compactness_plot(out: str | os.PathLike, rows: Sequence[dict[str, Any]], metric: str = "test_ratio",
-                          dpi: int = DPI) -> Path:
-    """Two panels against lambda on a log axis, one line per alpha: `metric` (the compactness) and the
-    test accuracy; against alpha instead when the sweep has a single lambda and several alphas. A value
-    of 0 has no place on a log axis: it sits apart at the left edge, labelled 0, behind a dashed break.
-    `rows` are a sweep's summary rows: each point is the mean over the seeds of its runs, with an error
-    bar of one standard deviation where there are several. The compactness axis starts at 0, so
-    differences look their size."""
+PANEL_LABELS = {"test_ratio": "intra / inter distance (test)", "train_ratio": "intra / inter distance (train)",
+                "test_intra": "intra-class distance (test)", "test_inter": "inter-center distance (test)",
+                "test_acc": "test accuracy (%)"}
+PANEL_TITLES = {"test_ratio": "Compactness: smaller is tighter classes", "test_intra": "Spread around each center",
+                "test_inter": "Distance between centers", "test_acc": "Test accuracy"}
+SYMBOL = {"lambda": "λ", "alpha": "α"}
+
+
+def save_compactness_plot(out: str | os.PathLike, rows: Sequence[dict[str, Any]],
+                          panels: Sequence[str] = ("test_ratio", "test_acc"), dpi: int = DPI) -> Path:
+    """One panel per metric of `panels` against lambda on a log axis, one line per alpha; against alpha
+    instead when the sweep has a single lambda and several alphas. A value of 0 has no place on a log
+    axis: it sits apart at the left edge, labelled 0, behind a dashed break. `rows` are a sweep's summary
+    rows: each point is the mean over the seeds of its runs, with an error bar of one standard deviation
+    where there are several. Distance axes start at 0, so differences look their size."""
     rows = [r for r in rows if r["seed"] != MEAN_ROW]  # the per-run rows; the means are recomputed per point
     lambdas, alphas = {r["lambda"] for r in rows}, {r["alpha"] for r in rows}
     x_key, line_key = ("alpha", "lambda") if len(lambdas) == 1 and len(alphas) > 1 else ("lambda", "alpha")
     positive = sorted({r[x_key] for r in rows if r[x_key] > 0})
     has_zero = any(r[x_key] == 0 for r in rows)
-    zero_x = positive[0] / 10 if positive else 1e-4
-    fig = new_figure(11.0, 4.2)
-    symbol = {"lambda": "λ", "alpha": "α"}
     seeds = max(Counter((r["lambda"], r["alpha"]) for r in rows).values())
-    panels = [(metric, "intra / inter distance (test)" if metric == "test_ratio" else metric, 1.0),
-              ("test_acc", "test accuracy (%)", 100.0)]
-    for i, (key, ylabel, scale) in enumerate(panels):
-        ax = fig.add_subplot(1, 2, i + 1)
-        for n, value in enumerate(sorted({r[line_key] for r in rows})):
-            xs = sorted({r[x_key] for r in rows if r[line_key] == value})
-            ys = [[scale * r[key] for r in rows if r[line_key] == value and r[x_key] == x] for x in xs]
-            means = [float(np.mean(y)) for y in ys]
-            stds = [float(np.std(y, ddof=1)) if len(y) > 1 else 0.0 for y in ys]
-            # The point at 0 is drawn alone: a line from it would cross the break as if 0 were on the scale.
-            parts = [part for part in ([i for i, x in enumerate(xs) if x == 0], [i for i, x in enumerate(xs) if x > 0])
-                     if part]
-            for k, part in enumerate(parts):
-                ax.errorbar([xs[i] or zero_x for i in part], [means[i] for i in part],
-                            yerr=[stds[i] for i in part] if seeds > 1 else None, marker="o", capsize=4,
-                            color=f"C{n % 10}", label=f"{symbol[line_key]} = {value:g}" if k == 0 else None)
-        ax.set_xscale("log")
-        ticks = [zero_x] * has_zero + positive
-        ax.set_xticks(ticks)
-        ax.set_xticklabels(["0" if t == zero_x else f"{t:g}" for t in ticks])
-        ax.minorticks_off()
-        if has_zero and positive:  # the break between 0 and the log scale
-            ax.axvline((zero_x * positive[0]) ** 0.5, color="grey", linestyle="--", linewidth=0.8)
-        if key == metric:
+    fig = new_figure(5.5 * len(panels), 4.2) if len(panels) <= 2 else new_figure(11.0, 8.4)
+    columns = min(len(panels), 2)
+    for i, key in enumerate(panels):
+        ax = fig.add_subplot((len(panels) + 1) // 2, columns, i + 1)
+        _draw_against(ax, rows, key, x_key, line_key, error_bars=seeds > 1)
+        _log_axis_with_zero(ax, positive, has_zero)
+        if key != "test_acc":
             ax.set_ylim(bottom=0)
         ax.set_xlabel("λ (center loss weight)" if x_key == "lambda" else "α (center update rate)")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(PANEL_LABELS.get(key, key))
+        ax.set_title(PANEL_TITLES.get(key, key), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     spread = f"; mean ± std over {seeds} seeds" if seeds > 1 else ""
-    zero = f"; {symbol[x_key]} = 0 drawn apart, left of the dashed line" if has_zero and positive else ""
-    fig.axes[0].set_title("Compactness: smaller is tighter classes", fontsize=10)
-    fig.axes[1].set_title("Test accuracy", fontsize=10)
-    fig.suptitle(f"log {symbol[x_key]} axis{zero}{spread}", fontsize=9)
+    zero = f"; {SYMBOL[x_key]} = 0 drawn apart, left of the dashed line" if has_zero and positive else ""
+    fig.suptitle(f"log {SYMBOL[x_key]} axis{zero}{spread}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, out, dpi)
+
+
+def zero_position(positive: Sequence[float]) -> float:
+    """Where a value of 0 is drawn on the log axis: a decade left of the smallest positive value."""
+    return positive[0] / 10 if positive else 1e-4
+
+
+def _draw_against(ax, rows: Sequence[dict[str, Any]], key: str, x_key: str, line_key: str, error_bars: bool) -> None:
+    """One line per value of `line_key`: the mean of `key` over seeds at each `x_key`, ± one std."""
+    scale = 100.0 if key == "test_acc" else 1.0
+    zero_x = zero_position(sorted({r[x_key] for r in rows if r[x_key] > 0}))
+    for n, value in enumerate(sorted({r[line_key] for r in rows})):
+        xs = sorted({r[x_key] for r in rows if r[line_key] == value})
+        ys = [[scale * r[key] for r in rows if r[line_key] == value and r[x_key] == x] for x in xs]
+        means = [float(np.mean(y)) for y in ys]
+        stds = [float(np.std(y, ddof=1)) if len(y) > 1 else 0.0 for y in ys]
+        # The point at 0 is drawn alone: a line from it would cross the break as if 0 were on the scale.
+        parts = [part for part in ([i for i, x in enumerate(xs) if x == 0], [i for i, x in enumerate(xs) if x > 0])
+                 if part]
+        for k, part in enumerate(parts):
+            ax.errorbar([xs[i] or zero_x for i in part], [means[i] for i in part],
+                        yerr=[stds[i] for i in part] if error_bars else None, marker="o", capsize=4,
+                        color=f"C{n % 10}", label=f"{SYMBOL[line_key]} = {value:g}" if k == 0 else None)
+
+
+def _log_axis_with_zero(ax, positive: Sequence[float], has_zero: bool) -> None:
+    zero_x = zero_position(positive)
+    ax.set_xscale("log")
+    ticks = [zero_x] * has_zero + list(positive)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(["0" if t == zero_x else f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    if has_zero and positive:  # the break between 0 and the log scale
+        ax.axvline((zero_x * positive[0]) ** 0.5, color="grey", linestyle="--", linewidth=0.8)

@@ -1,25 +1,32 @@
 # Shared by the reproduction scripts: settings from the environment, and the centerloss command.
-#   EPOCHS      epochs per run (default: the paper's 10,000 iterations, 21 epochs and a partial 22nd on full MNIST)
+#   CONFIG      a built-in config (fast, paper, quick) or a config file (default: the paper's settings)
+#   SEEDS       the seeds of the sweeps, e.g. 0,1,2 (default: 0); Figure 2 trains the first
+#   EPOCHS      epochs per run (default: the config's; the paper's is 10,000 iterations, 21 epochs and a partial 22nd)
 #   DEVICE      auto, cpu, cuda, cuda:N or mps (default: auto)
 #   DATA_DIR    MNIST root (default: $CENTERLOSS_DATA, else ./data, fetched when missing)
 #   OUTPUT_DIR  where the run folders and sweeps go (default: outputs)
 #   EXTRA_ARGS  more flags for every run, e.g. "--train-limit 10000 --seed 1" or "--dataset fashion-mnist"
+CONFIG=${CONFIG:-}
+SEEDS=${SEEDS:-0}
 EPOCHS=${EPOCHS:-}
 DEVICE=${DEVICE:-auto}
 DATA_DIR=${DATA_DIR:-}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 OUTPUT_DIR=${OUTPUT_DIR:-outputs}
 
-if command -v centerloss >/dev/null 2>&1; then
-  CENTERLOSS=(centerloss)
-elif [[ -x .venv/bin/centerloss ]]; then
+if [[ -x .venv/bin/centerloss ]]; then  # this checkout's own, when make venv built it
   CENTERLOSS=(.venv/bin/centerloss)
+  PYTHON=(.venv/bin/python)
+elif command -v centerloss >/dev/null 2>&1; then
+  CENTERLOSS=(centerloss)
+  PYTHON=(python3)
 else
   echo "centerloss is not installed: run 'make venv' and 'source .venv/bin/activate' first" >&2
   exit 1
 fi
 
 RUN_ARGS=(--device "$DEVICE" --output-dir "$OUTPUT_DIR")
+[[ -n $CONFIG ]] && RUN_ARGS+=(--config "$CONFIG")
 [[ -n $EPOCHS ]] && RUN_ARGS+=(--epochs "$EPOCHS")
 [[ -n $DATA_DIR ]] && RUN_ARGS+=(--data-dir "$DATA_DIR")
 # EXTRA_ARGS is split on spaces on purpose: it holds several flags.
@@ -30,3 +37,5 @@ RUN_ARGS+=("${EXTRA[@]}")
 # `centerloss sweep` printed ("... figures and tables in DIR/").
 run_folder() { sed -n 's|^  files: \(.*\)/ (.*|\1|p' <<<"$1" | tail -1; }
 sweep_folder() { sed -n 's|.*figures and tables in \(.*\)/$|\1|p' <<<"$1" | tail -1; }
+# The name the results of a config go under: "fast" for CONFIG=fast or configs/fast.toml, "paper" without one.
+config_label() { local name; name=$(basename "${CONFIG:-paper}"); echo "${name%.toml}"; }

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The paper's Figure 3: softmax + lambda * center loss, alpha = 0.5, four values of lambda, one grid.
+# The paper's Figure 3: softmax + lambda * center loss at alpha = 0.5, for lambda = 0 (softmax alone, the
+# paper's Figure 2) and its four values of lambda, with SEEDS: one grid, a table and the compactness plot.
+#   LAMBDAS     the values of lambda (default: 0,0.0001,0.001,0.01,0.1)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+LAMBDAS=${LAMBDAS:-0,0.0001,0.001,0.01,0.1}
 
 # The sweep's folder is named from its values and settings: a quick look and the full sweep never share one.
-out=$("${CENTERLOSS[@]}" sweep --lambda 0.0001,0.001,0.01,0.1 --alpha 0.5 "${RUN_ARGS[@]}" | tee /dev/stderr)
+out=$("${CENTERLOSS[@]}" sweep --lambda "$LAMBDAS" --alpha 0.5 --seed "$SEEDS" "${RUN_ARGS[@]}" | tee /dev/stderr)
 folder=$(sweep_folder "$out")
 echo "Figure 3: $folder/grid_test.png and grid_train.png (table: summary.md, compactness.png)"

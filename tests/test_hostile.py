@@ -337,3 +337,37 @@ def test_the_errors_cross_a_pipe_whole():
 
     e = pickle.loads(pickle.dumps(Interrupted("stopped", signal.SIGTERM)))
     assert (str(e), e.signum, e.exit_code) == ("stopped", signal.SIGTERM, 143)
+
+
+ENTRY_POINT_SETTINGS = {"LAMBDAS": "0,0.01", "ALPHAS": "0.1,0.5", "SEEDS": "0,1", "DEVICE": "cpu",
+                        "OUTPUT_DIR": "out", "DOCS_DIR": "docs"}
+
+
+@in_background("reproduce all")
+def reproduce_all(cwd: Path, mnist):
+    """The docs' one command, tiny, twice: the second call must train nothing."""
+    script = Path(__file__).parent.parent / "scripts" / "reproduce_all.sh"
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **ENTRY_POINT_SETTINGS,
+           "EXTRA_ARGS": " ".join([*mnist.args, *TINY])}
+    return [run_process(["bash", str(script)], cwd, env) for _ in range(2)]
+
+
+def test_the_one_command_writes_every_figure_and_table_of_the_results_page(background):
+    cwd, (first, second) = background["reproduce all"]
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "4 runs (0 trained now)" in second.stdout + second.stderr
+    docs = cwd / "docs"
+    promised = ["figure2.png", "figure3_grid.png", "figure3_compactness.png", "alpha_grid.png",
+                "alpha_compactness.png"]
+    assert sorted(p.name for p in docs.iterdir()) == sorted(["README.md", *promised])
+    page = (docs / "README.md").read_text()
+    for name in promised:
+        assert f"]({name})" in page and (docs / name).stat().st_size > 10_000, name
+    assert "    CONFIG=fast SEEDS=0,1 DEVICE=cpu EXTRA_ARGS=" in page  # the command that made it
+    # a table row per value, with mean ± std over the 2 seeds, and a verdict per step between values
+    for row in ("| 0 | 2 | ", "| 0.01 | 2 | ", "| 0.1 | 2 | ", "| 0.5 | 2 | "):
+        assert row in page and " ± " in page.split(row)[1].split("\n")[0], row
+    assert "- λ 0 → 0.01: the test ratio " in page and "- α 0.1 → 0.5: the test ratio " in page
+    runs = [line for line in page.splitlines() if line.startswith("| `lambda")]
+    assert len(runs) == 6 and all("_lr0.1_" in r for r in runs)  # the fast recipe's settings, every run

@@ -1,0 +1,200 @@
+"""A results page of the docs, written from the run folders: the figures, the tables and what they show.
+
+    python scripts/paper_figures.py --out docs/results/fast --label fast --command "..." \
+        [--figure2 RUN] [--lambda-sweep SWEEP] [--alpha-sweep SWEEP]
+
+scripts/reproduce_all.sh trains the runs and calls this; nothing on the page is typed by hand, so running
+that command again regenerates it. The page names the command, the machine, the seeds and threads.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from centerloss_cli import charts, figures
+from centerloss_cli.runfiles import read_metrics, read_record
+from centerloss_cli.storage import atomic_write_text
+
+# The per-value statistics of a sweep: (column, heading, how a value is shown).
+STATS = [("test_acc", "test accuracy (%)", lambda v: f"{100 * v:.2f}"), ("test_ratio", "test ratio", "{:.3f}".format),
+         ("test_intra", "test intra", "{:.3f}".format), ("test_inter", "test inter", "{:.2f}".format)]
+PANELS = ("test_ratio", "test_acc", "test_intra", "test_inter")
+SYMBOL = charts.SYMBOL
+
+
+@dataclass
+class Sweep:
+    """A sweep's per-run rows (its summary.csv, without the mean rows) and where its runs live."""
+
+    folder: Path
+    rows: list[dict]
+    key: str  # "lambda" or "alpha": what varies
+
+    @classmethod
+    def read(cls, folder: Path, key: str) -> "Sweep":
+        with open(folder / "summary.csv", newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if r["seed"] != charts.MEAN_ROW]
+        for r in rows:
+            for k in ("lambda", "alpha", *(s for s, _, _ in STATS), "test_acc", "train_ratio"):
+                r[k] = float(r[k])
+            r["seed"] = int(r["seed"])
+        return cls(folder, rows, key)
+
+    def run_dir(self, row: dict) -> Path:
+        return self.folder.parent.parent / row["run"]
+
+    def values(self) -> list[float]:
+        return sorted({r[self.key] for r in self.rows})
+
+    def at(self, value: float) -> list[dict]:
+        return [r for r in self.rows if r[self.key] == value]
+
+    def first_seed_runs(self) -> list[Path]:
+        """One run per value, the smallest seed's: the grid shows one panel per value."""
+        seed = min(r["seed"] for r in self.rows)
+        return [self.run_dir(r) for r in self.rows if r["seed"] == seed]
+
+
+def mean_std(rows: list[dict], key: str) -> tuple[float, float]:
+    values = [r[key] for r in rows]
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def table(sweep: Sweep) -> list[str]:
+    """Mean ± std over the seeds for each value of the sweep."""
+    head = f"| {SYMBOL[sweep.key]} | seeds | " + " | ".join(h for _, h, _ in STATS) + " |"
+    lines = [head, "|" + "---|" * (len(STATS) + 2)]
+    for value in sweep.values():
+        rows = sweep.at(value)
+        cells = []
+        for key, _, show in STATS:
+            mean, std = mean_std(rows, key)
+            cells.append(f"{show(mean)} ± {show(std)}" if len(rows) > 1 else show(mean))
+        lines.append(f"| {value:g} | {len(rows)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def beyond_spread(sweep: Sweep, key: str = "test_ratio") -> list[str]:
+    """For each step to the next value, whether `key` moves by more than the seeds' spread: the intervals
+    mean ± std of the two values do not overlap."""
+    values, lines = sweep.values(), []
+    for a, b in zip(values, values[1:]):
+        (ma, sa), (mb, sb) = mean_std(sweep.at(a), key), mean_std(sweep.at(b), key)
+        if mb + sb < ma - sa:
+            verdict = "falls, beyond the spread of the seeds"
+        elif mb - sb > ma + sa:
+            verdict = "rises, beyond the spread of the seeds"
+        else:
+            verdict = "moves within the spread of the seeds: no difference shown"
+        lines.append(f"- {SYMBOL[sweep.key]} {a:g} → {b:g}: the test ratio {verdict} "
+                     f"({ma:.3f} ± {sa:.3f} → {mb:.3f} ± {sb:.3f}).")
+    return lines
+
+
+def run_facts(run: Path) -> dict:
+    """What a run's folder records: its last epoch's numbers, its time, its precision and threads."""
+    history, record = read_metrics(run), read_record(run)
+    threads = torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu").get("threads")
+    return {"final": history[-1], "epochs": len(history), "seconds": sum(r["seconds"] for r in history),
+            "precision": record.get("precision"), "torch": record.get("torch_version"),
+            "device": record.get("resolved_device"), "threads": threads}
+
+
+def per_run_table(sweeps: list[Sweep]) -> list[str]:
+    lines = ["| run | λ | α | seed | epochs | test accuracy | test ratio | train ratio | training time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    seen = set()
+    for sweep in sweeps:
+        for r in sorted(sweep.rows, key=lambda r: (r["lambda"], r["alpha"], r["seed"])):
+            if r["run"] in seen:
+                continue
+            seen.add(r["run"])
+            facts = run_facts(sweep.run_dir(r))
+            lines.append(f"| `{r['run']}` | {r['lambda']:g} | {r['alpha']:g} | {r['seed']} | {facts['epochs']} | "
+                         f"{100 * r['test_acc']:.2f}% | {r['test_ratio']:.3f} | {r['train_ratio']:.3f} | "
+                         f"{facts['seconds'] / 60:.1f} min |")
+    return lines
+
+
+def machine(runs: list[Path]) -> str:
+    """The machine and arithmetic the runs record, and the CPU this page was written on."""
+    facts = [run_facts(r) for r in runs]
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.machine()) if os.path.exists("/proc/cpuinfo") else platform.machine()
+    join = lambda key: ", ".join(sorted({str(f[key]) for f in facts}))  # noqa: E731
+    return (f"Trained on {join('device')} ({cpu}, {os.cpu_count()} cores), {join('threads')} thread(s) a run, "
+            f"precision {join('precision')}, torch {join('torch')}; page written {date.today().isoformat()}.")
+
+
+def figure(name: str, caption: str) -> list[str]:
+    return [f"**{caption}**", "", f"![{caption}]({name})", ""]
+
+
+def figure2_section(out: Path, run: Path) -> list[str]:
+    figures.grid_of_runs([run], out / "figure2.png", splits=("train", "test"))
+    return ["## Figure 2: softmax alone", "",
+            *figure("figure2.png", "λ = 0: training and test features at the last epoch"),
+            f"Run: `{run.name}`.", ""]
+
+
+def sweep_section(out: Path, sweep: Sweep) -> list[str]:
+    """A sweep's grid (one panel per value, the first seed), its chart, its table and what they show."""
+    name, symbol = ("figure3", "λ") if sweep.key == "lambda" else ("alpha", "α")
+    title = "Figure 3: the λ family at α = 0.5" if sweep.key == "lambda" else "The α sweep at λ = 0.01"
+    seed = min(r["seed"] for r in sweep.rows)
+    figures.grid_of_runs(sweep.first_seed_runs(), out / f"{name}_grid.png", splits=("test",))
+    charts.save_compactness_plot(out / f"{name}_compactness.png", sweep.rows, panels=PANELS)
+    return [f"## {title}", "",
+            *figure(f"{name}_grid.png", f"One panel per {symbol}: test features at the last epoch, seed {seed}"),
+            *figure(f"{name}_compactness.png", f"Test ratio, accuracy, intra and inter distance against {symbol}: "
+                                               "mean ± std over the seeds"),
+            "Mean ± std over the seeds:", "", *table(sweep), "",
+            f"Does the test ratio move with {symbol} beyond the spread of the seeds? Each step to the next value:",
+            "", *beyond_spread(sweep), ""]
+
+
+def page(out: Path, label: str, command: str, figure2: Path | None, sweeps: list[Sweep]) -> str:
+    """The whole page, drawing its figures into `out` on the way."""
+    seeds = sorted({r["seed"] for sweep in sweeps for r in sweep.rows})
+    runs = [s.run_dir(r) for s in sweeps for r in s.rows] + ([figure2] if figure2 else [])
+    lines = [f"# Results: the {label} settings", "",
+             "Written by this command from the run folders; do not edit it by hand, run it again:", "",
+             f"    {command}", "", machine(runs) + f" Seeds: {', '.join(map(str, seeds))}.", ""]
+    if figure2 is not None:
+        lines += figure2_section(out, figure2)
+    for sweep in sweeps:
+        lines += sweep_section(out, sweep)
+    if sweeps:
+        lines += ["## Every run", "", *per_run_table(sweeps), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="the page's folder: README.md and its figures")
+    ap.add_argument("--label", required=True, help="the settings' name in the title, e.g. fast")
+    ap.add_argument("--command", required=True, help="the command that made it, shown on the page")
+    ap.add_argument("--figure2", type=Path, help="the softmax-only run of Figure 2")
+    ap.add_argument("--lambda-sweep", type=Path, help="the sweep folder of Figure 3's λ family")
+    ap.add_argument("--alpha-sweep", type=Path, help="the sweep folder of the α sweep")
+    args = ap.parse_args()
+    for given in (args.figure2, args.lambda_sweep, args.alpha_sweep):
+        if given is not None and not given.is_dir():
+            raise SystemExit(f"paper_figures.py: {str(given)!r} is not a run or sweep folder")
+    sweeps = [Sweep.read(folder, key) for key, folder in (("lambda", args.lambda_sweep),
+                                                          ("alpha", args.alpha_sweep)) if folder]
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "README.md", page(args.out, args.label, args.command, args.figure2, sweeps))
+    print(f"wrote {args.out / 'README.md'} and its figures")
+
+
+if __name__ == "__main__":
+    main()

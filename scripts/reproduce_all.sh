@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every figure and table of a results page of the docs, in one command: Figure 2, Figure 3's lambda family
+# and the alpha sweep with SEEDS (default here: 0,1,2), then the page (DOCS_DIR/README.md), its figures
+# and its tables, written from the run folders. A second call trains nothing that is finished.
+#
+#   scripts/reproduce_all.sh                                # CONFIG=fast: docs/results/fast/
+#   CONFIG=paper SEEDS=0 PARTS="figure2 figure3" scripts/reproduce_all.sh   # the paper's solver, one seed
+#
+#   PARTS       which of figure2, figure3 and alpha to run (default: all three)
+#   DOCS_DIR    where the page goes (default: docs/results/LABEL, LABEL from CONFIG: fast, paper, ...)
+# and the settings of scripts/common.sh (CONFIG, EPOCHS, DEVICE, DATA_DIR, OUTPUT_DIR, EXTRA_ARGS) and of
+# each part (LAMBDAS, ALPHAS).
+set -euo pipefail
+here=$(dirname "$0")
+export CONFIG=${CONFIG:-fast} SEEDS=${SEEDS:-0,1,2}
+source "$here/common.sh"
+PARTS=${PARTS:-figure2 figure3 alpha}
+DOCS_DIR=${DOCS_DIR:-docs/results/$(config_label)}
+for part in $PARTS; do
+  case $part in figure2|figure3|alpha) ;; *) echo "PARTS: '$part' is not one of figure2, figure3, alpha" >&2; exit 2;; esac
+done
+
+# The command the page says made it: the settings that change what is trained (not where the data is).
+command="CONFIG=$CONFIG SEEDS=$SEEDS"
+[[ $PARTS != "figure2 figure3 alpha" ]] && command+=" PARTS=\"$PARTS\""
+[[ -n $EPOCHS ]] && command+=" EPOCHS=$EPOCHS"
+[[ $DEVICE != auto ]] && command+=" DEVICE=$DEVICE"
+[[ -n $EXTRA_ARGS ]] && command+=" EXTRA_ARGS=\"$EXTRA_ARGS\""
+args=(--out "$DOCS_DIR" --label "$(config_label)" --command "$command scripts/reproduce_all.sh")
+if [[ " $PARTS " == *" figure2 "* ]]; then
+  out=$("$here/reproduce_figure2.sh" | tee /dev/stderr)
+  args+=(--figure2 "$(sed -n 's|^Figure 2: .* (run \(.*\); per-epoch.*|\1|p' <<<"$out")")
+fi
+if [[ " $PARTS " == *" figure3 "* ]]; then
+  out=$("$here/reproduce_figure3.sh" | tee /dev/stderr)
+  args+=(--lambda-sweep "$(sed -n 's|^Figure 3: \(.*\)/grid_test.png .*|\1|p' <<<"$out")")
+fi
+if [[ " $PARTS " == *" alpha "* ]]; then
+  out=$("$here/sweep_alpha.sh" | tee /dev/stderr)
+  args+=(--alpha-sweep "$(sed -n 's|^Alpha sweep: \(.*\)/grid_test.png.*|\1|p' <<<"$out")")
+fi
+"${PYTHON[@]}" "$here/paper_figures.py" "${args[@]}"
