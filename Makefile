@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 # A real short training that shows Figure 3: 15k training images, the full test set, 3 epochs, plots in outputs/demo.
 demo: venv
 	$(BIN)/centerloss train --config configs/quick.toml --name demo --overwrite
+	@echo
+	@echo "The demo's plots: outputs/demo/plots/ (test_epoch_003.png, train_epoch_003.png, curves.png)"
+	@echo "Next:  $(BIN)/centerloss plot outputs/demo --gif     # the epochs as an animation, plots/test.gif"
+	@echo "       $(BIN)/centerloss train --config fast         # Figure 3 on full MNIST in minutes (docs/results.md)"
 
 # The docs' results pages, each written by scripts/reproduce_all.sh from its run folders (hours on 2 CPU cores;
 # a second call trains only what is missing). The fast solver's lambda family and alpha sweep with 3 seeds,

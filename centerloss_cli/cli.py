@@ -346,6 +346,28 @@ def data(
                    f"{' '.join(map(str, class_counts(s.labels)))}")
 
 
+@app.command("list")
+def list_runs(
+    output_dir: Path = typer.Argument(Path("outputs"), metavar="[DIR]", help="The output folder. [default: outputs]",
+                                      show_default=False),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+) -> None:
+    """One line per run folder under DIR: name, dataset, λ, α, seed, epochs done of total, the last test
+    accuracy and compactness ratio, and whether it is finished, stopped, running or diverged; sweeps grouped.
+
+    \b
+    Examples:
+      centerloss list                                   # what is under outputs/
+      centerloss list runs/cluster
+    """
+    from .listing import listing
+
+    with user_errors(debug):
+        lines = listing(output_dir)
+    for line in lines:
+        typer.echo(line)
+
+
 def main() -> None:
     try:
         from click.exceptions import UsageError

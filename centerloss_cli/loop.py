@@ -29,6 +29,7 @@ from .runtime import Runtime, show_bars
 from .schedule import lr_factor
 from .stacked import StackedStep
 from .stop import describe
+from .storage import atomic_write_text
 from .tensorboard import log_epoch
 
 
@@ -165,8 +166,11 @@ def diverged(state: TrainState, epoch: int, step: int, voice: Voice) -> Diverged
         kept = "its last good checkpoint is kept"
     else:
         kept = "no checkpoint was written, since no epoch had finished"
-    return Diverged(f"run {state.config.run_name}: the loss became NaN or inf at epoch {epoch}, step {step}; {kept}. "
-                    f"Try a smaller {voice.option('lam', '...')} or {voice.option('lr', '...')}")
+    error = Diverged(f"run {state.config.run_name}: the loss became NaN or inf at epoch {epoch}, step {step}; {kept}. "
+                     f"Try a smaller {voice.option('lam', '...')} or {voice.option('lr', '...')}")
+    if state.config.run_dir.is_dir():  # `centerloss list` tells a diverged run from a stopped one by this
+        atomic_write_text(state.config.run_dir / runfiles.DIVERGED, str(error) + "\n")
+    return error
 
 
 def end_epoch(run: Run, data: MNIST, epoch: int, started: float, rt: Runtime) -> None:
@@ -195,6 +199,7 @@ def end_epoch(run: Run, data: MNIST, epoch: int, started: float, rt: Runtime) ->
             run.curves_at = now
         state.loss_sums.zero_()
         save_checkpoint(state)
+        (cfg.run_dir / runfiles.DIVERGED).unlink(missing_ok=True)  # a resume got past a divergence
         runfiles.write_metrics(cfg.run_dir, state.history)
         if run.tensorboard is not None:
             log_epoch(run.tensorboard, state.history[-1], feats)

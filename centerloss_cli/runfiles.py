@@ -45,6 +45,7 @@ FEATURES = "features"
 PLOTS = "plots"
 TENSORBOARD = "tensorboard"
 CURVES = "curves.png"
+DIVERGED = "diverged.txt"  # why the run stopped: its loss became NaN or inf (gone once an epoch commits again)
 SWEEPS = "sweeps"
 SPLITS = ("train", "test")
 # What a checkpoint holds (engine.TrainState.state_dict); one without them was not written by this version.
@@ -56,9 +57,9 @@ METRIC_COLUMNS = [
     "test_softmax_loss", "test_center_loss", "test_acc",
     "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio",
 ]
-TOOL_ENTRIES = frozenset({LOCK, CONFIG_JSON, METRICS_CSV, CHECKPOINT, FEATURES, PLOTS, TENSORBOARD})
+TOOL_ENTRIES = frozenset({LOCK, CONFIG_JSON, METRICS_CSV, CHECKPOINT, DIVERGED, FEATURES, PLOTS, TENSORBOARD})
 # The files the tool makes, by folder: --overwrite deletes exactly these (and the tool's own temp files).
-FILES = {"": re.compile(rf"{re.escape(CONFIG_JSON)}|{re.escape(METRICS_CSV)}|{re.escape(CHECKPOINT)}"),
+FILES = {"": re.compile(rf"{re.escape(CONFIG_JSON)}|{re.escape(METRICS_CSV)}|{re.escape(CHECKPOINT)}|{re.escape(DIVERGED)}"),
          FEATURES: re.compile(r"epoch_\d{3,}\.npz"),
          PLOTS: re.compile(rf"(train|test)_epoch_\d{{3,}}\.png|(train|test)\.gif|{re.escape(CURVES)}"),
          TENSORBOARD: re.compile(r"events\.out\.tfevents\..+")}

@@ -142,15 +142,16 @@ def tiny(**changes) -> list[str]:
 TINY = tiny()
 
 
-README = Path(__file__).parent.parent / "README.md"
+ROOT = Path(__file__).parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 
 
-def readme_python_blocks(section: str, next_section: str) -> list[str]:
-    """The ```python blocks of the README between two headings."""
+def python_blocks(page: Path) -> list[str]:
+    """The ```python blocks of a markdown page (README.md, a page of docs/)."""
     import re
 
-    text = README.read_text()
-    return re.findall(r"```python\n(.*?)```", text[text.index(section):text.index(next_section)], re.S)
+    return re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
 
 
 def checkpoint(run: Path) -> dict:
@@ -362,3 +363,32 @@ def _start_early(request):
 def pytest_collection_modifyitems(items):
     """The tests that read those processes go last, when they are most likely done."""
     items.sort(key=lambda item: any(f in getattr(item, "fixturenames", ()) for f in LATE))
+
+
+# --- the suite leaves the checkout as it found it ------------------------------------------------------
+
+# What running Python and pytest makes in a checkout by design; anything else a test wrote there is a bug
+# (a run folder in the user's outputs/, say).
+EXPECTED_LITTER = {".git", ".venv", ".pytest_cache", ".hypothesis", "__pycache__"}
+
+
+def checkout_files() -> set[Path]:
+    found = set()
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in EXPECTED_LITTER and not d.endswith(".egg-info")]
+        found.update(Path(folder, name).relative_to(ROOT) for name in files + dirs)
+    return found
+
+
+def pytest_sessionstart(session):
+    session.config._checkout_before = checkout_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_checkout_before", None)
+    if before is None or hasattr(session.config, "workerinput"):
+        return
+    new = sorted(map(str, checkout_files() - before))
+    if new:
+        pytest.exit(f"the suite left {len(new)} file(s) in the checkout: {', '.join(new[:5])}",
+                    returncode=pytest.ExitCode.TESTS_FAILED)

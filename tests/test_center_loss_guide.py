@@ -1,4 +1,4 @@
-"""The README's "Center loss in your own model": its code blocks run (the DDP one under torchrun on two
+"""docs/center-loss.md, "Center loss in your own model": its code blocks run (the DDP one under torchrun on two
 processes), each relation its migration table states holds against the re-implementations' own
 formulas, written out here, and misuse is loud."""
 import os
@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from centerloss_cli.center_loss import CenterLoss
-from conftest import in_background, readme_python_blocks, run_process
+from conftest import DOCS, in_background, python_blocks, run_process
 from test_center_loss_ddp import free_port
 
 def guide_blocks() -> list[str]:
-    return readme_python_blocks("## Center loss in your own model", "## Running on a cluster")
+    return python_blocks(DOCS / "center-loss.md")
 
 
 @in_background("guide, one device")

@@ -10,7 +10,7 @@ import torch
 
 from centerloss_cli.config import resolve_config
 from centerloss_cli.runfiles import read_metrics
-from conftest import TINY, in_background, readme_python_blocks, run_process, tiny
+from conftest import DOCS, README, TINY, in_background, python_blocks, run_process, tiny
 
 
 
@@ -201,12 +201,13 @@ def test_version_help_and_a_warning_for_hundreds_of_epochs(run_cli, mnist):
 
 
 def api_blocks() -> list[str]:
-    return readme_python_blocks("## Python API", "## Center loss in your own model")
+    """The Python examples of the README and of docs/python-api.md, each once (the README repeats one)."""
+    return list(dict.fromkeys(python_blocks(README) + python_blocks(DOCS / "python-api.md")))
 
 
 @in_background("readme example")
 def readme_example(cwd: Path, mnist) -> subprocess.CompletedProcess:
-    """The README's Python API section, its blocks saved as one file, run with `python file.py`."""
+    """The README's and the Python API page's examples, each saved as a file and run with `python file.py`."""
     blocks = api_blocks()
     assert len(blocks) == 1
     if not mnist.real:  # the synthetic stand-in is not MNIST: let it through the md5 check

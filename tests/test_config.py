@@ -1,5 +1,5 @@
 """The settings schema, tested as pure functions: parsing, validation, naming, resume reconciliation,
-and the CLI options and README table derived from it."""
+and the CLI options and docs/options.md table derived from it."""
 import re
 import subprocess
 import sys
@@ -15,7 +15,7 @@ from centerloss_cli.config import DEFAULTS, SCHEMA, SLURM_DEFAULTS, TrainConfig,
 from centerloss_cli.errors import CenterLossError, ConfigError
 from centerloss_cli.runs import Voice, reconcile
 from centerloss_cli.schema import default_text, from_dict as from_dict_of, to_dict
-from conftest import README
+from conftest import DOCS
 
 
 def from_dict(values, where=""):
@@ -138,8 +138,8 @@ def test_help_shows_every_setting_its_choices_and_its_default():
     assert "--name" not in sweep and "--lambda" in sweep and "--lr-milestones" in sweep
 
 
-def test_the_readme_table_agrees_with_the_schema():
-    text = README.read_text()
+def test_the_options_table_agrees_with_the_schema():
+    text = (DOCS / "options.md").read_text()
     table = text[text.index("### `centerloss train`"):text.index("### `centerloss plot")]
     rows = {}
     for line in table.splitlines():
@@ -147,7 +147,7 @@ def test_the_readme_table_agrees_with_the_schema():
             cells = [c.strip().replace("`", "") for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
             rows[re.match(r"(--[a-z-]+)", cells[0]).group(1)] = cells[-1]
     for name, s in SCHEMA.items():
-        assert s.flag in rows, f"the README has no row for {s.flag}"
+        assert s.flag in rows, f"docs/options.md has no row for {s.flag}"
         assert rows[s.flag] == default_text(TrainConfig, name), (s.flag, rows[s.flag])
 
 

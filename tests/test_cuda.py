@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
                                                    reason="no CUDA device here (pytest -m cuda on a GPU machine)")]
 CUDA = ["--device", "cuda"]
 # cuDNN picks convolution algorithms that may sum in another order from run to run, so two CUDA runs
-# agree to a tolerance, not bit for bit (the README's "Using a GPU" states it).
+# agree to a tolerance, not bit for bit (docs/gpu.md states it).
 CUDA_TOLERANCE = 1e-4
 
 

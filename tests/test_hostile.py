@@ -313,10 +313,10 @@ def test_an_epoch_lost_between_checkpoint_and_tensorboard_is_logged_on_resume(ru
     def crash(*args):
         raise RuntimeError("killed between the checkpoint and the TensorBoard log")
 
-    monkeypatch.setattr(loop, "log_epoch", crash)
-    assert run_cli("train", *mnist.args, *TINY, "--tensorboard").exit_code != 0
+    with monkeypatch.context() as patch:  # undoes only this patch: monkeypatch.undo() also undid run_cli's chdir
+        patch.setattr(loop, "log_epoch", crash)
+        assert run_cli("train", *mnist.args, *TINY, "--tensorboard").exit_code != 0
     assert checkpoint(run_path)["epoch"] == 1  # the epoch was committed, its log was not
-    monkeypatch.undo()
     assert run_cli("train", *mnist.args, *tiny(epochs=2), "--tensorboard", "--resume").exit_code == 0
     events = EventAccumulator(str(run_path / "tensorboard")).Reload()
     assert [e.step for e in events.Scalars("accuracy/test_acc")] == [1, 2]
