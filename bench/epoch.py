@@ -62,7 +62,7 @@ def compute_bound(config, data, device: torch.device, repeat: int) -> dict[str, 
     step = median_time(lambda: engine.train_step(state, x, y), repeat, device)
     n_eval = len(data.test) + min(config.plot_train_samples, len(data.train))
     xe = data.test.images[: engine.EVAL_BATCH]
-    fwd = median_time(lambda: engine.extract(state.model, xe), max(1, repeat // 2), device)
+    fwd = median_time(lambda: engine.extract(state.model, xe, precision=config.precision), max(1, repeat // 2), device)
     steps = num_batches(len(data.train), config.batch_size)
     return {"train": step * steps, "eval": fwd * n_eval / len(xe), "step_ms": 1000 * step}
 

@@ -10,7 +10,6 @@ elsewhere torch emulates it.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -19,18 +18,9 @@ import torch
 from centerloss_cli.config import TrainConfig
 from centerloss_cli.devices import autocast, resolve_precision
 from centerloss_cli.engine import new_state, train_step
+from centerloss_cli.runfiles import cpu_model
 
 PRECISIONS = ("fp32", "bf16")
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def timed(fn) -> float:
@@ -69,7 +59,7 @@ def main() -> None:
         for p in PRECISIONS:
             times["forward", p].append(timed(lambda: forward(p)))
 
-    print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"--precision auto takes {resolve_precision('auto', cpu)} here")
     print(f"median of {args.repeat} interleaved rounds; batch {args.batch_size}, evaluation forward of 1,000 images")
     print("| what | fp32 ms | bf16 ms | fp32 / bf16 |")

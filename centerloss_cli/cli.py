@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Literal, Option
 
 import typer
 
-from .config import DEFAULTS, SCHEMA, SlurmConfig, TrainConfig, resolve
-from .errors import CenterLossError
+from .config import DEFAULTS, SCHEMA, SlurmConfig, TrainConfig, builtin_configs, resolve
+from .errors import CenterLossError, Interrupted
 from .schedule import epochs_left, steps_per_epoch, total_steps
 from .schema import default_text, field_types, schema
 
@@ -55,7 +55,8 @@ def user_errors(debug: bool) -> Iterator[None]:
     except CenterLossError as e:
         if debug:
             raise
-        typer.echo(f"Error: {e}", err=True)
+        # A stop the user asked for (Ctrl-C, SIGTERM) is no error: it says what was saved, and how to go on.
+        typer.echo(str(e) if isinstance(e, Interrupted) else f"Error: {e}", err=True)
         raise typer.Exit(e.exit_code)
 
 
@@ -91,9 +92,17 @@ def _close(ctx: typer.Context, rt: "Runtime") -> None:
         rt.close()
 
 
+def complete_config(incomplete: str) -> list[str]:
+    """--config <TAB>: the built-in configs' names, then the .toml files here, that start with what is typed."""
+    names = builtin_configs() + sorted(str(p) for p in Path(".").glob(f"{incomplete}*.toml"))
+    return [n for n in names if n.startswith(incomplete)]
+
+
 _COMMON = [
-    ("config", Optional[Path], typer.Option(None, "--config", metavar="FILE",
-                                            help="TOML file of settings, or a built-in config's name (paper, quick); flags given here win over it.")),
+    ("config", Optional[Path], typer.Option(
+        None, "--config", metavar="FILE", autocompletion=complete_config,
+        help=f"TOML file of settings, or a built-in config's name ({', '.join(builtin_configs())}); flags given here "
+             "win over it.")),
     ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
     ("debug", bool, typer.Option(False, "--debug", help="Show the full traceback on errors.")),
 ]
@@ -154,7 +163,8 @@ def summary(result: "RunResult") -> str:
     return (
         f"finished {result.run_dir.name}: epoch {int(f['epoch'])}, test accuracy {100 * f['test_acc']:.2f}%, "
         f"compactness ratio (intra/inter) train {f['train_ratio']:.3f}, test {f['test_ratio']:.3f}\n"
-        f"  files: {result.run_dir}/ (metrics.csv, checkpoint.pt, features/, plots/)"
+        f"  files: {result.run_dir}/ (metrics.csv, checkpoint.pt, features/, plots/"
+        f"{', tensorboard/' if result.config.tensorboard else ''})"
     )
 
 
@@ -254,7 +264,8 @@ def sweep(
     if result is None:  # Slurm jobs submitted, or still out
         return
     typer.echo(result.table)
-    typer.echo(f"{len(result.results)} runs ({result.trained_runs} trained now); figures and tables in {result.folder}/")
+    n = len(result.results)
+    typer.echo(f"{n} run{'s' if n != 1 else ''} ({result.trained_runs} trained now); figures and tables in {result.folder}/")
 
 
 @app.command()

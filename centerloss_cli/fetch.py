@@ -260,7 +260,8 @@ def ensure_mnist(root: Path, fetchers: Sequence[tuple[str, Fetcher]] | None = No
         try:
             fetch(root)
         except Exception as e:  # every failure of a source just moves on to the next one
-            tried.append(f"{label}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"[:160])
+            # The whole message on one line: torchvision's first line ends in ":", and the reason follows it.
+            tried.append(f"{label}: {' '.join(str(e).split()) or type(e).__name__}"[:240])
             say(f"  {tried[-1]}")
             continue
         files = find_files(root, dataset)

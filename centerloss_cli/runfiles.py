@@ -189,11 +189,21 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
         raise CenterLossError(f"{path}: cannot be read ({reason}); is {run_dir} a run folder?") from None
 
 
+def cpu_model() -> str:
+    """The CPU's model name as Linux reports it ("AMD EPYC 9654"), else what Python knows ("x86_64")."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                        platform.machine())
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict[str, str]:
     """What config.json records of the machine beside the settings."""
     import torch
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     return {
         # From the package's metadata: importing torchvision only for its version takes seconds.
         "torch_version": torch.__version__, "torchvision_version": importlib.metadata.version("torchvision"),

@@ -54,7 +54,7 @@ class Voice:
     def resume_command(self, config: TrainConfig) -> str:
         """The call that continues this run; on the command line quoted so that it pastes into a shell."""
         if self.sweep:
-            return "the same sweep again"
+            return "the same sweep command again"
         if self.python:
             return "train(config, resume=True)"
         return shlex.join(["centerloss", "train", "--resume", "--output-dir", config.output_dir, "--name",

@@ -226,7 +226,8 @@ def _run_locally(rt: Runtime, configs: list[TrainConfig], fingerprint: str, jobs
                 else:
                     train_in_processes(rt, todo, jobs, progress, done)
     except Interrupted as e:
-        raise Interrupted(f"sweep stopped: {e}. Run the same sweep command again to resume it", e.signum) from None
+        again = "" if "the same sweep command again" in str(e) else ". Run the same sweep command again to resume it"
+        raise Interrupted(f"sweep stopped: {e}{again}", e.signum) from None
     return results, len(todo)
 
 

@@ -147,8 +147,8 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
                                  resume=resume, overwrite=overwrite, explicit=explicit)
             stack.callback(rt.close_run, folder)
             folders.append(folder)
-            if resume and not folder.path.exists():
-                rt.say(f"no run at {folder.path} yet: {rt.voice.option('resume')} starts it")
+            if resume and not folder.path.exists() and not rt.voice.sweep:  # a sweep starts its runs as a rule
+                rt.say(f"no run at {folder.path} yet: it starts now")
         rt.plots.start()  # its imports overlap the data loading
         results = {}
         for f in folders:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import statistics
 from dataclasses import dataclass
 from datetime import date
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 from centerloss_cli import charts, figures
-from centerloss_cli.runfiles import read_metrics, read_record
+from centerloss_cli.runfiles import cpu_model, read_metrics, read_record
 from centerloss_cli.storage import atomic_write_text
 
 # The per-value statistics of a sweep: (column, heading, how a value is shown).
@@ -127,8 +126,7 @@ def per_run_table(sweeps: list[Sweep]) -> list[str]:
 def machine(runs: list[Path]) -> str:
     """The machine and arithmetic the runs record, and the CPU this page was written on."""
     facts = [run_facts(r) for r in runs]
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.machine()) if os.path.exists("/proc/cpuinfo") else platform.machine()
+    cpu = cpu_model()
     join = lambda key: ", ".join(sorted({str(f[key]) for f in facts}))  # noqa: E731
     return (f"Trained on {join('device')} ({cpu}, {os.cpu_count()} cores), {join('threads')} thread(s) a run, "
             f"precision {join('precision')}, torch {join('torch')}; page written {date.today().isoformat()}.")

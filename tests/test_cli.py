@@ -235,7 +235,8 @@ def test_tensorboard_logs_scalars_and_the_scatter_or_says_what_to_install(run_pa
         assert result.exit_code == 2 and "pip install 'centerloss-cli[tensorboard]'" in result.output
         assert not run_path.exists()  # refused before anything was written
         return
-    assert run_cli("train", *mnist.args, *TINY, "--tensorboard").exit_code == 0
+    logged = run_cli("train", *mnist.args, *TINY, "--tensorboard")
+    assert logged.exit_code == 0 and "features/, plots/, tensorboard/)" in logged.output
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_path / "tensorboard")).Reload()
@@ -245,3 +246,12 @@ def test_tensorboard_logs_scalars_and_the_scatter_or_says_what_to_install(run_pa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # as without the extra
     again = run_cli("train", *mnist.args, *tiny(epochs=2), "--tensorboard", "--resume")
     assert again.exit_code == 2 and "pip install 'centerloss-cli[tensorboard]'" in again.output
+
+
+def test_help_names_every_built_in_config_and_config_completes_them(run_cli, monkeypatch, tmp_path):
+    assert "(fast, paper, quick)" in " ".join(run_cli("train", "--help").output.split())
+    from centerloss_cli.cli import complete_config
+
+    (tmp_path / "figures.toml").write_text("")  # run_cli's working folder: a config file of the user's
+    assert complete_config("") == ["fast", "paper", "quick", "figures.toml"]
+    assert complete_config("f") == ["fast", "figures.toml"] and complete_config("q") == ["quick"]

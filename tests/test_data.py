@@ -155,3 +155,20 @@ def test_subsets_are_fixed_and_batches_cover_the_epoch(tmp_path):
     # Any stretch of the stream is the same whichever step it is asked from: resuming replays it exactly.
     whole = stream_order(100, 3, 0, 10, 32, cpu)
     assert torch.equal(stream_order(100, 3, 4, 6, 32, cpu), whole[128:])
+
+
+def test_a_failed_download_says_why(tmp_path):
+    """torchvision's error is 'Error downloading X:' on its first line and the reason on the next ones:
+    only the first line used to be kept, so the user saw no reason."""
+    from centerloss_cli.fetch import ensure_mnist
+
+    def torchvision_like(root):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n"
+                           "<urlopen error [Errno -2] Name or service not known>\n")
+
+    heard = []
+    with pytest.raises(DataError) as refused:
+        ensure_mnist(tmp_path, [("torchvision download", torchvision_like)], say=heard.append)
+    assert "Error downloading train-images-idx3-ubyte.gz: Tried https://mirror/, got: <urlopen error [Errno -2] " \
+           "Name or service not known>" in str(refused.value)
+    assert any("Name or service not known" in line for line in heard)

@@ -49,7 +49,7 @@ def test_a_sweep_with_other_limits_trains_runs_of_its_own(run_cli, mnist):
     assert run_cli("sweep", "--lambda", "0", *mnist.args, *TINY).exit_code == 0
     other = run_cli("sweep", "--lambda", "0", *mnist.args, *tiny(train_limit=32))
     assert other.exit_code == 0, other.output
-    assert "1 runs (1 trained now)" in other.output
+    assert "1 run (1 trained now)" in other.output
     assert len(read_metrics(mnist.run(train_limit=32, **{"lambda": 0}))) == 1
 
 
