@@ -43,12 +43,16 @@ paper: venv
 # MARK selects tests by marker: CI's second pass runs only what needs the real data or Slurm.
 MARK ?=
 test: venv
-	CENTERLOSS_DATA=$(TEST_DATA) CENTERLOSS_TEST_FASHION=$(TEST_FASHION) MPLBACKEND=Agg \
+	CENTERLOSS_DATA=$(abspath $(TEST_DATA)) CENTERLOSS_TEST_FASHION=$(abspath $(TEST_FASHION)) MPLBACKEND=Agg \
 	  $(BIN)/python -m pytest -q -rs --durations=15 $(if $(MARK),-m "$(MARK)")
 
-# The data scripts/gpu_check.sh reads, inside the tree (git ignores data/), to travel to a device machine.
+# The data scripts/gpu_check.sh reads, inside the tree (git ignores data/), to travel to a device machine:
+# copied from ../shared/mnist, else $CENTERLOSS_DATA, else ./data (where make demo fetched it).
 gpu-data:
-	mkdir -p data/mnist && cp ../shared/mnist/*-ubyte.gz data/mnist/
+	@src=""; for d in ../shared/mnist "$$CENTERLOSS_DATA" data/MNIST/raw data; do \
+	  if [ -n "$$d" ] && ls "$$d"/train-images-idx3-ubyte* >/dev/null 2>&1; then src=$$d; break; fi; done; \
+	if [ -z "$$src" ]; then echo "gpu-data: no MNIST in ../shared/mnist, \$$CENTERLOSS_DATA or ./data: run make demo, which fetches it"; exit 2; fi; \
+	mkdir -p data/mnist && cp "$$src"/*-ubyte* data/mnist/ && echo "gpu-data: copied MNIST from $$src into data/mnist"
 
 clean:
 	rm -rf $(VENV)

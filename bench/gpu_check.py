@@ -52,8 +52,11 @@ def preflight(args: argparse.Namespace) -> None:
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {args.device}, but torch {torch.__version__} sees no CUDA device")
+    if args.data is None:  # where make gpu-data puts it, else where this machine keeps it
+        args.data = next((str(d) for d in data_candidates() if find_files(d) is not None), str(DATA_FOR_DEVICE))
     if find_files(Path(args.data)) is None:
-        fail(f"no MNIST in {args.data}: run `make gpu-data` (copies ../shared/mnist there), and carry that folder")
+        fail(f"no MNIST in {args.data}: run `make gpu-data` (copies it there from ../shared/mnist, $CENTERLOSS_DATA "
+             "or ./data, where make demo puts it), and carry that folder")
     try:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / ".writable").touch()
@@ -211,13 +214,22 @@ class Check:
         self.say("\n".join(lines[:len(TARGETS) + 6]))
 
 
+DATA_FOR_DEVICE = ROOT / "data" / "mnist"  # what make gpu-data fills, inside the tree, to be carried
+
+
+def data_candidates() -> list[Path]:
+    env = os.environ.get("CENTERLOSS_DATA")
+    return [DATA_FOR_DEVICE, ROOT.parent / "shared" / "mnist", *([Path(env)] if env else []), ROOT / "data"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--smoke", action="store_true", help="a tiny schedule: every step, in seconds")
     ap.add_argument("--budget", type=float, default=None, help="wall-time seconds [default: 480, smoke 120]")
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu_check_out"))
-    ap.add_argument("--data", default=str(ROOT / "data" / "mnist"))
+    ap.add_argument("--data", default=None, help="an MNIST folder [default: data/mnist, else ../shared/mnist, "
+                                                   "$CENTERLOSS_DATA or data]")
     ap.add_argument("--no-verify", action="store_true", help="let other IDX data through (the tests' synthetic data)")
     args = ap.parse_args()
     args.budget = args.budget or (120.0 if args.smoke else 480.0)

@@ -49,3 +49,32 @@ def lr_factor(config: TrainConfig, step: int, total: int) -> float:
         return config.lr_gamma ** bisect_right(sorted(config.lr_milestones), step)
     t = min(1.0, (step - config.warmup) / max(1, total - config.warmup))
     return 1 - t if config.lr_schedule == "linear" else 0.5 * (1 + math.cos(math.pi * t))
+
+
+FULL_TRAIN_SET = 60_000  # MNIST's and Fashion-MNIST's training images, of which --train-limit takes a part
+
+
+def fit_to_run(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
+    """A config made for a longer run (a built-in one shrunk by --train-limit or --epochs), fitted to this
+    run, and a line for each change or trap: a warm-up at least as long as the run is clipped to half of it
+    (else the rate never peaks nor decays), plot samples beyond the training images are clipped to them
+    (so the name says what is plotted), and milestones of the user's past the last step are named, since
+    they never act."""
+    n_train = min(config.train_limit or FULL_TRAIN_SET, FULL_TRAIN_SET)
+    total = total_steps(config, n_train)
+    changes, notes = {}, []
+    if config.warmup >= total > 1:
+        changes["warmup"] = total // 2
+        notes.append(f"warmup = {config.warmup} is not shorter than this run's {total} steps, so the rate would "
+                     f"never reach lr nor decay: clipped to {total // 2}, half the run")
+    if config.train_limit is not None and config.plot_train_samples > n_train and \
+            config.plot_train_samples != TrainConfig().plot_train_samples:
+        changes["plot_train_samples"] = n_train
+        notes.append(f"plot_train_samples = {config.plot_train_samples} is more than the {n_train} training "
+                     f"images: clipped to {n_train}")
+    late = [m for m in config.lr_milestones if m >= total]
+    # The paper's own milestones on a short run are what a quick look at the paper's solver means: no word.
+    if config.lr_schedule == "step" and late and config.lr_milestones != TrainConfig().lr_milestones:
+        notes.append(f"lr_milestones {', '.join(map(str, late))} fall at or after this run's last step ({total}): "
+                     "they never lower the rate")
+    return (config.with_(**changes) if changes else config), notes

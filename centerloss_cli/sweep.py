@@ -116,10 +116,7 @@ def run_sweep(
     """
     _check_options(base, alphas, jobs, batched, name, launcher, wait)
     seeds = list(seeds or [base.seed])
-    if base.device not in ("auto", "cpu") or base.precision == "auto":
-        from .devices import choose_precision, resolve_device
-
-        device = resolve_device(base.device)  # a device that is not there is refused before any run starts
+    device = _local_device(base, launcher)
     with entered(runtime, sweep=True) as rt:
         fp = data_fingerprint(base.data_dir, base.verify, base.dataset)
         suffix = data_suffix(base.dataset, fp)
@@ -130,7 +127,12 @@ def run_sweep(
         def started(c: TrainConfig) -> bool:  # its record lists this precision's runs
             return recorded_runs(folder_of(c)) == sorted(r.run_name for r in sweep_configs(c, lams, alphas, seeds, fp))
 
+        from .training import fitted
+
+        base = fitted(base, rt)
         if base.precision == "auto":
+            from .devices import choose_precision
+
             base = choose_precision(base, device, started, rt.say)
         configs = sweep_configs(base, lams, alphas, seeds, fp)
         folder = folder_of(base)
@@ -144,6 +146,25 @@ def run_sweep(
         else:
             results, trained = _run_locally(rt, configs, fp, jobs, batched, progress)
         return write_sweep_outputs(folder, [results[c.run_name] for c in configs], trained_runs=trained)
+
+
+def _local_device(base: TrainConfig, launcher: str):
+    """The device of this machine, checked before any run starts: a device that is not there is refused.
+    With Slurm the jobs train elsewhere (a login node may have no GPU), so each job checks it where it
+    runs, and this machine only resolves precision auto, which names the runs here."""
+    from .devices import resolve_device
+
+    if launcher == "slurm":
+        if base.precision != "auto":
+            return None
+        try:
+            return resolve_device(base.device)
+        except CenterLossError:
+            raise ConfigError(f"precision = 'auto' with --launcher slurm is resolved here, where the runs are named, "
+                              f"and this machine has no {base.device}: give --precision bf16 or fp32") from None
+    if base.device in ("auto", "cpu") and base.precision != "auto":
+        return None
+    return resolve_device(base.device)
 
 
 def _check_options(base: TrainConfig, alphas: Sequence[float], jobs: int, batched: bool, name: str | None,

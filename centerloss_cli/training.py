@@ -19,7 +19,7 @@ from .loop import Run, run_epochs
 from .runfiles import CHECKPOINT, CONFIG_JSON, environment, read_record
 from .runs import RunFolder, RunResult, Voice, named_for_data
 from .runtime import Runtime, entered
-from .schedule import total_steps
+from .schedule import fit_to_run, total_steps
 from .stacked import check_stackable
 from .stop import describe
 from . import tensorboard
@@ -84,6 +84,14 @@ def started_in(rt: Runtime, device: torch.device, resume: bool) -> Callable[[Tra
     return started
 
 
+def fitted(config: TrainConfig, rt: Runtime) -> TrainConfig:
+    """The config fitted to its run's length (schedule.fit_to_run), each change said once."""
+    config, notes = fit_to_run(config)
+    for note in notes:
+        rt.say(f"Note: {note}")
+    return config
+
+
 def check_fits(config: TrainConfig, n_train: int, device: torch.device) -> None:
     """Sizes that the data and the machine bound, refused before anything is allocated."""
     if config.batch_size > n_train:
@@ -139,7 +147,7 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
     changes."""
     device = resolve_device(configs[0].device)
     rt.plot_processes_for(device.type)
-    configs = [choose_precision(c, device, started_in(rt, device, resume), rt.say) for c in configs]
+    configs = [choose_precision(fitted(c, rt), device, started_in(rt, device, resume), rt.say) for c in configs]
     with ExitStack() as stack:
         folders = []
         for c in configs:

@@ -193,3 +193,18 @@ def test_built_in_configs_resolve_by_name_and_ship_in_the_package(tmp_path, monk
     assert resolve_config("quick").train_limit == 15000
     with pytest.raises(ConfigError, match=r"config file papr does not exist \(built-in configs: fast, paper, quick\)"):
         resolve_config("papr")
+
+
+def test_a_shrunk_config_is_fitted_to_its_run_and_says_so(run_cli, mnist):
+    """--config quick on 64 images for 1 epoch is 4 steps: its 50-step warm-up never ended, its 5,000 plot
+    samples were more than the training images, and the name said _plot5000; milestones past the end
+    never acted, without a word."""
+    result = run_cli("train", "--config", "quick", "--lr-schedule", "step", "--lr-milestones", "2,100",
+                     *mnist.args, "--train-limit", "64", "--epochs", "1", "--batch-size", "16", "--test-limit", "32",
+                     "--plot-dpi", "30", "-q")
+    assert result.exit_code == 0, result.output
+    assert "warmup = 50 is not shorter than this run's 4 steps" in result.output and "clipped to 2" in result.output
+    assert "plot_train_samples = 5000 is more than the 64 training images: clipped to 64" in result.output
+    assert "lr_milestones 100 fall at or after this run's last step (4)" in result.output
+    [run] = Path("outputs").iterdir()
+    assert "_plot64_" in run.name and "_warmup2" in run.name and "plot5000" not in run.name
