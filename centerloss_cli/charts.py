@@ -24,11 +24,18 @@ MEAN_ROW = "mean"  # the seed column of a sweep summary's rows that average a (l
 
 
 def save_curves(out: str | os.PathLike, runs_: Sequence[tuple[str, Sequence[dict[str, float]]]],
-                dpi: int = DPI) -> Path:
+                dpi: int = DPI) -> Path | None:
     """Per-epoch curves of one or more runs (label, metrics rows): softmax and center loss (train: the
     epoch's mean over its batches, test: after the epoch), train and test accuracy, and the intra/inter
-    compactness ratio. One colour per run; solid lines are test, dashed train."""
-    fig = new_figure(10.0, 7.0)
+    compactness ratio. One colour per run; solid lines are test, dashed train. Runs with no finished epoch
+    have nothing to draw and are left out; None when no run is left. Several runs get one legend below
+    the panels, a line per run, so that long run names cover no curve."""
+    runs_ = [(label, rows) for label, rows in runs_ if rows]
+    if not runs_:
+        return None
+    several = len(runs_) > 1
+    legend_in = 0.22 * len(runs_) + 0.2 if several else 0.0  # inches below the panels, for one line per run
+    fig = new_figure(10.0, 7.0 + legend_in)
     panels = [("softmax loss", "softmax_loss", True), ("center loss", "center_loss", True),
               ("accuracy (%)", "acc", False), ("compactness: intra / inter", "ratio", False)]
     axes = [fig.add_subplot(2, 2, i + 1) for i in range(4)]
@@ -40,7 +47,7 @@ def save_curves(out: str | os.PathLike, runs_: Sequence[tuple[str, Sequence[dict
             for split, style in (("train", "--"), ("test", "-")):
                 ys = [scale * r[f"{split}_{key}"] for r in rows]
                 ax.plot(epochs, ys, style, color=color, marker="o", markersize=3,
-                        label=f"{label} ({split})" if len(runs_) > 1 else split)
+                        label=(label if split == "test" else None) if several else split)
         if log and all(r[f"{s}_{key}"] > 0 for _, rows in runs_ for r in rows for s in ("train", "test")):
             ax.set_yscale("log")
             # Plain labels ("0.1", "2"), not mathtext ("$10^{-1}$"), whose parsing took half of the drawing.
@@ -52,10 +59,14 @@ def save_curves(out: str | os.PathLike, runs_: Sequence[tuple[str, Sequence[dict
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    title = runs_[0][0] if len(runs_) == 1 else f"{len(runs_)} runs"
+    title = f"{len(runs_)} runs" if several else runs_[0][0]
     fig.suptitle(f"{title}: solid test, dashed train", fontsize=10)
-    fig.tight_layout()
+    if several:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=1, fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, legend_in / (7.0 + legend_in), 1, 1))
+    else:
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
     return save_figure(fig, out, dpi)
 
 

@@ -309,8 +309,11 @@ def plot(
                 path = charts.draw_run_curves(run_dirs[0], read_metrics(run_dirs[0]), dpi)
             else:
                 figures.check_figure_path(out or "curves.png")
-                path = charts.save_curves(out or Path("curves.png"), [(Path(d).name, read_metrics(d)) for d in run_dirs],
-                                          dpi)
+                histories = [(Path(d).name, read_metrics(d)) for d in run_dirs]
+                for d, (_, rows) in zip(run_dirs, histories):
+                    if not rows and len(run_dirs) > 1:
+                        typer.echo(f"{d}: no finished epoch yet, left out of the curves")
+                path = charts.save_curves(out or Path("curves.png"), histories, dpi)
             typer.echo(f"wrote {path}" if path else f"{run_dirs[0]}: no finished epoch yet, so no curves")
             return
         if grid:

@@ -192,3 +192,18 @@ def test_every_run_keeps_its_curves_and_plot_curves_overlays_runs(run_cli, mnist
     assert Path("both.pdf").read_bytes().startswith(b"%PDF")
     missing = run_cli("plot", tmp_path / "nothing", "--curves")
     assert missing.exit_code == 2 and "metrics.csv: cannot be read" in missing.output
+
+
+def test_curves_of_several_runs_keep_the_legend_off_the_panels_and_leave_out_empty_runs(run_cli, trained):
+    """The legend of long run names covered the softmax panel, and a run stopped before its first epoch
+    got a legend entry with no data."""
+    one = trained.copy(2, Path("outputs/a_run_with_a_long_name_lambda0.01_alpha0.5_seed0_b16_n64"))
+    other = trained.copy(1, Path("outputs/b"))
+    empty = trained.copy(1, Path("outputs/empty"))
+    (empty / "metrics.csv").write_text((empty / "metrics.csv").read_text().splitlines()[0] + "\n")
+    result = run_cli("plot", one, other, empty, "--curves", "-o", "curves.png", "--dpi", "50")
+    assert result.exit_code == 0, result.output
+    assert "outputs/empty: no finished epoch yet, left out of the curves" in result.output
+    assert run_cli("plot", one, "--curves", "-o", "single.png", "--dpi", "50").exit_code == 0
+    with Image.open("curves.png") as several, Image.open("single.png") as single:
+        assert several.width == single.width and several.height > single.height  # the legend sits below
