@@ -118,24 +118,7 @@ def run_sweep(
     seeds = list(seeds or [base.seed])
     device = _local_device(base, launcher)
     with entered(runtime, sweep=True) as rt:
-        fp = data_fingerprint(base.data_dir, base.verify, base.dataset)
-        suffix = data_suffix(base.dataset, fp)
-
-        def folder_of(c: TrainConfig) -> Path:
-            return sweep_dir(c.output_dir, name or default_sweep_name(c, lams, alphas, seeds, suffix))
-
-        def started(c: TrainConfig) -> bool:  # its record lists this precision's runs
-            return recorded_runs(folder_of(c)) == sorted(r.run_name for r in sweep_configs(c, lams, alphas, seeds, fp))
-
-        from .training import fitted
-
-        base = fitted(base, rt)
-        if base.precision == "auto":
-            from .devices import choose_precision
-
-            base = choose_precision(base, device, started, rt.say)
-        configs = sweep_configs(base, lams, alphas, seeds, fp)
-        folder = folder_of(base)
+        configs, folder, fp = _named_runs(rt, base, lams, alphas, seeds, name, device)
         figures.check_figure_path(folder / "grid_test.png")
         check_record(folder, configs)
         if launcher == "slurm":
@@ -146,6 +129,29 @@ def run_sweep(
         else:
             results, trained = _run_locally(rt, configs, fp, jobs, batched, progress)
         return write_sweep_outputs(folder, [results[c.run_name] for c in configs], trained_runs=trained)
+
+
+def _named_runs(rt: Runtime, base: TrainConfig, lams: Sequence[float], alphas: Sequence[float], seeds: list[int],
+                name: str | None, device) -> tuple[list[TrainConfig], Path, str]:
+    """The sweep's runs, its folder and its data's fingerprint, named once `base` is fitted to the run's
+    length (training.fitted) and its precision auto resolved, where a sweep begun elsewhere keeps its own."""
+    from .training import fitted
+
+    fp = data_fingerprint(base.data_dir, base.verify, base.dataset)
+    suffix = data_suffix(base.dataset, fp)
+
+    def folder_of(c: TrainConfig) -> Path:
+        return sweep_dir(c.output_dir, name or default_sweep_name(c, lams, alphas, seeds, suffix))
+
+    def started(c: TrainConfig) -> bool:  # its record lists this precision's runs
+        return recorded_runs(folder_of(c)) == sorted(r.run_name for r in sweep_configs(c, lams, alphas, seeds, fp))
+
+    base = fitted(base, rt)
+    if base.precision == "auto":
+        from .devices import choose_precision
+
+        base = choose_precision(base, device, started, rt.say)
+    return sweep_configs(base, lams, alphas, seeds, fp), folder_of(base), fp
 
 
 def _local_device(base: TrainConfig, launcher: str):

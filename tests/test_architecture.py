@@ -13,7 +13,7 @@ LAYERS = [
     {"schema", "storage", "fetch"},
     {"config"},
     {"schedule", "model", "solver", "devices", "data", "runfiles"},
-    {"center_loss", "runs", "figures"},
+    {"center_loss", "runs", "figures", "listing"},
     {"charts", "processes"},
     {"plotting", "engine"},
     {"capture"},

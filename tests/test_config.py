@@ -140,7 +140,7 @@ def test_help_shows_every_setting_its_choices_and_its_default():
 
 def test_the_options_table_agrees_with_the_schema():
     text = (DOCS / "options.md").read_text()
-    table = text[text.index("### `centerloss train`"):text.index("### `centerloss plot")]
+    table = text[text.index("## `centerloss train`"):text.index("## `centerloss plot")]
     rows = {}
     for line in table.splitlines():
         if line.startswith("| `--"):  # cells split at the pipes that are not escaped, markdown's backticks dropped

@@ -39,7 +39,7 @@ def test_resume_with_other_limits_is_another_run(run_cli, mnist):
     assert small.exit_code == 0, small.output
     resumed = run_cli("train", *mnist.args, *TINY, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert "already complete" not in resumed.output and "starts it" in resumed.output
+    assert "already complete" not in resumed.output and "yet: it starts now" in resumed.output
     assert mnist.run(train_limit=32) != mnist.run() and (mnist.run() / "checkpoint.pt").is_file()
     assert "_n32_" in mnist.run(train_limit=32).name and "_n64_" in mnist.run().name
 

@@ -110,7 +110,7 @@ def test_a_failing_job_is_reported_with_its_log_and_resubmitted(run_cli, mnist):
 def test_the_device_is_checked_where_the_job_runs_not_on_the_login_node(run_cli, mnist):
     """sweep --launcher slurm --device cuda was refused on a login node without a GPU: the job's node is
     the one that must have it. Here no node has one, so the job fails, saying so."""
-    sweep = ["sweep", "--device", "cuda", *mnist.args, *tiny(), *ONE_CPU]
+    sweep = ["sweep", "--lambda", "0.01", "--device", "cuda", *mnist.args, *tiny(), *ONE_CPU]
     failed = run_cli(*sweep, "--wait")
     assert failed.exit_code == 1, failed.output
     assert "1 run(s) did not finish" in failed.output and "this machine has no CUDA device" in failed.output
