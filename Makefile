@@ -43,6 +43,7 @@ paper: venv
 # MARK selects tests by marker: CI's second pass runs only what needs the real data or Slurm.
 MARK ?=
 test: venv
+	$(BIN)/ruff check centerloss_cli tests bench scripts
 	CENTERLOSS_DATA=$(abspath $(TEST_DATA)) CENTERLOSS_TEST_FASHION=$(abspath $(TEST_FASHION)) MPLBACKEND=Agg \
 	  $(BIN)/python -m pytest -q -rs --durations=15 $(if $(MARK),-m "$(MARK)")
 

@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from centerloss_cli import engine, loop, runfiles, training
-from centerloss_cli.plotting import PlotService
-from centerloss_cli.runtime import Runtime
 from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.config import resolve_config
 from centerloss_cli.data import load_mnist, num_batches
-from centerloss_cli.fetch import MNIST_MD5, data_root, ensure_mnist
 from centerloss_cli.devices import resolve_device, resolve_precision
+from centerloss_cli.fetch import MNIST_MD5, data_root, ensure_mnist
 from centerloss_cli.model import LeNetPP
+from centerloss_cli.plotting import PlotService
+from centerloss_cli.runtime import Runtime
 
 
 def sync(device: torch.device) -> None:
@@ -178,7 +178,8 @@ def main() -> None:
     config = resolve_config(None, {k: v for k, v in overrides.items() if v is not None})
     data = load_mnist(config.data_dir, device, config.train_limit, config.test_limit)
     n_train, n_eval = len(data.train), len(data.test) + min(config.plot_train_samples, len(data.train))
-    print(f"device {device} ({torch.get_num_threads()} threads), precision {config.precision}, {n_train} training images, "
+    print(f"device {device} ({torch.get_num_threads()} threads), precision {config.precision}, "
+          f"{n_train} training images, "
           f"{n_eval} evaluated images, batch {config.batch_size}, torch {torch.__version__}", flush=True)
 
     # The machine's speed drifts over minutes (other tenants, clocks), so (a) is measured before and

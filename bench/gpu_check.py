@@ -176,8 +176,9 @@ class Check:
         figure3 = self.sweep(FIG3_LAMS, [0.5], seeds, "figure 3 sweep s")
         alpha = self.sweep([0.01], ALPHAS, seeds, "alpha sweep s")
         already = self.results.get("batched 5 s", 0.0)  # seed 0 of Figure 3, trained by the step before
-        self.results["reproduction s"] = round(already + self.results["figure 3 sweep s"] + self.results["alpha sweep s"], 1)
-        self.say(f"   the whole reproduction (Figures 2 and 3, the alpha sweep, 3 seeds): {self.results['reproduction s']} s")
+        total = already + self.results["figure 3 sweep s"] + self.results["alpha sweep s"]
+        self.results["reproduction s"] = round(total, 1)
+        self.say(f"   the whole reproduction (Figures 2 and 3, the alpha sweep, 3 seeds): {total:.1f} s")
         self.pack(figure3.folder, alpha.folder)
 
     def pack(self, figure3: Path, alpha: Path) -> None:
@@ -190,8 +191,9 @@ class Check:
             shutil.copyfile(source, self.out / name)
         runs = [r for r in (self.work).iterdir() if r.name.startswith("lambda0_alpha0.5_seed0")]
         grid_of_runs(runs[:1], self.out / "figure2.png", splits=("train", "test"))
-        tables = [f"## {title}\n\n{(folder / 'summary.md').read_text()}" for title, folder in
-                  (("Figure 2 and Figure 3: lambda, 3 seeds", figure3), ("The alpha sweep at lambda 0.01, 3 seeds", alpha))]
+        titled = (("Figure 2 and Figure 3: lambda, 3 seeds", figure3),
+                  ("The alpha sweep at lambda 0.01, 3 seeds", alpha))
+        tables = [f"## {title}\n\n{(folder / 'summary.md').read_text()}" for title, folder in titled]
         self.results["tables"] = "\n".join(tables)
 
     def report(self) -> None:

@@ -23,9 +23,9 @@ from centerloss_cli.runfiles import cpu_model
 PRECISIONS = ("fp32", "bf16")
 
 
-def timed(fn) -> float:
+def timed(fn, *args) -> float:
     t = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - t
 
 
@@ -55,9 +55,9 @@ def main() -> None:
     times: dict[tuple[str, str], list[float]] = {(w, p): [] for w in ("step", "forward") for p in PRECISIONS}
     for _ in range(args.repeat):
         for p in PRECISIONS:
-            times["step", p].append(timed(lambda: step(p)))
+            times["step", p].append(timed(step, p))
         for p in PRECISIONS:
-            times["forward", p].append(timed(lambda: forward(p)))
+            times["forward", p].append(timed(forward, p))
 
     print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"--precision auto takes {resolve_precision('auto', cpu)} here")

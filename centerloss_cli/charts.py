@@ -13,6 +13,7 @@ from matplotlib.ticker import LogFormatter, MaxNLocator
 from .figures import DPI, new_figure, save_figure
 from .runfiles import curves_path, read_metrics
 
+
 class PlainLogFormatter(LogFormatter):
     """A log axis's labels as plain numbers ("0.6", "200"), on the ticks matplotlib would label."""
 

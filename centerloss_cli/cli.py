@@ -57,7 +57,7 @@ def user_errors(debug: bool) -> Iterator[None]:
             raise
         # A stop the user asked for (Ctrl-C, SIGTERM) is no error: it says what was saved, and how to go on.
         typer.echo(str(e) if isinstance(e, Interrupted) else f"Error: {e}", err=True)
-        raise typer.Exit(e.exit_code)
+        raise typer.Exit(e.exit_code) from None
 
 
 def _setting_option(name: str, cls: type = TrainConfig, flags: tuple[str, ...] = ()) -> tuple[Any, Any]:
@@ -108,7 +108,7 @@ _COMMON = [
 ]
 
 
-def training_options(*, exclude: tuple[str, ...] = (), slurm: bool = False) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def training_options(*, exclude: tuple[str, ...] = (), slurm: bool = False) -> Callable[[Callable], Callable]:
     """Give a command an option for every setting in the schema (less `exclude`, by field name), and
     --config, --quiet and --debug. It receives `settings`: the settings given, by user-facing key; with
     `slurm`, also an option per SlurmConfig setting, given to it as `slurm_settings`."""
@@ -174,7 +174,8 @@ def train(
     ctx: typer.Context,
     settings: dict,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the folder exactly where it stopped."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete what the tool made in the run folder and start again."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Delete what the tool made in the run folder and start again."),
     config: Optional[Path] = None,
     quiet: bool = False,
     debug: bool = False,
@@ -209,17 +210,27 @@ def sweep(
     ctx: typer.Context,
     settings: dict,
     slurm_settings: dict,
-    lambdas: Optional[str] = typer.Option(None, "--lambda", metavar="L,L,...", help=f"Comma-separated λ values. [default: {SWEEP_LAMBDAS}, "
-                                          "or the config file's lambda]"),
-    alphas: Optional[str] = typer.Option(None, "--alpha", metavar="A,A,...", help="Comma-separated α values. [default: 0.5, or the config file's alpha]"),
-    seeds: Optional[str] = typer.Option(None, "--seed", metavar="S,S,...", help="Comma-separated seeds; with several, the summary adds "
-                                        "mean ± std rows and the compactness plot error bars. [default: 0, or the config file's seed]"),
-    jobs: int = typer.Option(1, "--jobs", "-j", metavar="N", help="Runs trained at once, in separate processes sharing the CPU threads."),
-    batched: bool = typer.Option(False, "--batched", help="Train all runs as one stacked model in one process (fastest on a GPU)."),
-    sweep_name: Optional[str] = typer.Option(None, "--sweep-name", metavar="NAME", help="Folder under OUTPUT_DIR/sweeps. [default: from the values]"),
-    launcher: Literal["local", "slurm"] = typer.Option("local", "--launcher", help="local: train here; slurm: one "
-                                                       "Slurm job per run (per seed with --batched), through submitit."),
-    wait: bool = typer.Option(False, "--wait", help="With --launcher slurm: block until the jobs end, then write the outputs."),
+    lambdas: Optional[str] = typer.Option(
+        None, "--lambda", metavar="L,L,...",
+        help=f"Comma-separated λ values. [default: {SWEEP_LAMBDAS}, or the config file's lambda]"),
+    alphas: Optional[str] = typer.Option(
+        None, "--alpha", metavar="A,A,...",
+        help="Comma-separated α values. [default: 0.5, or the config file's alpha]"),
+    seeds: Optional[str] = typer.Option(
+        None, "--seed", metavar="S,S,...",
+        help="Comma-separated seeds; with several, the summary adds mean ± std rows and the compactness plot error "
+             "bars. [default: 0, or the config file's seed]"),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", metavar="N", help="Runs trained at once, in separate processes sharing the CPU threads."),
+    batched: bool = typer.Option(
+        False, "--batched", help="Train all runs as one stacked model in one process (fastest on a GPU)."),
+    sweep_name: Optional[str] = typer.Option(
+        None, "--sweep-name", metavar="NAME", help="Folder under OUTPUT_DIR/sweeps. [default: from the values]"),
+    launcher: Literal["local", "slurm"] = typer.Option(
+        "local", "--launcher",
+        help="local: train here; slurm: one Slurm job per run (per seed with --batched), through submitit."),
+    wait: bool = typer.Option(
+        False, "--wait", help="With --launcher slurm: block until the jobs end, then write the outputs."),
     config: Optional[Path] = None,
     quiet: bool = False,
     debug: bool = False,
@@ -265,7 +276,8 @@ def sweep(
         return
     typer.echo(result.table)
     n = len(result.results)
-    typer.echo(f"{n} run{'s' if n != 1 else ''} ({result.trained_runs} trained now); figures and tables in {result.folder}/")
+    runs = f"{n} run{'s' if n != 1 else ''}"
+    typer.echo(f"{runs} ({result.trained_runs} trained now); figures and tables in {result.folder}/")
 
 
 @app.command()
@@ -274,16 +286,21 @@ def plot(
                                           help="Run folders (outputs/<name>), one or more."),
     epoch: str = typer.Option("all", "--epoch", metavar="<all|last|N>", help="all, last, or an epoch number."),
     split: Literal["train", "test", "both"] = typer.Option("both", "--split", help="train, test or both."),
-    gif: bool = typer.Option(False, "--gif", help="Also write plots/train.gif and plots/test.gif, one frame per epoch."),
-    grid: bool = typer.Option(False, "--grid", help="One figure with a panel per run (the paper's Figure 3 layout) instead; with --split both, train and test side by side."),
+    gif: bool = typer.Option(
+        False, "--gif", help="Also write plots/train.gif and plots/test.gif, one frame per epoch."),
+    grid: bool = typer.Option(
+        False, "--grid", help="One figure with a panel per run (the paper's Figure 3 layout) instead; with --split "
+                              "both, train and test side by side."),
     centers: Optional[bool] = typer.Option(None, "--centers/--no-centers", help="Draw the class centers. [default: "
                                            "with λ > 0 only, as the paper's Figure 2 (λ = 0) has none]"),
     dpi: Optional[int] = _setting_option("plot_dpi", flags=("--dpi",))[1],
     fps: float = typer.Option(2.0, "--fps", help="GIF frames per second; the last frame is held for 2 s."),
-    curves: bool = typer.Option(False, "--curves", help="Re-draw the runs' loss, accuracy and compactness curves per "
-                                "epoch instead: one run's into its plots/curves.png, several runs overlaid in one figure."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE", help="Figure file for --grid or for --curves "
-                                       "of several runs (.png, .pdf or .svg). [default: grid_<split>.png, curves.png]"),
+    curves: bool = typer.Option(
+        False, "--curves", help="Re-draw the runs' loss, accuracy and compactness curves per epoch instead: one "
+                                "run's into its plots/curves.png, several runs overlaid in one figure."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", metavar="FILE", help="Figure file for --grid or for --curves of several runs (.png, "
+                                                  ".pdf or .svg). [default: grid_<split>.png, curves.png]"),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ) -> None:
     """Re-draw figures from what runs saved; never trains.
@@ -362,8 +379,7 @@ def data(
 
 @app.command("list")
 def list_runs(
-    output_dir: Path = typer.Argument(Path("outputs"), metavar="[DIR]", help="The output folder. [default: outputs]",
-                                      show_default=False),
+    output_dir: Path = typer.Argument(Path("outputs"), metavar="DIR", show_default=False, help="The output folder."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ) -> None:
     """One line per run folder under DIR: name, dataset, λ, α, seed, epochs done of total, the last test
@@ -377,9 +393,7 @@ def list_runs(
     from .listing import listing
 
     with user_errors(debug):
-        lines = listing(output_dir)
-    for line in lines:
-        typer.echo(line)
+        typer.echo("\n".join(listing(output_dir)))
 
 
 def main() -> None:

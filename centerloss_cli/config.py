@@ -21,8 +21,17 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import ConfigError
-from .schema import (NAME_MAX_BYTES, Checked, from_dict, is_folder_name, is_path, number_text, schema, setting,
-                     suffix_text)
+from .schema import (
+    NAME_MAX_BYTES,
+    Checked,
+    from_dict,
+    is_folder_name,
+    is_path,
+    number_text,
+    schema,
+    setting,
+    suffix_text,
+)
 
 CENTER_UPDATES = ("paper", "sgd", "caffe")
 NETS = ("official", "table1")
@@ -60,14 +69,16 @@ class TrainConfig(Checked):
         "official: the official Caffe net (pool3 3x3 stride 2, ceil mode); table1: the paper's Table 1 as "
         "printed (pool3 2x2 stride 2, which never sees row and column 6 of conv3's 7x7 map).",
         choices=NETS, suffix="{}")
-    classifier_bias: bool = setting(False, "classifier_bias", "A bias in the 10-way classifier (the paper's net has none).",
+    classifier_bias: bool = setting(False, "classifier_bias",
+                                    "A bias in the 10-way classifier (the paper's net has none).",
                                    suffix="bias")
     # The data.
     dataset: str = setting(
         "mnist", "dataset", "mnist, or fashion-mnist (Zalando's clothing images, in MNIST's format).",
         choices=DATASET_NAMES, suffix="{}")
     train_limit: int | None = setting(None, "train_limit", "Train on a fixed, seeded subset of N training images.",
-                                      accepted="an integer >= 1", check=lambda v: v >= 1, default_text="all", suffix="n{}")
+                                      accepted="an integer >= 1", check=lambda v: v >= 1, default_text="all",
+                                      suffix="n{}")
     test_limit: int | None = setting(None, "test_limit", "Evaluate on a fixed, seeded subset of N test images.",
                                      accepted="an integer >= 1", check=lambda v: v >= 1, default_text="all",
                                      suffix="test{}")
@@ -128,19 +139,24 @@ class TrainConfig(Checked):
 
     # --- Where it runs and keeps its files: a moved run folder or another machine resumes it.
     device: str = setting("auto", "device", "auto, cpu, cuda, cuda:N or mps; auto takes CUDA when there is one.",
-                          accepted=DEVICE_CHOICES, check=lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
+                          accepted=DEVICE_CHOICES,
+                          check=lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None,
                           resumable=True, metavar="DEVICE")
     cuda_graphs: str = setting("auto", "cuda_graphs", "auto: on CUDA, replay each training step as one CUDA graph "
                                "(LeNet++ is launch-bound on a GPU); off: launch it kernel by kernel.",
                                choices=("auto", "off"), resumable=True)
-    data_dir: str | None = setting(None, "data_dir", "The data root.", default_text="for MNIST $CENTERLOSS_DATA, else ./data",
-                                   accepted="a non-empty path without NUL bytes", check=is_path, resumable=True, metavar="DIR")
+    data_dir: str | None = setting(None, "data_dir", "The data root.",
+                                   default_text="for MNIST $CENTERLOSS_DATA, else ./data",
+                                   accepted="a non-empty path without NUL bytes", check=is_path, resumable=True,
+                                   metavar="DIR")
     verify: bool = setting(True, "verify", "Check the md5 sums of the dataset's files; --no-verify lets other IDX "
                            "data through.", resumable=True)
     output_dir: str = setting("outputs", "output_dir", "Folder that holds the run folders.",
-                              accepted="a non-empty path without NUL bytes", check=is_path, resumable=True, metavar="DIR")
+                              accepted="a non-empty path without NUL bytes", check=is_path, resumable=True,
+                              metavar="DIR")
     name: str | None = setting(None, "name", "The run folder's name.",
-                               accepted=f"a folder name without '/' of at most {NAME_MAX_BYTES} bytes", check=is_folder_name,
+                               accepted=f"a folder name without '/' of at most {NAME_MAX_BYTES} bytes",
+                               check=is_folder_name,
                                default_text="from the settings, e.g. lambda0.01_alpha0.5_seed0_n2000")
 
     # --- How it is shown: none of these changes what it learns.
@@ -224,7 +240,8 @@ DEFAULTS = TrainConfig()
 NAME_ORDER = ("center_update", "net", "dataset", "batch_size", "lr", "momentum", "weight_decay", "lr_milestones",
               "lr_gamma", "classifier_bias", "train_limit", "test_limit", "plot_train_samples", "precision",
               "lr_schedule", "warmup", "grad_clip", "label_smoothing")
-assert set(NAME_ORDER) == {name for name, s in SCHEMA.items() if s.suffix}, "a setting with a suffix is not in NAME_ORDER"
+assert set(NAME_ORDER) == {name for name, s in SCHEMA.items() if s.suffix}, \
+    "a setting with a suffix is not in NAME_ORDER"
 SLURM_DEFAULTS = SlurmConfig()
 SLURM_TABLE = "slurm"  # the config file's table of SlurmConfig settings
 # What a resume may change; the rest is the run's identity. Under the caffe update α does not act, so a
@@ -259,7 +276,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist (built-in configs: {', '.join(builtin_configs())})") from None
+        raise ConfigError(
+            f"config file {path} does not exist (built-in configs: {', '.join(builtin_configs())})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} cannot be read: {e}") from None
     except tomllib.TOMLDecodeError as e:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -79,7 +79,8 @@ class MNIST:
     test: Split
     source: str
     root: Path
-    fingerprint: str  # of the four files as read (fetch.fingerprint); the dataset's own is fetch.DATASETS[...].fingerprint
+    # of the four files as read (fetch.fingerprint); the dataset's own is fetch.DATASETS[...].fingerprint
+    fingerprint: str
     dataset: str = "mnist"  # a key of fetch.DATASETS
 
 
@@ -87,7 +88,8 @@ def check_split(files: dict[str, Path], split: str, images: torch.Tensor, labels
     """One split's images are 28x28, as many as its labels, and labelled 0..9."""
     image_name, label_name = SPLIT_FILES[split]
     if images.shape[1:] != (28, 28):
-        raise DataError(f"{files[image_name]}: images of {images.shape[1]}x{images.shape[2]} pixels; LeNet++ takes 28x28")
+        raise DataError(
+            f"{files[image_name]}: images of {images.shape[1]}x{images.shape[2]} pixels; LeNet++ takes 28x28")
     if len(images) != len(labels):
         raise DataError(
             f"{files[image_name]}: {len(images)} images but {files[label_name]} has {len(labels)} labels"
@@ -158,7 +160,8 @@ def stream_order(n: int, seed: int, first_step: int, steps: int, batch_size: int
     return order[lo - passes[0] * n : hi - passes[0] * n]
 
 
-def batches(split: Split, order: torch.Tensor, batch_size: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(split: Split, order: torch.Tensor, batch_size: int,
+            start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Mini-batches of `split` in `order`, from batch number `start` on."""
     for i in range(start * batch_size, len(order), batch_size):
         idx = order[i : i + batch_size]

@@ -183,7 +183,7 @@ def extract(model: LeNetPP, images: torch.Tensor, batch_size: int = EVAL_BATCH,
     model.eval()
     with autocast(precision, images.device):
         outs = [model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    return torch.cat([f for f, _ in outs]).float(), torch.cat([l for _, l in outs]).float()
+    return torch.cat([f for f, _ in outs]).float(), torch.cat([logits for _, logits in outs]).float()
 
 
 def evaluate(state: TrainState, data: MNIST, epoch: int) -> tuple[dict[str, float], EpochFeatures]:

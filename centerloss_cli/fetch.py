@@ -156,7 +156,7 @@ def fetch_debian_fashion(root: Path, installed: Path = DEBIAN_FASHION) -> None:
         found = find_files(source, "fashion-mnist")
         if found is None:
             raise DataError(f"the Debian package left no Fashion-MNIST files in {source}")
-        for name, path in found.items():
+        for path in found.values():
             staged = Path(tmp) / path.name
             shutil.copyfile(path, staged)
             os.replace(staged, raw_dir / path.name)
@@ -236,7 +236,8 @@ def missing_files_message(root: Path, tried: list[str], dataset: str = "mnist") 
 
 
 def ensure_mnist(root: Path, fetchers: Sequence[tuple[str, Fetcher]] | None = None, *, may_create: bool = True,
-                 say: Callable[[str], None] = lambda message: None, dataset: str = "mnist") -> tuple[dict[str, Path], str]:
+                 say: Callable[[str], None] = lambda message: None,
+                 dataset: str = "mnist") -> tuple[dict[str, Path], str]:
     """The dataset's four files under ROOT, fetching them first when missing (by default from the
     dataset's own sources); also says where they came from. `say` hears each step of a fetch; without
     `may_create`, a ROOT that does not exist is refused."""

@@ -124,7 +124,8 @@ def check_figure_path(path: str | os.PathLike) -> str:
     """The format of a figure file from its suffix; an error unless it is png, pdf or svg."""
     fmt = Path(path).suffix.lstrip(".").lower()
     if fmt not in FIGURE_FORMATS:
-        raise CenterLossError(f"figure file {path}: the suffix must be one of {', '.join('.' + f for f in FIGURE_FORMATS)}")
+        suffixes = ", ".join("." + f for f in FIGURE_FORMATS)
+        raise CenterLossError(f"figure file {path}: the suffix must be one of {suffixes}")
     return fmt
 
 
@@ -325,7 +326,8 @@ def grid_of_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     trained = f", trained on {sizes[0]:,} images" if len(sizes) == 1 else ""
     datasets = {f.dataset or "mnist" for f in feats}
     if len(datasets) > 1:
-        raise CenterLossError(f"these runs are of different datasets ({', '.join(sorted(datasets))}): one grid, one dataset")
+        raise CenterLossError(
+            f"these runs are of different datasets ({', '.join(sorted(datasets))}): one grid, one dataset")
     return save_grid(out, panels, suptitle=f"{DATASETS[datasets.pop()].title} {' and '.join(splits)} features at "
                      f"{which}{trained}", dpi=dpi, classes=classes_of(feats[0]))
 

@@ -60,8 +60,9 @@ def train_in_processes(rt: Runtime, configs: Sequence[TrainConfig], jobs: int, p
                 try:
                     reply = w.recv()
                 except ChildFailed as e:  # killed (-9, the OOM killer): the others stop too, saving their runs
-                    failure = failure or ChildFailed(f"a sweep worker died: {e} while training {config.run_name}; "
-                                                     "its run resumes from its last checkpoint: run the same sweep again")
+                    failure = failure or ChildFailed(
+                        f"a sweep worker died: {e} while training {config.run_name}; its run resumes from its last "
+                        "checkpoint: run the same sweep command again")
                     pass_on(signal.SIGTERM)
                     continue
                 if isinstance(reply, Failure):

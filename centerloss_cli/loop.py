@@ -32,7 +32,6 @@ from .stop import describe
 from .storage import atomic_write_text
 from .tensorboard import log_epoch
 
-
 CURVES_EVERY_S = 10.0
 
 

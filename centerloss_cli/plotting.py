@@ -99,7 +99,8 @@ class PlotService:
         run_dir = Path(run_dir).absolute()
         curves, checkpoint = curves_path(run_dir), run_dir / CHECKPOINT
         jobs: list[tuple[str, tuple[str, str], tuple]] = []
-        if epochs and checkpoint.is_file() and (not curves.is_file() or curves.stat().st_mtime < checkpoint.stat().st_mtime):
+        if epochs and checkpoint.is_file() and (
+                not curves.is_file() or curves.stat().st_mtime < checkpoint.stat().st_mtime):
             jobs.append(("curves", CURVES, (run_dir, None, dpi)))
         for e in epochs:
             missing = tuple(s for s in SPLITS if not plot_path(run_dir, s, e).is_file())

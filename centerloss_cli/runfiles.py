@@ -59,7 +59,7 @@ METRIC_COLUMNS = [
 ]
 TOOL_ENTRIES = frozenset({LOCK, CONFIG_JSON, METRICS_CSV, CHECKPOINT, DIVERGED, FEATURES, PLOTS, TENSORBOARD})
 # The files the tool makes, by folder: --overwrite deletes exactly these (and the tool's own temp files).
-FILES = {"": re.compile(rf"{re.escape(CONFIG_JSON)}|{re.escape(METRICS_CSV)}|{re.escape(CHECKPOINT)}|{re.escape(DIVERGED)}"),
+FILES = {"": re.compile("|".join(map(re.escape, (CONFIG_JSON, METRICS_CSV, CHECKPOINT, DIVERGED)))),
          FEATURES: re.compile(r"epoch_\d{3,}\.npz"),
          PLOTS: re.compile(rf"(train|test)_epoch_\d{{3,}}\.png|(train|test)\.gif|{re.escape(CURVES)}"),
          TENSORBOARD: re.compile(r"events\.out\.tfevents\..+")}
@@ -144,7 +144,8 @@ def load_features(run_dir: str | Path, epoch: int) -> EpochFeatures:
     for split in SPLITS:
         features, labels = feats.split(split)
         if features.ndim != 2 or features.shape[1] != 2 or labels.shape != (len(features),):
-            raise CenterLossError(f"{path}: damaged or not a features file ({split} features of shape {features.shape})")
+            raise CenterLossError(
+                f"{path}: damaged or not a features file ({split} features of shape {features.shape})")
     return feats
 
 

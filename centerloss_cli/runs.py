@@ -17,11 +17,26 @@ from filelock import FileLock, Timeout
 
 from .config import SCHEMA, TrainConfig, resumable
 from .errors import CenterLossError
-from .runfiles import (CHECKPOINT, CONFIG_JSON, FEATURES, FORMAT, LOCK, METRICS_CSV, PLOTS, TENSORBOARD, TOOL_ENTRIES,
-                       load_checkpoint, metrics_text, read_metrics, read_record, settings_of, tool_files,
-                       write_config, write_metrics)
+from .runfiles import (
+    CHECKPOINT,
+    CONFIG_JSON,
+    FEATURES,
+    FORMAT,
+    LOCK,
+    METRICS_CSV,
+    PLOTS,
+    TENSORBOARD,
+    TOOL_ENTRIES,
+    load_checkpoint,
+    metrics_text,
+    read_metrics,
+    read_record,
+    settings_of,
+    tool_files,
+    write_config,
+    write_metrics,
+)
 from .storage import TEMP_MARK, remove_dead_writers_files, writer_of
-
 
 # --- what a run is, and what the user may do about a refusal ------------------------------------------
 
@@ -343,7 +358,8 @@ def _delete_all_or_nothing(run_dir: Path, doomed: list[Path]) -> None:
             try:
                 p.rename(target)
             except OSError as e:
-                raise CenterLossError(f"overwrite: {p} cannot be deleted ({e.strerror or e}); nothing was deleted") from None
+                raise CenterLossError(
+                    f"overwrite: {p} cannot be deleted ({e.strerror or e}); nothing was deleted") from None
             moved.append((p, target))
     except BaseException:
         for p, target in reversed(moved):

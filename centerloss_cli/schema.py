@@ -31,7 +31,8 @@ class Setting:
     check: Callable[[Any], bool] = lambda value: True
     choices: tuple[str, ...] = ()
     default_text: str = ""  # the default as --help and the README show it, where the value alone says too little
-    resumable: bool = False  # may differ on resume: it changes where, how long or how visibly a run trains, not what it learns
+    # May differ on resume: it changes where, how long or how visibly a run trains, not what it learns.
+    resumable: bool = False
     metavar: str | None = None
     # How a value other than the default shows in a default run name ("n{}" -> "_n2000"); every setting
     # that changes what a run learns has one, or is one of the name's fixed parts (lambda, alpha, seed).

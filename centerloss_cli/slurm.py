@@ -212,8 +212,8 @@ def run_on_slurm(folder: Path, configs: list[TrainConfig], finished: Callable[[T
         if len(results) < len(configs):
             failed = {c.run_name for c in configs} - set(results)
             state = job_states(folder, [j.job_id for j in live])
-            lines = [f"job {j.job_id} ({state[j.job_id]}): {job_failure(folder, j.job_id)}; log: {job_log(folder, j.job_id)}"
-                     for j in live if set(j.runs) & failed]
+            lines = [f"job {j.job_id} ({state[j.job_id]}): {job_failure(folder, j.job_id)}; "
+                     f"log: {job_log(folder, j.job_id)}" for j in live if set(j.runs) & failed]
             raise SweepFailed(f"{len(failed)} run(s) did not finish:\n  " + "\n  ".join(lines)
                               + "\nrun the same command again to submit them again")
     return results, len(in_flight | again)

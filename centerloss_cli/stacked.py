@@ -29,8 +29,9 @@ def check_stackable(configs: list[TrainConfig]) -> None:
     for c in configs[1:]:
         differ = [k for k in SCHEMA if k not in MEMBER_SETTINGS and getattr(first, k) != getattr(c, k)]
         if differ:
+            keys = ", ".join(SCHEMA[k].key for k in differ)
             raise CenterLossError(
-                f"runs trained as one stacked model may differ in lambda and alpha only, not in {', '.join(SCHEMA[k].key for k in differ)}")
+                f"runs trained as one stacked model may differ in lambda and alpha only, not in {keys}")
 
 
 class StackedStep:

@@ -52,7 +52,8 @@ def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda ms
         try:
             v = kind(t)
         except ValueError:
-            raise ConfigError(f"{option} {text!r}: {t!r} is not {'a number' if kind is float else 'an integer'}") from None
+            what = "a number" if kind is float else "an integer"
+            raise ConfigError(f"{option} {text!r}: {t!r} is not {what}") from None
         if not math.isfinite(v):
             raise ConfigError(f"{option} {text!r}: {t!r} is not a finite number")
         if v in values:
@@ -193,7 +194,8 @@ def _check_options(base: TrainConfig, alphas: Sequence[float], jobs: int, batche
     if batched and jobs > 1:
         raise ConfigError("--batched trains every run in one process: it does not combine with --jobs")
     if name is not None and not is_folder_name(name):
-        raise ConfigError(f"--sweep-name {name!r}: expected a folder name without '/' of at most {NAME_MAX_BYTES} bytes")
+        raise ConfigError(
+            f"--sweep-name {name!r}: expected a folder name without '/' of at most {NAME_MAX_BYTES} bytes")
     if not base.uses_alpha and len(alphas) > 1:
         raise ConfigError(f"--alpha {','.join(map(number_text, alphas))}: the caffe center update does not use α; "
                           "give one value")

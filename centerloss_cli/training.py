@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from . import tensorboard
 from .config import MAX_STEPS, TrainConfig
 from .data import MNIST, load_mnist
 from .devices import choose_precision, resolve_device
@@ -22,7 +23,6 @@ from .runtime import Runtime, entered
 from .schedule import fit_to_run, total_steps
 from .stacked import check_stackable
 from .stop import describe
-from . import tensorboard
 
 # Memory one training image takes in a step (activations kept for the backward pass, their gradients,
 # the input): about 1.5 MB for LeNet++ in fp32, measured as the growth of peak memory from batch 128 to 1024.
@@ -151,7 +151,8 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
     with ExitStack() as stack:
         folders = []
         for c in configs:
-            folder = rt.open_run(named_for_data(c, fingerprint_of(rt, c, device)), lambda c: fingerprint_of(rt, c, device),
+            folder = rt.open_run(named_for_data(c, fingerprint_of(rt, c, device)),
+                                 lambda c: fingerprint_of(rt, c, device),
                                  resume=resume, overwrite=overwrite, explicit=explicit)
             stack.callback(rt.close_run, folder)
             folders.append(folder)

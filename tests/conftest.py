@@ -71,7 +71,8 @@ class Mnist:
         """The tiny settings with `settings` (by TOML key, e.g. lambda=0.1) on this data, as a TrainConfig."""
         from centerloss_cli.config import resolve_config
 
-        given = {**TINY_SETTINGS, "data_dir": str(self.root), "verify": self.real, "output_dir": str(output_dir), **settings}
+        given = {**TINY_SETTINGS, "data_dir": str(self.root), "verify": self.real, "output_dir": str(output_dir),
+                 **settings}
         return resolve_config(None, {k: v for k, v in given.items() if v is not None})
 
     def run(self, output_dir: str | Path = "outputs", **settings) -> Path:
@@ -168,7 +169,10 @@ def assert_same_run(a: Path, b: Path, threads: int | None = None) -> None:
     for k, v in ca["model"].items():
         assert torch.equal(v, cb["model"][k]), k
     assert torch.equal(ca["center_loss"]["centers"], cb["center_loss"]["centers"])
-    rows = lambda run: [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(run / "metrics.csv"))]  # noqa: E731
+    def rows(run: Path) -> list[dict]:
+        with open(run / "metrics.csv") as f:
+            return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
     assert rows(a) == rows(b)
     assert sorted(p.name for p in (a / "plots").iterdir()) == sorted(p.name for p in (b / "plots").iterdir())
 

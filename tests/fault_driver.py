@@ -21,7 +21,6 @@ import signal
 import sys
 
 
-
 class HalfWritten:
     """A file whose first write stops half-way, synced, at which point `then()` happens (the process
     dies, or the disk is full)."""

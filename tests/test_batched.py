@@ -2,10 +2,10 @@
 from pathlib import Path
 
 import pytest
+from conftest import TINY, assert_each_matches_only_itself, checkpoint, tiny
 
 from centerloss_cli.runfiles import read_metrics
 from centerloss_cli.training import train_stacked
-from conftest import TINY, assert_each_matches_only_itself, checkpoint, tiny
 
 
 def test_stacked_runs_match_sequential_runs(mnist, tmp_path, monkeypatch, runtime, trained):

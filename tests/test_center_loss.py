@@ -119,7 +119,8 @@ def test_centers_are_saved_but_never_optimized():
 
 def test_one_center_loss_for_one_run_and_for_stacked_runs():
     g = torch.Generator().manual_seed(1)
-    feats, centers, y = torch.randn(3, 8, 2, generator=g), torch.randn(3, 4, 2, generator=g), torch.randint(0, 4, (8,), generator=g)
+    feats, centers = torch.randn(3, 8, 2, generator=g), torch.randn(3, 4, 2, generator=g)
+    y = torch.randint(0, 4, (8,), generator=g)
     stacked = center_loss(feats, centers, y)
     assert stacked.shape == (3,)
     for k in range(3):

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from conftest import in_background
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -30,6 +29,7 @@ def two_ranks(cwd: Path, mnist) -> list[subprocess.CompletedProcess]:
 def one_process_on_the_whole_batches() -> torch.Tensor:
     sys.path.insert(0, str(WORKER.parent))
     import ddp_worker
+
     from centerloss_cli.center_loss import CenterLoss
 
     torch.manual_seed(0)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from centerloss_cli.center_loss import CenterLoss
 from conftest import DOCS, in_background, python_blocks, run_process
 from test_center_loss_ddp import free_port
+
+from centerloss_cli.center_loss import CenterLoss
+
 
 def guide_blocks() -> list[str]:
     return python_blocks(DOCS / "center-loss.md")
@@ -53,7 +54,8 @@ def kaiyangzhou_loss(x: torch.Tensor, centers: torch.Tensor, labels: torch.Tenso
     distmat = torch.pow(x, 2).sum(dim=1, keepdim=True).expand(batch_size, num_classes) + \
         torch.pow(centers, 2).sum(dim=1, keepdim=True).expand(num_classes, batch_size).t()
     distmat = distmat.addmm(x, centers.t(), beta=1, alpha=-2)
-    mask = labels.unsqueeze(1).expand(batch_size, num_classes).eq(torch.arange(num_classes).expand(batch_size, num_classes))
+    classes = torch.arange(num_classes).expand(batch_size, num_classes)
+    mask = labels.unsqueeze(1).expand(batch_size, num_classes).eq(classes)
     return (distmat * mask.float()).clamp(min=1e-12, max=1e12).sum() / batch_size
 
 
@@ -106,7 +108,8 @@ def test_kaiyangzhou_is_twice_our_loss_and_gradient_and_twice_our_sgd_step(batch
 
 def test_jxgu_is_our_loss_and_our_paper_step_over_the_batch_size(batch):
     x, centers, labels = batch
-    assert jxgu_loss(x, centers, labels).item() == pytest.approx(ours(centers)(x, labels).item(), abs=1e-6)  # λ = loss_weight
+    # λ = loss_weight
+    assert jxgu_loss(x, centers, labels).item() == pytest.approx(ours(centers)(x, labels).item(), abs=1e-6)
     stepped = jxgu_center_step(x, centers, labels, lr=0.5)
     cl = ours(centers)
     cl.update(x, labels, alpha=0.5 / len(x))  # α = its center lr / batch size

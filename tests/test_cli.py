@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DOCS, README, TINY, in_background, python_blocks, run_process, tiny
 
 from centerloss_cli.config import resolve_config
 from centerloss_cli.runfiles import read_metrics
-from conftest import DOCS, README, TINY, in_background, python_blocks, run_process, tiny
-
 
 
 def test_one_epoch_run_writes_every_file(run_path, run_cli, mnist):
@@ -224,7 +223,8 @@ def test_the_readme_python_examples_run_as_a_plain_script(background):
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
     run = next((cwd / "outputs" / "notebook").iterdir())
     assert (run / "features" / "epoch_001.npz").is_file() and (run / "plots" / "curves.png").is_file()
-    assert sorted(p.name for p in (run / "plots").glob("*_epoch_*.png")) == ["test_epoch_001.png", "train_epoch_001.png"]
+    epochs = sorted(p.name for p in (run / "plots").glob("*_epoch_*.png"))
+    assert epochs == ["test_epoch_001.png", "train_epoch_001.png"]
 
 
 def test_tensorboard_logs_scalars_and_the_scatter_or_says_what_to_install(run_path, run_cli, mnist, monkeypatch):

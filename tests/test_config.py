@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from conftest import DOCS
 from typer.testing import CliRunner
 
 from centerloss_cli import sweep
@@ -14,8 +15,8 @@ from centerloss_cli.cli import app
 from centerloss_cli.config import DEFAULTS, SCHEMA, SLURM_DEFAULTS, TrainConfig, resolve, resolve_config, sbatch_options
 from centerloss_cli.errors import CenterLossError, ConfigError
 from centerloss_cli.runs import Voice, reconcile
-from centerloss_cli.schema import default_text, from_dict as from_dict_of, to_dict
-from conftest import DOCS
+from centerloss_cli.schema import default_text, to_dict
+from centerloss_cli.schema import from_dict as from_dict_of
 
 
 def from_dict(values, where=""):
@@ -103,7 +104,8 @@ def test_run_names_come_from_the_settings_that_name_a_run():
     c = DEFAULTS.with_(lam=0.0, seed=3, center_update="sgd", classifier_bias=True, precision="bf16")
     assert c.run_name == "lambda0_alpha0.5_seed3_sgd_bias_bf16"
     assert DEFAULTS.with_(name="mine").run_dir == Path("outputs/mine")
-    flags = {"lambda": 0, "center_update": "sgd", "seed": 3}  # as the CLI passes `--lambda 0 --center-update sgd --seed 3`
+    # as the CLI passes `--lambda 0 --center-update sgd --seed 3`
+    flags = {"lambda": 0, "center_update": "sgd", "seed": 3}
     assert resolve_config(None, flags).run_dir == Path("outputs/lambda0_alpha0.5_seed3_sgd")
 
 
@@ -153,7 +155,8 @@ def test_the_options_table_agrees_with_the_schema():
 
 def test_slurm_settings_come_from_the_slurm_table_and_flags_win(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('lambda = 0.1\n[slurm]\npartition = "gpu"\ntime_limit = 30\ngpus = 1\nsbatch = "--qos=high --exclusive"\n')
+    cfg.write_text('lambda = 0.1\n[slurm]\npartition = "gpu"\ntime_limit = 30\ngpus = 1\n'
+                   'sbatch = "--qos=high --exclusive"\n')
     assert resolve_config(cfg).lam == 0.1  # the table is a sweep's; a train reads the rest of the file
     slurm = resolve(cfg, {}, {"time_limit": 60}).slurm
     assert (slurm.partition, slurm.time_limit, slurm.gpus, slurm.cpus) == ("gpu", 60, 1, SLURM_DEFAULTS.cpus)

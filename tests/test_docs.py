@@ -1,7 +1,6 @@
 """The README is one screen, and every page it leads to is there: relative links and images resolve, and
 every Python example of the docs is run by a test."""
 import re
-from pathlib import Path
 
 from conftest import DOCS, README, ROOT, python_blocks
 

@@ -2,9 +2,9 @@
 import os
 from pathlib import Path
 
+from conftest import synthetic_mnist, tiny
 
 from centerloss_cli.fetch import DATASETS, ensure_mnist, fetch_debian_fashion
-from conftest import synthetic_mnist, tiny
 
 # The real Fashion-MNIST where it sits beside the checkout (as in CI); Makefile passes it on.
 FASHION = os.environ.get("CENTERLOSS_TEST_FASHION")

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import in_background
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "gpu_check.sh"
@@ -26,7 +25,8 @@ def smoke(cwd: Path, mnist):
 
 def test_the_device_check_runs_end_to_end_and_packs_at_most_8_files(background, mnist):
     if not mnist.real:
-        pytest.skip("the real MNIST is not here (make test TEST_DATA=./data uses the one make demo fetched; ../shared/mnist is found by itself)")
+        pytest.skip("the real MNIST is not here (make test TEST_DATA=./data uses the one make demo fetched; "
+                    "../shared/mnist is found by itself)")
     cwd, done = background["gpu check smoke"]
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     files = sorted(p.name for p in (cwd / "out").iterdir())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, checkpoint, in_background, run_process, tiny
 
 from centerloss_cli import training
 from centerloss_cli.center_loss import CenterLoss
@@ -19,7 +20,6 @@ from centerloss_cli.config import TrainConfig
 from centerloss_cli.errors import CenterLossError
 from centerloss_cli.runfiles import read_metrics
 from centerloss_cli.storage import TEMP_MARK
-from conftest import TINY, checkpoint, in_background, run_process, tiny
 
 
 def files_of(folder: Path) -> dict[Path, bytes]:
@@ -247,9 +247,9 @@ def test_a_full_disk_inside_a_checkpoint_write_is_one_line(run_path, run_cli, mn
     """A full disk during torch.save came out as `RuntimeError ... unexpected pos`."""
     trained.copy()
     good = (run_path / "checkpoint.pt").read_bytes()
-    import centerloss_cli.storage as storage
-
     from fault_driver import HalfWritten
+
+    import centerloss_cli.storage as storage
 
     real_open = open
 

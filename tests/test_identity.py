@@ -4,13 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import TINY, synthetic_mnist, tiny
 
 from centerloss_cli.config import DEFAULTS
 from centerloss_cli.errors import CenterLossError
 from centerloss_cli.fetch import MNIST_FINGERPRINT
 from centerloss_cli.runfiles import CONFIG_JSON, read_metrics, write_config
 from centerloss_cli.runs import RunFolder, Voice
-from conftest import TINY, synthetic_mnist, tiny
 
 
 @pytest.fixture
@@ -69,7 +69,8 @@ def test_a_sweep_refusal_gives_a_sweeps_remedy(tmp_path, monkeypatch):
     saved = DEFAULTS.with_(name="r", lr=0.1)
     saved.run_dir.mkdir(parents=True)
     write_config(saved.run_dir, saved, {"format": 2, "data_fingerprint": MNIST_FINGERPRINT})
-    with pytest.raises(CenterLossError, match="its settings differ .lr: saved 0.1, given 0.01.; give the sweep another --output-dir"):
+    refusal = "its settings differ .lr: saved 0.1, given 0.01.; give the sweep another --output-dir"
+    with pytest.raises(CenterLossError, match=refusal):
         RunFolder.open(DEFAULTS.with_(name="r"), MNIST_FINGERPRINT, resume=True, voice=Voice(sweep=True))
     with pytest.raises(CenterLossError, match="drop those flags to continue it as saved, give --name"):
         RunFolder.open(DEFAULTS.with_(name="r"), MNIST_FINGERPRINT, resume=True)

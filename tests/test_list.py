@@ -2,13 +2,12 @@
 import json
 from pathlib import Path
 
-from filelock import FileLock
-
 from conftest import TINY
+from filelock import FileLock
 
 
 def test_list_shows_every_run_in_its_state_and_groups_sweeps(run_cli, mnist, trained):
-    finished = trained.copy(1, Path("outputs/fin"))
+    trained.copy(1, Path("outputs/fin"))
     stopped = trained.copy(1, Path("outputs/stop"))
     record = json.loads((stopped / "config.json").read_text())
     (stopped / "config.json").write_text(json.dumps({**record, "epochs": 2}))  # one of its two epochs done
@@ -32,4 +31,5 @@ def test_list_shows_every_run_in_its_state_and_groups_sweeps(run_cli, mnist, tra
     assert lines[5].startswith("  div  ") and "no epoch finished yet" in lines[5] and lines[5].endswith("diverged")
     assert len(lines) == 6
     assert {p: p.stat().st_mtime_ns for p in Path("outputs").rglob("*")} == before  # it wrote nothing
-    assert run_cli("list", "nowhere").output.strip() == "Error: nowhere is not a folder; expected an output folder such as outputs"
+    refusal = "Error: nowhere is not a folder; expected an output folder such as outputs"
+    assert run_cli("list", "nowhere").output.strip() == refusal

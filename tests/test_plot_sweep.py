@@ -3,12 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY, assert_each_matches_only_itself, checkpoint, max_difference, tiny
 from PIL import Image
 
 from centerloss_cli.config import DEFAULTS
 from centerloss_cli.figures import grid_panels
 from centerloss_cli.sweep import default_sweep_name, parse_values, sweep_configs
-from conftest import TINY, assert_each_matches_only_itself, checkpoint, max_difference, tiny
 
 TWO_EPOCHS = tiny(epochs=2)
 

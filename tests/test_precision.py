@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny
 
 from centerloss_cli.devices import resolve_precision
 from centerloss_cli.runfiles import read_metrics
-from conftest import tiny
 
 CPU = torch.device("cpu")
 

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.real_data
 @pytest.fixture
 def real(mnist):
     if not mnist.real:
-        pytest.skip("the real MNIST is not here (make test TEST_DATA=./data uses the one make demo fetched; ../shared/mnist is found by itself)")
+        pytest.skip("the real MNIST is not here (make test TEST_DATA=./data uses the one make demo fetched; "
+                    "../shared/mnist is found by itself)")
     return mnist
 
 
@@ -39,7 +40,8 @@ def test_a_run_on_real_mnist_is_named_and_fingerprinted_as_mnist(real, run_cli):
     assert json.loads((run / "config.json").read_text())["data_fingerprint"] == MNIST_FINGERPRINT
 
 
-@pytest.mark.skipif(not FASHION, reason="the real Fashion-MNIST is not here (make test TEST_FASHION=DIR uses one; ../shared/fashion-mnist is found by itself)")
+@pytest.mark.skipif(not FASHION, reason="the real Fashion-MNIST is not here (make test TEST_FASHION=DIR uses one; "
+                                         "../shared/fashion-mnist is found by itself)")
 def test_the_real_fashion_mnist_verifies(run_cli):
     result = run_cli("data", "--dataset", "fashion-mnist", "--data-dir", FASHION)
     assert result.exit_code == 0, result.output

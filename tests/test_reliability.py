@@ -13,7 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from conftest import (
+    DRIVER,
+    KILL_POINTS,
+    SWEEP,
+    TINY,
+    TWO_EPOCHS,
+    assert_same_run,
+    checkpoint,
+    in_background,
+    synthetic_mnist,
+    tiny,
+    write_idx,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from centerloss_cli import engine, storage
@@ -21,8 +35,6 @@ from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.errors import Interrupted
 from centerloss_cli.runfiles import read_metrics
 from centerloss_cli.training import train
-from conftest import (DRIVER, KILL_POINTS, SWEEP, TINY, TWO_EPOCHS, assert_same_run, checkpoint, in_background,
-                      synthetic_mnist, tiny, write_idx)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +77,8 @@ def test_kill_9_then_resume_loses_nothing(run_path, point, fault_runs, run_cli, 
     assert_nothing_half_written(run_path)
     assert_same_run(reference, run_path)
     plots = sorted(p.name for p in (run_path / "plots").iterdir())
-    assert plots == ["curves.png", "test_epoch_001.png", "test_epoch_002.png", "train_epoch_001.png", "train_epoch_002.png"]
+    assert plots == ["curves.png", "test_epoch_001.png", "test_epoch_002.png", "train_epoch_001.png",
+                     "train_epoch_002.png"]
 
 
 def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(run_path, fault_runs, run_cli, reference, monkeypatch):

@@ -21,7 +21,8 @@ def in_tmp(tmp_path, monkeypatch):
 def saved_run(config=DEFAULTS) -> Path:
     """A run folder as a finished training leaves it, as far as opening it is concerned."""
     config.run_dir.mkdir(parents=True)
-    write_config(config.run_dir, config, {"format": FORMAT, "data_fingerprint": MNIST_FINGERPRINT, "torch_version": "x"})
+    write_config(config.run_dir, config,
+                 {"format": FORMAT, "data_fingerprint": MNIST_FINGERPRINT, "torch_version": "x"})
     return config.run_dir
 
 
@@ -47,7 +48,8 @@ def test_resume_with_other_settings_is_refused_naming_each_difference():
     saved_run(DEFAULTS.with_(name="r", epochs=1))
     given = DEFAULTS.with_(name="r", lr=0.1, batch_size=16, epochs=3)
     with pytest.raises(CenterLossError) as e:
-        RunFolder.open(given, MNIST_FINGERPRINT, resume=True, explicit=frozenset({"name", "lr", "batch_size", "epochs"}))
+        RunFolder.open(given, MNIST_FINGERPRINT, resume=True,
+                       explicit=frozenset({"name", "lr", "batch_size", "epochs"}))
     assert "batch_size: saved 128, given 16" in str(e.value) and "lr: saved 0.01, given 0.1" in str(e.value)
     assert "epochs" not in str(e.value)  # epochs may change on resume
     with RunFolder.open(given, MNIST_FINGERPRINT, resume=True, explicit=frozenset({"name", "epochs"})) as folder:
@@ -57,7 +59,8 @@ def test_resume_with_other_settings_is_refused_naming_each_difference():
 def test_a_moved_run_folder_resumes_where_it_now_lives():
     saved_run(DEFAULTS.with_(output_dir="old"))
     Path("old").rename("new")
-    with RunFolder.open(DEFAULTS.with_(output_dir="new/"), MNIST_FINGERPRINT, resume=True, explicit=frozenset({"output_dir"})) as folder:
+    moved = DEFAULTS.with_(output_dir="new/")
+    with RunFolder.open(moved, MNIST_FINGERPRINT, resume=True, explicit=frozenset({"output_dir"})) as folder:
         assert folder.config.run_dir == Path("new/lambda0.01_alpha0.5_seed0") == folder.path
 
 
