@@ -31,3 +31,22 @@ def test_every_python_example_of_the_docs_is_one_a_test_runs():
     untested = [str(p.relative_to(ROOT)) for p in PAGES if p not in tested and python_blocks(p)]
     assert not untested
     assert python_blocks(README) == python_blocks(DOCS / "python-api.md")[:1]
+
+
+def test_make_demo_ends_by_saying_where_the_plots_are_and_what_to_run_next():
+    import subprocess
+
+    shown = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "outputs/demo/plots/" in shown and "plot outputs/demo --gif" in shown and "train --config fast" in shown
+
+
+def test_the_test_extra_installs_what_the_suite_imports():
+    """`pip install -e '.[test]' && pytest` failed: the suite imports tensorboard (and make test runs ruff)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    assert {"pytest", "hypothesis", "tensorboard", "ruff"} <= set(extra)
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
