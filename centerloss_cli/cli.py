@@ -82,7 +82,7 @@ def command_runtime(ctx: typer.Context, **voice: bool) -> "Runtime":
     from .runs import Voice
     from .runtime import Runtime
 
-    rt = ctx.obj if isinstance(ctx.obj, Runtime) else Runtime(say=typer.echo)
+    rt = ctx.obj if isinstance(ctx.obj, Runtime) else Runtime()
     rt.voice = Voice(**voice)
     return rt
 

@@ -100,8 +100,7 @@ def run_epochs(runs: list[Run], data: MNIST, rt: Runtime, progress: bool = True,
             with _stop_now_while_evaluating(runs, rt, epoch):
                 for r in runs:
                     end_epoch(r, data, epoch, started, rt)
-                    tqdm.write(epoch_line(r.state, total_epochs, name=k > 1 or position is not None),
-                               file=sys.stdout)
+                    rt.say(epoch_line(r.state, total_epochs, name=k > 1 or position is not None))
             if rt.stop.requested and not first.finished:  # the stop came while evaluating: stop before the next epoch
                 raise _stopped(runs, rt, f"after epoch {epoch}", save=False)
 

@@ -16,6 +16,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from tqdm import tqdm
+
 from .errors import PlotError
 from .plotting import PlotService
 from .runs import RunFolder, RunResult, Voice
@@ -26,7 +28,20 @@ if TYPE_CHECKING:
 
 
 def _print(message: str) -> None:
-    print(message, flush=True)
+    """A line on stdout, above any progress bar (which tqdm draws on stderr)."""
+    tqdm.write(message, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def _silence_stdout() -> None:
+    """Send what is still to be printed to /dev/null: a closed pipe or a full device then costs nothing
+    more, at exit either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # a stdout without a file descriptor (a test's capture): nothing to redirect
+        pass
 
 
 class Runtime:
@@ -36,13 +51,30 @@ class Runtime:
 
     def __init__(self, *, voice: Voice = Voice(), say: Callable[[str], None] = _print, plot_processes: int = 1):
         self.voice = voice
-        self.say = say  # where notes for the user go (a resume that starts a run, say)
+        self._say = say  # where the lines for the user go: epochs, notes (a resume that starts a run, say)
+        self._mute = False
         self.stop = StopController()
         self.plots = PlotService(plot_processes)
         self.open_runs: dict[Path, RunFolder] = {}
         self._data: dict[tuple, Any] = {}
         self._depth = 0
         self._signals: ExitStack | None = None
+
+    def say(self, message: str) -> None:
+        """Every line the user reads while runs train goes through here. Output is a courtesy and the run
+        is the product: a closed pipe (`| head`) or a full device (`> /dev/full`) ends the printing, saying
+        so once on stderr, and never the run."""
+        if self._mute:
+            return
+        try:
+            self._say(message)
+        except OSError as e:
+            self._mute = True
+            _silence_stdout()
+            try:
+                print(f"centerloss: output stopped ({e.strerror or e}); training goes on", file=sys.stderr)
+            except OSError:
+                pass
 
     def __enter__(self) -> "Runtime":
         if self._depth == 0:

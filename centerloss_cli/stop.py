@@ -75,7 +75,10 @@ class StopController:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {s: signal.signal(s, lambda signum, frame: self.handle(signum)) for s in STOP_SIGNALS}
+        # A signal the process was started ignoring stays ignored: `nohup centerloss train ... &` must
+        # outlive the terminal's SIGHUP, as nohup promised.
+        routed = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+        previous = {s: signal.signal(s, lambda signum, frame: self.handle(signum)) for s in routed}
         try:
             yield self
         finally:

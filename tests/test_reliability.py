@@ -3,6 +3,7 @@ import csv
 import errno
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -596,3 +597,23 @@ def test_a_killed_plot_leaves_no_temp_file_after_the_next_plot(run_path, run_cli
     assert run_cli("plot", run_path, "--split", "test").exit_code == 0  # another file of the same folder
     assert not list((run_path / "plots").glob("*.centerloss-tmp-*"))
     assert_nothing_half_written(run_path)
+
+
+@in_background("closed stdout")
+def closed_stdout(cwd: Path, mnist) -> list[tuple[int, str]]:
+    """`centerloss train ... | head -c 1`, and stdout on a full device: both used to end the run."""
+    outcomes = []
+    for name, shell in (("piped", "| head -c 1 >/dev/null"), ("full", ">/dev/full")):
+        argv = [sys.executable, "-m", "centerloss_cli", "train", *mnist.args, *tiny(epochs=2), "--name", name]
+        done = subprocess.run(f"{shlex.join(argv)} {shell}; echo \"rc=${{PIPESTATUS[0]}}\" >&2", shell=True,
+                              executable="/bin/bash", cwd=cwd, capture_output=True, text=True, timeout=300)
+        outcomes.append((name, done.stderr))
+    return outcomes
+
+
+def test_a_closed_or_full_stdout_stops_the_printing_not_the_run(background):
+    cwd, outcomes = background["closed stdout"]
+    for name, stderr in outcomes:
+        assert "rc=0" in stderr and "Traceback" not in stderr, (name, stderr[-2000:])
+        assert stderr.count("output stopped") == 1, (name, stderr[-2000:])
+        assert checkpoint(cwd / "outputs" / name)["epoch"] == 2, name

@@ -53,6 +53,19 @@ def test_installed_routes_every_stop_signal_and_puts_the_handlers_back(sig):
     assert signal.getsignal(sig) == before
 
 
+def test_a_signal_the_process_was_started_ignoring_stays_ignored():
+    """`nohup centerloss train ... &`, then the terminal's SIGHUP: the run stopped (exit 129)."""
+    c = StopController()
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts its command
+    try:
+        with c.installed():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert not c.requested
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
 def test_a_signal_held_back_while_children_start_arrives_afterwards():
     c = StopController()
     with c.installed():
