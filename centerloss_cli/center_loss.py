@@ -120,8 +120,10 @@ class CenterLoss(nn.Module):
             if self._training_forwards == 2 and not self._updated:
                 warnings.warn("CenterLoss: the centers have not moved: the loss was computed for training twice, "
                               "and update() never called. Call center_loss.update(features, labels, alpha) after "
-                              "each optimizer.step() (README: Center loss in your own model)", stacklevel=2)
-        return center_loss(features, self.centers, labels)
+                              "each optimizer.step() (docs/center-loss.md)", stacklevel=2)
+        if not labels.numel():  # an empty batch pulls nothing: 0, not the 0/0 of a mean over no features
+            return features.sum() * 0.0
+        return center_loss(features, self.centers, labels.long())
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, labels: torch.Tensor, alpha: float, lr: float = 0.0,
@@ -130,16 +132,19 @@ class CenterLoss(nn.Module):
         and sgd's rate; `lr` (the network's current one) and `momentum` are caffe's."""
         self._check(features, labels)
         self._updated, self._training_forwards = True, 0
+        reduce = distributed_sum()
+        if not labels.numel() and reduce is None:  # no feature, no other process: no center moves
+            return  # (sgd's mean over an empty batch was 0/0: every center NaN)
         features = features.detach().to(self.centers.dtype)
-        move_centers(self.centers, getattr(self, "velocity", None), features, labels, self.rule, alpha, lr, momentum,
-                     distributed_sum())
+        # Class indices as int64: uint8 labels would index as a boolean mask.
+        move_centers(self.centers, getattr(self, "velocity", None), features, labels.long(), self.rule, alpha, lr,
+                     momentum, reduce)
 
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
         """None: the centers are a buffer. An optimizer built on them would never move them (torch refuses an
         empty parameter list); they are moved by `update`."""
         warnings.warn("CenterLoss has no parameters: its centers are a buffer moved by update(features, labels, "
-                      "alpha), not by an optimizer; delete the center optimizer (README: Center loss in your own "
-                      "model)", stacklevel=2)
+                      "alpha), not by an optimizer; delete the center optimizer (docs/center-loss.md)", stacklevel=2)
         return super().parameters(recurse)
 
     def _check(self, features: torch.Tensor, labels: torch.Tensor) -> None:

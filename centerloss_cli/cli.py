@@ -189,7 +189,7 @@ def train(
       centerloss train --name mine --resume             # continue a stopped run exactly
     """
     with user_errors(debug):
-        resolved = resolve(config, settings)
+        resolved = resolve(config, settings, slurm=False)  # train ignores the [slurm] table
         warn_many_epochs(resolved.config)
         from .training import train as run_training
 

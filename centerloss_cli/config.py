@@ -295,19 +295,21 @@ class Resolved:
 
 
 def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
-            slurm_overrides: dict[str, Any] | None = None) -> Resolved:
+            slurm_overrides: dict[str, Any] | None = None, slurm: bool = True) -> Resolved:
     """The defaults, then the config file (read once), then `overrides` (keys): the later wins."""
     values = load_toml(config_file) if config_file is not None else {}
     table = values.pop(SLURM_TABLE, {})
-    if not isinstance(table, dict):
+    if slurm and not isinstance(table, dict):
         raise ConfigError(f"{SLURM_TABLE} = {table!r} in {config_file}: expected a [{SLURM_TABLE}] table")
     where = f" in {config_file}"
     config = from_dict(overrides or {}, from_dict(values, DEFAULTS, where))
-    slurm = from_dict(slurm_overrides or {}, from_dict(table, SLURM_DEFAULTS, f" in [{SLURM_TABLE}] of {config_file}"))
+    # `train` ignores the [slurm] table (slurm=False), so a table meant for sweeps never stops a run.
+    slurm_config = from_dict(slurm_overrides or {}, from_dict(table, SLURM_DEFAULTS, f" in [{SLURM_TABLE}] of "
+                                                              f"{config_file}")) if slurm else SLURM_DEFAULTS
     key_to_field = {s.key: name for name, s in SCHEMA.items()}
-    return Resolved(config, slurm, frozenset(key_to_field[k] for k in {*values, *(overrides or {})}))
+    return Resolved(config, slurm_config, frozenset(key_to_field[k] for k in {*values, *(overrides or {})}))
 
 
 def resolve_config(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The defaults, then the config file, then `overrides` (keys, as in TOML): the later wins."""
-    return resolve(config_file, overrides).config
+    return resolve(config_file, overrides, slurm=False).config

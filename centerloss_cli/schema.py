@@ -30,7 +30,7 @@ class Setting:
     accepted: str = ""  # what the error message says is accepted, when `check` fails
     check: Callable[[Any], bool] = lambda value: True
     choices: tuple[str, ...] = ()
-    default_text: str = ""  # the default as --help and the README show it, where the value alone says too little
+    default_text: str = ""  # the default as --help and docs/options.md show it, where the value alone says too little
     # May differ on resume: it changes where, how long or how visibly a run trains, not what it learns.
     resumable: bool = False
     metavar: str | None = None
@@ -154,7 +154,7 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def default_text(cls: type, name: str) -> str:
-    """A setting's default as --help and the README show it."""
+    """A setting's default as --help and docs/options.md show it."""
     s, value = schema(cls)[name], getattr(cls(), name)
     if s.default_text:
         return s.default_text

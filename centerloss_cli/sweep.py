@@ -115,7 +115,7 @@ def run_sweep(
     "slurm", each run (each seed's stack, with `batched`) is a Slurm job; this returns None once they
     are submitted, unless `wait`, and writes the outputs when called after they finish.
     """
-    _check_options(base, alphas, jobs, batched, name, launcher, wait)
+    _check_options(base, lams, alphas, seeds, jobs, batched, name, launcher, wait)
     seeds = list(seeds or [base.seed])
     device = _local_device(base, launcher)
     with entered(runtime, sweep=True) as rt:
@@ -174,9 +174,12 @@ def _local_device(base: TrainConfig, launcher: str):
     return resolve_device(base.device)
 
 
-def _check_options(base: TrainConfig, alphas: Sequence[float], jobs: int, batched: bool, name: str | None,
-                   launcher: str, wait: bool) -> None:
+def _check_options(base: TrainConfig, lams: Sequence[float], alphas: Sequence[float], seeds: Sequence[int] | None,
+                   jobs: int, batched: bool, name: str | None, launcher: str, wait: bool) -> None:
     """Every sweep option checked before anything runs."""
+    for option, values in (("lams", lams), ("alphas", alphas), ("seeds", seeds)):
+        if values is not None and not len(values):
+            raise ConfigError(f"{option} = []: a sweep needs at least one value")
     if launcher not in LAUNCHERS:
         raise ConfigError(f"--launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
     if jobs < 1:

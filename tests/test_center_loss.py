@@ -208,3 +208,21 @@ def test_label_smoothing_is_the_softmax_loss_the_step_trains_on():
     assert softmax_loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert abs(softmax_loss.item() - F.cross_entropy(logits, y).item()) > 1e-3
     assert TrainConfig(label_smoothing=0.1).run_name.endswith("_ls0.1")
+
+
+def test_uint8_labels_are_class_indices_and_an_empty_batch_moves_no_center():
+    """uint8 labels were read as a boolean mask (a wrong loss, silently); rule "sgd" on an empty batch turned
+    every center into NaN."""
+    g = torch.Generator().manual_seed(0)
+    feats, labels = torch.randn(10, 2, generator=g), torch.tensor([1, 2, 3, 4, 5, 6, 7, 8, 9, 1])
+    for rule in ("paper", "sgd", "caffe"):
+        as_long, as_uint8 = CenterLoss(10, 2, rule=rule), CenterLoss(10, 2, rule=rule)
+        as_uint8.load_state_dict(as_long.state_dict())
+        assert as_uint8(feats, labels.to(torch.uint8)).item() == as_long(feats, labels).item()
+        as_long.update(feats, labels, alpha=0.5, lr=0.1)
+        as_uint8.update(feats, labels.to(torch.uint8), alpha=0.5, lr=0.1)
+        assert torch.equal(as_uint8.centers, as_long.centers), rule
+        before = as_long.centers.clone()
+        as_long.update(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), alpha=0.5, lr=0.1)
+        assert torch.equal(as_long.centers, before), rule
+        assert as_long(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)).item() == 0.0

@@ -371,3 +371,25 @@ def test_the_one_command_writes_every_figure_and_table_of_the_results_page(backg
     assert "- λ 0 → 0.01: the test ratio " in page and "- α 0.1 → 0.5: the test ratio " in page
     runs = [line for line in page.splitlines() if line.startswith("| `lambda")]
     assert len(runs) == 6 and all("_lr0.1_" in r for r in runs)  # the fast recipe's settings, every run
+
+
+def test_a_sweep_of_no_values_is_one_line_and_writes_nothing(tmp_path, mnist):
+    """run_sweep(cfg, [], [0.5]) gave an IndexError, after writing an empty sweep folder."""
+    from centerloss_cli.errors import ConfigError
+    from centerloss_cli.sweep import run_sweep
+
+    config = mnist.config(tmp_path / "out")
+    for lams, alphas, seeds in (([], [0.5], None), ([0.1], [], None), ([0.1], [0.5], [])):
+        with pytest.raises(ConfigError, match=r"= \[\]: a sweep needs at least one value"):
+            run_sweep(config, lams, alphas, seeds)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_ignores_a_config_files_slurm_table(run_cli, mnist, run_path):
+    """The docs say train ignores [slurm]; a bad table there used to refuse the run."""
+    Path("c.toml").write_text("lambda = 0.01\n[slurm]\ncpus = -3\n")
+    result = run_cli("train", "--config", "c.toml", *mnist.args, *TINY)
+    assert result.exit_code == 0, result.output
+    assert (run_path / "checkpoint.pt").is_file()
+    refused = run_cli("sweep", "--config", "c.toml", *mnist.args, *TINY)
+    assert refused.exit_code == 2 and "cpus" in refused.output  # a sweep, which would use it, still checks it
