@@ -36,7 +36,7 @@ from .runfiles import (
     write_config,
     write_metrics,
 )
-from .storage import TEMP_MARK, remove_dead_writers_files, writer_of
+from .storage import remove_dead_writers_files, temp_path, writer_of
 
 # --- what a run is, and what the user may do about a refusal ------------------------------------------
 
@@ -349,7 +349,7 @@ def _recorded_epochs(path: Path) -> int:
 def _delete_all_or_nothing(run_dir: Path, doomed: list[Path]) -> None:
     """Delete `doomed` (files of the run folder) all or none: each is first moved aside into a hidden
     folder, and if any will not move, those already moved go back and nothing is deleted."""
-    trash = run_dir / f".overwrite{TEMP_MARK}{os.getpid()}"
+    trash = temp_path(run_dir / "overwrite")  # a name nobody can have planted
     trash.mkdir()
     moved: list[tuple[Path, Path]] = []
     try:

@@ -7,18 +7,38 @@ import contextlib
 import errno
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from .errors import StorageError
 
-# .NAME.centerloss-tmp-PID: a temp file of atomic_open, written by process PID.
+# .NAME.centerloss-tmp-PID-TOKEN: a temp file of atomic_open, written by process PID. TOKEN is 12 random hex
+# digits: nobody can plant a link at the next name, and no user's file is taken for ours by its name alone.
 TEMP_MARK = ".centerloss-tmp-"
-_TEMP_NAME = re.compile(r"\.(?P<name>.+)" + re.escape(TEMP_MARK) + r"(?P<pid>[0-9]+)")
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)" + re.escape(TEMP_MARK) + r"(?P<pid>[0-9]+)-[0-9a-f]{12}")
 
 
 def temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(6)}")
+
+
+def _create_exclusively(path: Path) -> tuple[Path, int]:
+    """A new temp file beside `path`, created by this call and no one else's: O_EXCL never opens what is
+    there already (a file, or a link planted to send the write elsewhere); a taken name draws another."""
+    for _ in range(100):
+        tmp = temp_path(path)
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temp file name", str(path.parent))
+
+
+def open_temp(path: Path, mode: str) -> tuple[Path, IO]:
+    """The temp file of an atomic write of `path`, open in `mode`, and its name."""
+    tmp, fd = _create_exclusively(path)
+    return tmp, os.fdopen(fd, mode)
 
 
 def writer_of(path: Path) -> int | None:
@@ -36,17 +56,19 @@ def storage_error(path: Path, e: OSError) -> StorageError:
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Write to a temp file beside `path`; only a complete, synced file replaces `path`."""
     path = Path(path)
-    tmp = temp_path(path)
     remove_dead_writers_files(path.parent)
+    tmp = None
     try:
-        with open(tmp, mode) as f:
+        tmp, f = open_temp(path, mode)
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         if isinstance(e, OSError):
             raise storage_error(path, e) from e
         raise

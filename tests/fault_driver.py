@@ -68,17 +68,17 @@ class Fault:
     def during_write(self, name: str, n: int) -> None:
         from centerloss_cli import storage
 
-        real_open, fault = open, self
+        real_open, fault = storage.open_temp, self
 
-        def faulty_open(path, mode="r", *args, **kwargs):
-            f = real_open(path, mode, *args, **kwargs)
-            if "w" in mode and name in os.path.basename(str(path)):
+        def faulty_open(path, mode):
+            tmp, f = real_open(path, mode)
+            if name in os.path.basename(str(path)):
                 fault.count += 1
                 if fault.count == n:
-                    return HalfWritten(f, fault.fire)
-            return f
+                    return tmp, HalfWritten(f, fault.fire)
+            return tmp, f
 
-        storage.open = faulty_open
+        storage.open_temp = faulty_open
 
 
 def run() -> None:

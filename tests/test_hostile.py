@@ -68,10 +68,12 @@ def test_a_resume_deletes_no_file_of_the_users_that_looks_like_a_temp_file(run_p
     dead writer, are."""
     trained.copy()
     mine = [run_path / ".draft.tmp-2024", run_path / ".notes.tmp-1", run_path / "features" / ".x.tmp-99999999",
-            run_path / "plots" / f".live{TEMP_MARK}{os.getpid()}"]  # the last: a live process's, this one
+            # names like the tool's, but without its random token: a user's (round three, item 4)
+            run_path / f".thesis{TEMP_MARK}999999", run_path / "features" / f".x{TEMP_MARK}1",
+            run_path / "plots" / f".live{TEMP_MARK}{os.getpid()}-0123456789ab"]  # a live process's, this one
     for path in mine:
         path.write_text("mine")
-    dead = run_path / "features" / f".epoch_002.npz{TEMP_MARK}99999999"
+    dead = run_path / "features" / f".epoch_002.npz{TEMP_MARK}99999999-0123456789ab"
     dead.write_text("half")
     result = run_cli("train", *mnist.args, *tiny(epochs=2), "--resume")
     assert result.exit_code == 0, result.output
@@ -235,10 +237,10 @@ def test_a_read_only_folder_is_one_line_for_plot(run_path, run_cli, mnist, train
     trained.copy()
     import centerloss_cli.storage as storage
 
-    def read_only(path, mode="r", *args, **kwargs):
+    def read_only(path, mode):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr(storage, "open", read_only, raising=False)
+    monkeypatch.setattr(storage, "open_temp", read_only)
     assert "could not write" in one_line(run_cli("plot", run_path, "--epoch", "1"))
     assert "Read-only file system; the previous version is intact" in run_cli("plot", run_path).output
 
@@ -251,13 +253,16 @@ def test_a_full_disk_inside_a_checkpoint_write_is_one_line(run_path, run_cli, mn
 
     import centerloss_cli.storage as storage
 
-    real_open = open
+    real_open = storage.open_temp
 
     def disk_full():
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(storage, "open", lambda path, mode="r", *a, **k: HalfWritten(real_open(path, mode, *a, **k),
-                        disk_full) if "checkpoint.pt" in str(path) else real_open(path, mode, *a, **k), raising=False)
+    def half_written_checkpoint(path, mode):
+        tmp, f = real_open(path, mode)
+        return (tmp, HalfWritten(f, disk_full)) if "checkpoint.pt" in str(path) else (tmp, f)
+
+    monkeypatch.setattr(storage, "open_temp", half_written_checkpoint)
     result = run_cli("train", *mnist.args, *tiny(epochs=2), "--resume")
     assert "checkpoint.pt: the disk is full; the previous version is intact" in one_line(result)
     assert (run_path / "checkpoint.pt").read_bytes() == good
@@ -393,3 +398,20 @@ def test_train_ignores_a_config_files_slurm_table(run_cli, mnist, run_path):
     assert (run_path / "checkpoint.pt").is_file()
     refused = run_cli("sweep", "--config", "c.toml", *mnist.args, *TINY)
     assert refused.exit_code == 2 and "cpus" in refused.output  # a sweep, which would use it, still checks it
+
+
+def test_a_write_never_follows_a_link_planted_at_its_temp_name(tmp_path, monkeypatch):
+    """The temp name was predictable (.NAME.centerloss-tmp-PID) and opened with open(..., 'wb'): a link
+    planted there sent the write to a file outside the run, and left the target a link to it."""
+    from centerloss_cli import storage
+
+    outside, target = tmp_path / "outside.txt", tmp_path / "run" / "metrics.csv"
+    target.parent.mkdir()
+    outside.write_text("a user's file")
+    tokens = iter(["aaaaaaaaaaaa", "bbbbbbbbbbbb"])
+    monkeypatch.setattr(storage.secrets, "token_hex", lambda n: next(tokens))
+    planted = target.parent / f".metrics.csv{TEMP_MARK}{os.getpid()}-aaaaaaaaaaaa"
+    planted.symlink_to(outside)
+    storage.atomic_write_text(target, "epoch\n")
+    assert outside.read_text() == "a user's file" and planted.is_symlink()
+    assert target.read_text() == "epoch\n" and not target.is_symlink()

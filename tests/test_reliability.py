@@ -304,20 +304,20 @@ def test_huge_lambda_and_lr_diverge_with_a_clear_message(run_path, run_cli, mnis
 def test_a_full_disk_leaves_the_last_good_checkpoint(run_path, run_cli, mnist, monkeypatch, reference, trained):
     trained.copy()
     good = (run_path / "checkpoint.pt").read_bytes()
-    real_open = open
+    real_open = storage.open_temp
 
-    def full_disk(path, mode="r", *args, **kwargs):
-        if "w" in mode and "checkpoint.pt" in os.path.basename(str(path)):
+    def full_disk(path, mode):
+        if "checkpoint.pt" in os.path.basename(str(path)):
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_open(path, mode, *args, **kwargs)
+        return real_open(path, mode)
 
-    monkeypatch.setattr(storage, "open", full_disk, raising=False)
+    monkeypatch.setattr(storage, "open_temp", full_disk)
     result = run_cli("train", *mnist.args, *TWO_EPOCHS, "--resume")
     assert result.exit_code != 0
     assert "checkpoint.pt: the disk is full; the previous version is intact" in result.output
     assert (run_path / "checkpoint.pt").read_bytes() == good
     assert_nothing_half_written(run_path)
-    monkeypatch.delattr(storage, "open")
+    monkeypatch.setattr(storage, "open_temp", real_open)
     assert run_cli("train", *mnist.args, *TWO_EPOCHS, "--resume").exit_code == 0
     assert_same_run(reference, run_path)
 
@@ -560,12 +560,12 @@ def test_a_complete_run_is_repaired_when_opened_again(run_path, run_cli, mnist, 
     good = (run_path / "metrics.csv").read_text()
     (run_path / "metrics.csv").write_text(good.splitlines()[0] + "\n")  # the last row, lost
     (run_path / "plots" / "test_epoch_001.png").unlink()
-    (run_path / "features" / ".epoch_002.npz.centerloss-tmp-99999999").write_bytes(b"half")  # a dead writer's
+    (run_path / "features" / ".epoch_002.npz.centerloss-tmp-99999999-0123456789ab").write_bytes(b"half")  # dead
     again = run_cli("train", *mnist.args, *TINY, "--resume")
     assert again.exit_code == 0 and "already complete" in again.output
     assert (run_path / "metrics.csv").read_text() == good
     assert (run_path / "plots" / "test_epoch_001.png").is_file()
-    assert not (run_path / "features" / ".epoch_002.npz.centerloss-tmp-99999999").exists()
+    assert not (run_path / "features" / ".epoch_002.npz.centerloss-tmp-99999999-0123456789ab").exists()
 
 
 def test_a_config_json_edited_after_training_is_refused_and_changes_nothing(run_path, run_cli, mnist, trained):
