@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -79,6 +80,9 @@ def find_files(root: Path, dataset: str = "mnist") -> dict[str, Path] | None:
     return found if len(found) == len(MNIST_MD5) else None
 
 
+MAX_IDX_BYTES = 256 * 2**20  # MNIST's largest file is 47 MB: an IDX file larger than this is no such data
+
+
 def read_bytes(path: Path) -> bytes:
     """The uncompressed content of a raw or gzipped IDX file."""
     try:
@@ -86,11 +90,19 @@ def read_bytes(path: Path) -> bytes:
             head = f.read(2)
             f.seek(0)
             if head == b"\x1f\x8b":
-                return gzip.decompress(f.read())
+                with gzip.GzipFile(fileobj=f) as z:
+                    data = z.read(MAX_IDX_BYTES + 1)  # a bomb stops here, before it fills the memory
+                if len(data) > MAX_IDX_BYTES:
+                    raise DataError(f"{path}: unpacks to more than {MAX_IDX_BYTES // 2**20} MiB, more than any "
+                                    "MNIST-format file holds")
+                return data
             if path.suffix == ".gz":
                 raise DataError(f"{path}: not a gzip file (a .gz name, but no gzip header)")
-            return f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+            data = f.read(MAX_IDX_BYTES + 1)
+        if len(data) > MAX_IDX_BYTES:
+            raise DataError(f"{path}: more than {MAX_IDX_BYTES // 2**20} MiB, more than any MNIST-format file holds")
+        return data
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         if isinstance(e, PermissionError):
             raise DataError(f"{path}: cannot be read ({e.strerror})") from e
         raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from e

@@ -120,7 +120,7 @@ def run_sweep(
     device = _local_device(base, launcher)
     with entered(runtime, sweep=True) as rt:
         configs, folder, fp = _named_runs(rt, base, lams, alphas, seeds, name, device)
-        figures.check_figure_path(folder / "grid_test.png")
+        check_sweep_folder(folder)
         check_record(folder, configs)
         if launcher == "slurm":
             launched = _run_on_slurm(rt, folder, configs, fp, slurm or SlurmConfig(), batched, wait, progress)
@@ -202,6 +202,16 @@ def _check_options(base: TrainConfig, lams: Sequence[float], alphas: Sequence[fl
     if not base.uses_alpha and len(alphas) > 1:
         raise ConfigError(f"--alpha {','.join(map(number_text, alphas))}: the caffe center update does not use α; "
                           "give one value")
+
+
+def check_sweep_folder(folder: Path) -> None:
+    """The sweep's folder, and OUTPUT_DIR/sweeps above it, are folders or can be: a file there is refused
+    before any run trains (its outputs used to fail after all the training)."""
+    for p in (folder.parent, folder):
+        if p.is_symlink() and not p.exists() or p.exists() and not p.is_dir():
+            raise CenterLossError(f"{p} is not a folder, where the sweep's outputs go; move it away, or give "
+                                  "another --output-dir or --sweep-name")
+    figures.check_figure_path(folder / "grid_test.png")
 
 
 def recorded_runs(folder: Path) -> list[str] | None:

@@ -415,3 +415,39 @@ def test_a_write_never_follows_a_link_planted_at_its_temp_name(tmp_path, monkeyp
     storage.atomic_write_text(target, "epoch\n")
     assert outside.read_text() == "a user's file" and planted.is_symlink()
     assert target.read_text() == "epoch\n" and not target.is_symlink()
+
+
+def test_damaged_and_oversized_gzip_files_are_one_line(tmp_path, monkeypatch):
+    """A .gz of 30 zeroed bytes gave a zlib.error, a gzip bomb a MemoryError."""
+    import gzip
+
+    from centerloss_cli import fetch
+    from centerloss_cli.errors import DataError
+
+    zeroed = tmp_path / "zeroed.gz"
+    zeroed.write_bytes(b"\x1f\x8b\x08\x00" + bytes(26))
+    with pytest.raises(DataError, match="corrupt or truncated gzip data"):
+        fetch.read_bytes(zeroed)
+    bomb = tmp_path / "bomb.gz"
+    bomb.write_bytes(gzip.compress(bytes(4096)))
+    monkeypatch.setattr(fetch, "MAX_IDX_BYTES", 1024)  # the real limit is 256 MiB: a real bomb costs seconds
+    with pytest.raises(DataError, match="unpacks to more than"):
+        fetch.read_bytes(bomb)
+
+
+def test_a_hard_linked_lock_or_a_sweeps_file_is_refused_before_anything_is_written(run_path, run_cli, mnist,
+                                                                                  trained):
+    """A .lock hard-linked to a user's file got the pid written into it; `sweeps` being a file let every run
+    train first, then gave a traceback."""
+    trained.copy()
+    users = Path("thesis.txt")
+    users.write_text("chapter 1")
+    (run_path / ".lock").unlink(missing_ok=True)
+    os.link(users, run_path / ".lock")
+    assert "is a hard link to another file" in one_line(run_cli("train", *mnist.args, *tiny(epochs=2), "--resume"))
+    assert users.read_text() == "chapter 1"
+    Path("elsewhere").mkdir()
+    Path("elsewhere/sweeps").write_text("a user's file")
+    refused = run_cli("sweep", "--lambda", "0.1", *mnist.args, *TINY, "--output-dir", "elsewhere")
+    assert "elsewhere/sweeps is not a folder, where the sweep's outputs go" in one_line(refused)
+    assert sorted(p.name for p in Path("elsewhere").iterdir()) == ["sweeps"]  # no run trained
