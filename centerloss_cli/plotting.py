@@ -12,7 +12,7 @@ import queue
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import ChildFailed, PlotError
 from .processes import Channel, Child, Failure, ready
@@ -32,8 +32,9 @@ class PlotService:
     PENDING_EPOCHS epochs per process are outstanding: `submit` waits beyond that. `wait` returns once
     every plot is written; a failure is raised there or at the next submit."""
 
-    def __init__(self, processes: int = 1):
+    def __init__(self, processes: int = 1, say: Callable[[str], None] = lambda message: None):
         self.processes = max(1, processes)
+        self._say = say  # the runtime's voice: a plotting process that died is news, not an error
         self._children: list[Child] = []
         self._pending: dict[int, deque[str]] = {}  # child index -> what it was sent, oldest first
         self._curves_owner: dict[Path, int] = {}
@@ -61,9 +62,13 @@ class PlotService:
             try:
                 reply = child.recv()
             except ChildFailed as e:
+                # Plots derive from the saved features: training goes on, a new process draws the next ones,
+                # and those that were lost are drawn again when the run is next opened (or by `plot`).
+                lost = ", ".join(self._pending[index])
                 self._pending[index].clear()
-                self._children[index] = Child("plot")  # the next plots get a new process
-                self._failure = self._failure or PlotError(f"drawing plots failed: {e}")
+                self._children[index] = Child("plot")
+                self._say(f"{e}; training goes on, and its lost plots ({lost}) are "
+                          "drawn again when the run is next opened, or by centerloss plot RUN_DIR")
                 continue
             what = self._pending[index].popleft()
             if isinstance(reply, Failure) and self._failure is None:

@@ -54,7 +54,7 @@ class Runtime:
         self._say = say  # where the lines for the user go: epochs, notes (a resume that starts a run, say)
         self._mute = False
         self.stop = StopController()
-        self.plots = PlotService(plot_processes)
+        self.plots = PlotService(plot_processes, say=self.say)
         self.open_runs: dict[Path, RunFolder] = {}
         self._data: dict[tuple, Any] = {}
         self._depth = 0

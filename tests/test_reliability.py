@@ -617,3 +617,34 @@ def test_a_closed_or_full_stdout_stops_the_printing_not_the_run(background):
         assert "rc=0" in stderr and "Traceback" not in stderr, (name, stderr[-2000:])
         assert stderr.count("output stopped") == 1, (name, stderr[-2000:])
         assert checkpoint(cwd / "outputs" / name)["epoch"] == 2, name
+
+
+def test_a_killed_plotting_process_is_replaced_and_training_goes_on(tmp_path):
+    """kill -9 of the plotting process mid-run used to end the run at the epoch's end ("drawing plots
+    failed", exit 2), throwing the epoch's training away."""
+    from centerloss_cli.runfiles import EpochFeatures
+    from centerloss_cli.runtime import Runtime
+
+    heard: list[str] = []
+    rt = Runtime(say=heard.append)
+    run = tmp_path / "run"
+    (run / "plots").mkdir(parents=True)
+
+    def feats(epoch: int) -> EpochFeatures:
+        zeros, labels = np.zeros((10, 2), np.float32), np.arange(10, dtype=np.uint8)
+        return EpochFeatures(zeros, labels, zeros, labels, zeros, epoch, 0.01, 0.5, 0.1)
+
+    try:
+        rt.plots.start()
+        [victim] = rt.plots._children
+        victim.process.kill()
+        victim.process.wait()
+        rt.plots.submit_epoch(run, feats(1), [], dpi=30)  # to the dead one: lost, and said so
+        rt.plots.wait()
+        rt.plots.submit_epoch(run, feats(2), [], dpi=30)  # a new process draws the next epoch
+        rt.plots.wait()
+    finally:
+        rt.close()
+    assert len(heard) == 1 and "the plot process (pid " in heard[0] and "died (killed by signal 9)" in heard[0]
+    assert "epoch 1" in heard[0] and "drawn again when the run is next opened" in heard[0]
+    assert (run / "plots" / "test_epoch_002.png").is_file()
