@@ -269,4 +269,28 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
         else:
             what = f"format {ckpt.get('format')}"
         raise CenterLossError(f"{path} is not a checkpoint of this version ({what}); use --overwrite to start again")
+    if (bad := _bad_value(ckpt)) is not None:
+        raise CenterLossError(f"{path} is damaged ({bad}); use --overwrite to start again")
     return ckpt
+
+
+MAX_THREADS = 4096  # more than any machine has: a count beyond it is damage (100,000 crashed torch)
+
+
+def _bad_value(ckpt: dict[str, Any]) -> str | None:
+    """The first value of a checkpoint that no run can have written, said as `key = value`; None if none:
+    a tampered or damaged file is refused before torch is handed it."""
+    import torch
+
+    for key, low in (("n_train", 1), ("epoch", 0), ("step", 0), ("batch", 0), ("threads", 1)):
+        if ckpt[key] < low or (key == "threads" and ckpt[key] > MAX_THREADS):
+            return f"{key} = {ckpt[key]}"
+    sums = ckpt["loss_sums"]
+    if not isinstance(sums, torch.Tensor) or sums.shape != (2,):
+        return f"loss_sums of shape {tuple(getattr(sums, 'shape', ()))}, not (2,)"
+    for row in ckpt["history"]:
+        if not isinstance(row, dict) or not all(isinstance(row.get(c), (int, float)) for c in METRIC_COLUMNS):
+            return "a history row without its columns"
+    if len(ckpt["history"]) != ckpt["epoch"]:
+        return f"{len(ckpt['history'])} history rows for epoch {ckpt['epoch']}"
+    return None

@@ -451,3 +451,19 @@ def test_a_hard_linked_lock_or_a_sweeps_file_is_refused_before_anything_is_writt
     refused = run_cli("sweep", "--lambda", "0.1", *mnist.args, *TINY, "--output-dir", "elsewhere")
     assert "elsewhere/sweeps is not a folder, where the sweep's outputs go" in one_line(refused)
     assert sorted(p.name for p in Path("elsewhere").iterdir()) == ["sweeps"]  # no run trained
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"threads": 100000}, "threads = 100000"), ({"threads": 0}, "threads = 0"), ({"threads": -1}, "threads = -1"),
+    ({"step": -5}, "step = -5"), ({"loss_sums": torch.zeros(3)}, "loss_sums of shape (3,), not (2,)"),
+    ({"history": [{"epoch": 1}]}, "a history row without its columns"),
+])
+def test_a_tampered_checkpoint_is_one_line_and_changes_nothing(run_path, run_cli, mnist, trained, change, said):
+    """threads 100000 crashed torch (a segmentation fault); 0, -1, a negative step, loss sums of another
+    shape and a history row without its columns gave tracebacks or a stuck run."""
+    trained.copy()
+    torch.save({**checkpoint(run_path), **change}, run_path / "checkpoint.pt")
+    before = files_of(run_path)
+    line = one_line(run_cli("train", *mnist.args, *tiny(epochs=2), "--resume"))
+    assert f"checkpoint.pt is damaged ({said}); use --overwrite to start again" in line
+    assert files_of(run_path) == before
