@@ -23,6 +23,7 @@ else:  # pragma: no cover
 from .errors import ConfigError
 from .schema import (
     NAME_MAX_BYTES,
+    PATH_MAX_BYTES,
     Checked,
     from_dict,
     is_folder_name,
@@ -39,6 +40,8 @@ DATASET_NAMES = ("mnist", "fashion-mnist")  # fetch.DATASETS describes each
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 LR_SCHEDULES = ("step", "linear", "cosine")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+PATH_ACCEPTED = (f"a non-empty path without NUL bytes, of at most {PATH_MAX_BYTES:,} bytes, each part at most "
+                 f"{NAME_MAX_BYTES}")
 # Bounds that only a typo crosses: they stop it before it allocates or loops for days (the data and
 # the machine bound the batch size further, once they are known: see training.check_fits).
 MAX_STEPS = 100_000_000  # 4 days at 300 steps/s, the fastest measured
@@ -147,12 +150,12 @@ class TrainConfig(Checked):
                                choices=("auto", "off"), resumable=True)
     data_dir: str | None = setting(None, "data_dir", "The data root.",
                                    default_text="for MNIST $CENTERLOSS_DATA, else ./data",
-                                   accepted="a non-empty path without NUL bytes", check=is_path, resumable=True,
+                                   accepted=PATH_ACCEPTED, check=is_path, resumable=True,
                                    metavar="DIR")
     verify: bool = setting(True, "verify", "Check the md5 sums of the dataset's files; --no-verify lets other IDX "
                            "data through.", resumable=True)
     output_dir: str = setting("outputs", "output_dir", "Folder that holds the run folders.",
-                              accepted="a non-empty path without NUL bytes", check=is_path, resumable=True,
+                              accepted=PATH_ACCEPTED, check=is_path, resumable=True,
                               metavar="DIR")
     name: str | None = setting(None, "name", "The run folder's name.",
                                accepted=f"a folder name without '/' of at most {NAME_MAX_BYTES} bytes",
@@ -282,6 +285,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deep for a config") from None
 
 
 @dataclass(frozen=True)

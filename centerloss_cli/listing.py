@@ -78,7 +78,7 @@ def sweeps_of(root: Path) -> dict[str, list[str]]:
         try:
             runs = json.loads(folder.read_text(encoding="utf-8"))["runs"]
             found[folder.parent.name] = [r for r in runs if isinstance(r, str)]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             found[folder.parent.name] = []
     return found
 

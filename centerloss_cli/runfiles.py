@@ -225,6 +225,8 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
         if not isinstance(saved, dict):
             raise ValueError("not a JSON object")
         return saved
+    except RecursionError:
+        raise CenterLossError(f"{path}: cannot read the run's settings (nested too deep)") from None
     except (OSError, ValueError) as e:
         raise CenterLossError(f"{path}: cannot read the run's settings ({e})") from None
 

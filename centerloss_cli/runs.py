@@ -140,6 +140,9 @@ def _check_layout(path: Path) -> None:
             kind = "a symbolic link" if p.is_symlink() else "a folder" if p.is_dir() else "a file"
             raise CenterLossError(f"{p} is {kind}, where the tool keeps its own {'folder' if is_dir else 'file'}; "
                                   "move it away, or choose another name")
+        if not is_dir and not p.is_file():  # a FIFO or a device: reading it would hang the resume
+            raise CenterLossError(f"{p} is not a regular file, where the tool keeps its own file; "
+                                  "move it away, or choose another name")
         if not is_dir and p.stat().st_nlink > 1:  # a hard link: writing it would write another file too
             raise CenterLossError(f"{p} is a hard link to another file, where the tool keeps its own file; "
                                   "move it away, or choose another name")

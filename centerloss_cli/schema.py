@@ -19,6 +19,7 @@ from typing import Any, Callable
 from .errors import ConfigError
 
 NAME_MAX_BYTES = 255  # the longest file name most file systems allow
+PATH_MAX_BYTES = 3000  # Linux takes 4,095 bytes; the run and file names below an output folder need the rest
 
 
 @dataclass(frozen=True)
@@ -172,8 +173,10 @@ def is_folder_name(name: str) -> bool:
 
 
 def is_path(text: str) -> bool:
-    """A path the OS can take: not empty ('' would silently mean the default), no NUL byte."""
-    return bool(text) and "\0" not in text
+    """A path the OS can take: not empty ('' would silently mean the default), no NUL byte, no part longer
+    than a file name may be, and room below it for the run's own names."""
+    return (bool(text) and "\0" not in text and len(text.encode()) <= PATH_MAX_BYTES
+            and all(len(part.encode()) <= NAME_MAX_BYTES for part in text.split("/")))
 
 
 def number_text(value: float) -> str:

@@ -220,8 +220,11 @@ def recorded_runs(folder: Path) -> list[str] | None:
     if not path.is_file():
         return None
     try:
-        return sorted(json.loads(path.read_text(encoding="utf-8"))["runs"])
-    except (OSError, ValueError, KeyError, TypeError):
+        runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+        if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
+            raise ValueError("runs is not a list of run names")
+        return sorted(runs)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         raise CenterLossError(f"{path}: damaged; move the sweep folder {folder} away to write this sweep") from None
 
 

@@ -467,3 +467,37 @@ def test_a_tampered_checkpoint_is_one_line_and_changes_nothing(run_path, run_cli
     line = one_line(run_cli("train", *mnist.args, *tiny(epochs=2), "--resume"))
     assert f"checkpoint.pt is damaged ({said}); use --overwrite to start again" in line
     assert files_of(run_path) == before
+
+
+@pytest.mark.parametrize("record", ['{"runs": [1, 2]}', '{"runs": [null]}', '{"runs": [[1]]}',
+                                    '{"runs": ' + "[" * 5000 + "]" * 5000 + "}"])
+def test_a_damaged_sweep_record_is_one_line(run_cli, mnist, record):
+    folder = Path("outputs/sweeps/mine")
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(record)
+    line = one_line(run_cli("sweep", "--lambda", "0.1", *mnist.args, *TINY, "--sweep-name", "mine"))
+    assert "sweep.json: damaged; move the sweep folder" in line
+    assert sorted(p.name for p in Path("outputs").iterdir()) == ["sweeps"]
+
+
+def test_deeply_nested_config_files_and_a_fifo_for_a_file_are_one_line(run_path, run_cli, mnist, trained):
+    """config.json or a TOML nested thousands deep gave a RecursionError; a FIFO named metrics.csv made a
+    resume of a finished run hang, deaf to SIGTERM."""
+    Path("deep.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested too deep" in one_line(run_cli("train", "--config", "deep.toml", *mnist.args, *TINY))
+    trained.copy()
+    record = (run_path / "config.json").read_text()
+    (run_path / "config.json").write_text('{"a": ' + "[" * 5000 + "]" * 5000 + "}")
+    assert "nested too deep" in one_line(run_cli("train", *mnist.args, *TINY, "--resume"))
+    (run_path / "config.json").write_text(record)
+    (run_path / "metrics.csv").unlink()
+    os.mkfifo(run_path / "metrics.csv")
+    assert "metrics.csv is not a regular file" in one_line(run_cli("train", *mnist.args, *TINY, "--resume"))
+
+
+def test_an_output_folder_too_long_for_the_file_system_is_one_line(run_cli, mnist):
+    """A 4 KB --output-dir gave OSError 36 (file name too long)."""
+    for path in ("a" * 4000, "b" * 300, "x/" + "c" * 256):
+        line = one_line(run_cli("train", *mnist.args, *TINY, "--output-dir", path))
+        assert "expected a non-empty path without NUL bytes, of at most 3,000 bytes, each part at most 255" in line
+    assert not list(Path(".").iterdir())
