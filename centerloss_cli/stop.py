@@ -75,9 +75,10 @@ class StopController:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        # A signal the process was started ignoring stays ignored: `nohup centerloss train ... &` must
-        # outlive the terminal's SIGHUP, as nohup promised.
-        routed = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN]
+        # A SIGHUP the process was started ignoring stays ignored: `nohup centerloss train ... &` must
+        # outlive the terminal, as nohup promised. (Not SIGINT: a shell starts background jobs ignoring it,
+        # and a stop asked for by SIGINT, from a sweep or a test, must still be heard.)
+        routed = [s for s in STOP_SIGNALS if s != signal.SIGHUP or signal.getsignal(s) is not signal.SIG_IGN]
         previous = {s: signal.signal(s, lambda signum, frame: self.handle(signum)) for s in routed}
         try:
             yield self
