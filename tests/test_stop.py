@@ -47,11 +47,14 @@ def test_a_listener_can_be_removed():
 @pytest.mark.parametrize("sig", stop.STOP_SIGNALS[1:])  # SIGINT is the same path, and pytest's own
 def test_installed_routes_every_stop_signal_and_puts_the_handlers_back(sig):
     c = StopController()
-    before = signal.getsignal(sig)
-    with c.installed():
-        os.kill(os.getpid(), sig)
-        assert c.requested and c.signum == sig
-    assert signal.getsignal(sig) == before
+    launched = signal.signal(sig, signal.SIG_DFL)  # as a terminal starts it: not under nohup (tested below)
+    try:
+        with c.installed():
+            os.kill(os.getpid(), sig)
+            assert c.requested and c.signum == sig
+        assert signal.getsignal(sig) == signal.SIG_DFL
+    finally:
+        signal.signal(sig, launched)
 
 
 def test_a_signal_the_process_was_started_ignoring_stays_ignored():
