@@ -6,18 +6,26 @@ whether a run is training now is asked of its lock without taking it.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TrainConfig
 from .errors import CenterLossError
-from .runfiles import CONFIG_JSON, DIVERGED, LOCK, SWEEPS, read_metrics, read_record, settings_of
-from .schedule import epochs_left, steps_per_epoch, total_steps
+from .runfiles import (
+    CONFIG_JSON,
+    DIVERGED,
+    LOCK,
+    METRICS_CSV,
+    RECORD,
+    SWEEPS,
+    read_metrics,
+    read_record,
+    recorded_runs,
+    settings_of,
+)
+from .schedule import epochs_left, planned_train_images, steps_per_epoch, total_steps
 from .schema import number_text
-
-TRAIN_IMAGES = 60_000  # MNIST's and Fashion-MNIST's training sets, of which --train-limit takes a part
 
 
 @dataclass
@@ -55,8 +63,8 @@ def is_locked(run_dir: Path) -> bool:
 def describe(run_dir: Path) -> Listed:
     """A run folder's line; CenterLossError where its config.json or metrics.csv cannot be read."""
     config = settings_of(read_record(run_dir), run_dir / CONFIG_JSON)
-    history = read_metrics(run_dir) if (run_dir / "metrics.csv").is_file() else []
-    n_train = min(config.train_limit or TRAIN_IMAGES, TRAIN_IMAGES)
+    history = read_metrics(run_dir) if (run_dir / METRICS_CSV).is_file() else []
+    n_train = planned_train_images(config)
     total = total_steps(config, n_train)
     last = history[-1] if history else {}
     if is_locked(run_dir):
@@ -72,14 +80,13 @@ def describe(run_dir: Path) -> Listed:
 
 
 def sweeps_of(root: Path) -> dict[str, list[str]]:
-    """Each sweep folder's name and the names of the runs its record lists."""
+    """Each sweep folder's name and the names of the runs its record lists (none where it is damaged)."""
     found = {}
-    for folder in sorted((root / SWEEPS).glob("*/sweep.json")):
+    for record in sorted((root / SWEEPS).glob(f"*/{RECORD}")):
         try:
-            runs = json.loads(folder.read_text(encoding="utf-8"))["runs"]
-            found[folder.parent.name] = [r for r in runs if isinstance(r, str)]
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            found[folder.parent.name] = []
+            found[record.parent.name] = recorded_runs(record.parent) or []
+        except CenterLossError:
+            found[record.parent.name] = []
     return found
 
 

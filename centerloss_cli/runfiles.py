@@ -47,6 +47,7 @@ TENSORBOARD = "tensorboard"
 CURVES = "curves.png"
 DIVERGED = "diverged.txt"  # why the run stopped: its loss became NaN or inf (gone once an epoch commits again)
 SWEEPS = "sweeps"
+RECORD = "sweep.json"  # in a sweep's folder: the runs it is made of
 SPLITS = ("train", "test")
 # What a checkpoint holds (engine.TrainState.state_dict); one without them was not written by this version.
 CHECKPOINT_KEYS = frozenset({"format", "config", "n_train", "model", "center_loss", "optimizer", "epoch", "step",
@@ -235,6 +236,20 @@ def settings_of(saved: dict[str, Any], where: str) -> TrainConfig:
     """The settings in a config.json or a checkpoint (keys), less what is recorded beside them."""
     keys = to_dict(DEFAULTS)
     return from_dict({k: v for k, v in saved.items() if k in keys}, DEFAULTS, where=f" in {where}")
+
+
+def recorded_runs(folder: Path) -> list[str] | None:
+    """The names of the runs a sweep folder's record lists, in its order; None when it has no record."""
+    path = folder / RECORD
+    if not path.is_file():
+        return None
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+        if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
+            raise ValueError("runs is not a list of run names")
+        return runs
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        raise CenterLossError(f"{path}: damaged; move the sweep folder {folder} away to write this sweep") from None
 
 
 def save_checkpoint(run_dir: Path, state_dict: dict[str, Any]) -> None:

@@ -54,13 +54,19 @@ def lr_factor(config: TrainConfig, step: int, total: int) -> float:
 FULL_TRAIN_SET = 60_000  # MNIST's and Fashion-MNIST's training images, of which --train-limit takes a part
 
 
+def planned_train_images(config: TrainConfig) -> int:
+    """The training images a run of `config` will have, known before any data is read (MNIST's and
+    Fashion-MNIST's full sets, or --train-limit of them); other data (--no-verify) may have fewer."""
+    return min(config.train_limit or FULL_TRAIN_SET, FULL_TRAIN_SET)
+
+
 def fit_to_run(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
     """A config made for a longer run (a built-in one shrunk by --train-limit or --epochs), fitted to this
     run, and a line for each change or trap: a warm-up at least as long as the run is clipped to half of it
     (else the rate never peaks nor decays), plot samples beyond the training images are clipped to them
     (so the name says what is plotted), and milestones of the user's past the last step are named, since
     they never act."""
-    n_train = min(config.train_limit or FULL_TRAIN_SET, FULL_TRAIN_SET)
+    n_train = planned_train_images(config)
     total = total_steps(config, n_train)
     changes, notes = {}, []
     if config.warmup >= total > 1:

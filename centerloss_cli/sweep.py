@@ -24,7 +24,7 @@ from .config import SlurmConfig, TrainConfig
 from .errors import CenterLossError, ConfigError, Interrupted
 from .fetch import data_fingerprint
 from .local import train_in_processes, train_in_turn
-from .runfiles import SPLITS, sweep_dir
+from .runfiles import RECORD, SPLITS, recorded_runs, sweep_dir
 from .runs import RunResult, data_suffix, named_for_data
 from .runtime import Runtime, entered, show_bars
 from .schema import NAME_MAX_BYTES, is_folder_name, number_text
@@ -36,7 +36,6 @@ SPREAD = ["test_acc", "train_ratio", "test_ratio"]
 SUMMARY_COLUMNS = ["lambda", "alpha", "seed", "epochs", *METRICS, *(f"{k}_std" for k in SPREAD), "run"]
 MEAN = charts.MEAN_ROW
 LAUNCHERS = ("local", "slurm")
-RECORD = "sweep.json"  # in the sweep's folder: the runs it is made of
 
 
 def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda msg: None,
@@ -145,9 +144,11 @@ def _named_runs(rt: Runtime, base: TrainConfig, lams: Sequence[float], alphas: S
         return sweep_dir(c.output_dir, name or default_sweep_name(c, lams, alphas, seeds, suffix))
 
     def started(c: TrainConfig) -> bool:  # its record lists this precision's runs
-        return recorded_runs(folder_of(c)) == sorted(r.run_name for r in sweep_configs(c, lams, alphas, seeds, fp))
+        recorded = recorded_runs(folder_of(c))
+        return recorded is not None and sorted(recorded) == sorted(r.run_name for r in sweep_configs(c, lams, alphas,
+                                                                                                     seeds, fp))
 
-    base = fitted(base, rt)
+    base = fitted(base, rt.say)
     if base.precision == "auto":
         from .devices import choose_precision
 
@@ -208,24 +209,10 @@ def check_sweep_folder(folder: Path) -> None:
     """The sweep's folder, and OUTPUT_DIR/sweeps above it, are folders or can be: a file there is refused
     before any run trains (its outputs used to fail after all the training)."""
     for p in (folder.parent, folder):
-        if p.is_symlink() and not p.exists() or p.exists() and not p.is_dir():
+        if (p.is_symlink() and not p.exists()) or (p.exists() and not p.is_dir()):
             raise CenterLossError(f"{p} is not a folder, where the sweep's outputs go; move it away, or give "
                                   "another --output-dir or --sweep-name")
     figures.check_figure_path(folder / "grid_test.png")
-
-
-def recorded_runs(folder: Path) -> list[str] | None:
-    """The names of the runs a sweep folder's record lists, sorted; None when it has no record."""
-    path = folder / RECORD
-    if not path.is_file():
-        return None
-    try:
-        runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
-        if not isinstance(runs, list) or not all(isinstance(r, str) for r in runs):
-            raise ValueError("runs is not a list of run names")
-        return sorted(runs)
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        raise CenterLossError(f"{path}: damaged; move the sweep folder {folder} away to write this sweep") from None
 
 
 def check_record(folder: Path, configs: list[TrainConfig]) -> None:
@@ -235,7 +222,7 @@ def check_record(folder: Path, configs: list[TrainConfig]) -> None:
     if recorded is None:
         return
     runs = [c.run_name for c in configs]
-    if recorded != sorted(runs):
+    if sorted(recorded) != sorted(runs):
         other = sorted(set(recorded) ^ set(runs))
         raise CenterLossError(f"sweep folder {folder} holds the outputs of a sweep of other runs (differing: "
                               f"{', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); give another --sweep-name, "

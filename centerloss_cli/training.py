@@ -74,8 +74,10 @@ def started_in(rt: Runtime, device: torch.device, resume: bool) -> Callable[[Tra
     """For --precision auto: whether a resume finds the run of a config begun in its precision (its
     config.json records it); without resume, nothing counts as begun."""
     def started(config: TrainConfig) -> bool:
+        if not resume:
+            return False
         path = named_for_data(config, fingerprint_of(rt, config, device)).run_dir
-        if not resume or not (path / CONFIG_JSON).is_file():
+        if not (path / CONFIG_JSON).is_file():
             return False
         try:
             return read_record(path).get("precision") == config.precision
@@ -84,11 +86,11 @@ def started_in(rt: Runtime, device: torch.device, resume: bool) -> Callable[[Tra
     return started
 
 
-def fitted(config: TrainConfig, rt: Runtime) -> TrainConfig:
-    """The config fitted to its run's length (schedule.fit_to_run), each change said once."""
+def fitted(config: TrainConfig, say: Callable[[str], None]) -> TrainConfig:
+    """The config fitted to its run's length (schedule.fit_to_run), each change said through `say`."""
     config, notes = fit_to_run(config)
     for note in notes:
-        rt.say(f"Note: {note}")
+        say(f"Note: {note}")
     return config
 
 
@@ -147,7 +149,9 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
     changes."""
     device = resolve_device(configs[0].device)
     rt.plot_processes_for(device.type)
-    configs = [choose_precision(fitted(c, rt), device, started_in(rt, device, resume), rt.say) for c in configs]
+    # A sweep fitted its runs' settings before naming them, and said so once: its runs do not say it again.
+    notes = rt.say if not rt.voice.sweep else (lambda message: None)
+    configs = [choose_precision(fitted(c, notes), device, started_in(rt, device, resume), rt.say) for c in configs]
     with ExitStack() as stack:
         folders = []
         for c in configs:
