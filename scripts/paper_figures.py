@@ -42,7 +42,7 @@ class Sweep:
         with open(folder / "summary.csv", newline="", encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if r["seed"] != charts.MEAN_ROW]
         for r in rows:
-            for k in ("lambda", "alpha", *(s for s, _, _ in STATS), "test_acc", "train_ratio"):
+            for k in ("lambda", "alpha", *(s for s, _, _ in STATS), "train_ratio"):
                 r[k] = float(r[k])
             r["seed"] = int(r["seed"])
         return cls(folder, rows, key)
@@ -99,15 +99,15 @@ def beyond_spread(sweep: Sweep, key: str = "test_ratio") -> list[str]:
 
 
 def run_facts(run: Path) -> dict:
-    """What a run's folder records: its last epoch's numbers, its time, its precision and threads."""
+    """What a run's folder records: its epochs, its time, its precision and threads."""
     history, record = read_metrics(run), read_record(run)
     threads = torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu").get("threads")
-    return {"final": history[-1], "epochs": len(history), "seconds": sum(r["seconds"] for r in history),
+    return {"epochs": len(history), "seconds": sum(r["seconds"] for r in history),
             "precision": record.get("precision"), "torch": record.get("torch_version"),
             "device": record.get("resolved_device"), "threads": threads}
 
 
-def per_run_table(sweeps: list[Sweep]) -> list[str]:
+def per_run_table(sweeps: list[Sweep], facts: dict[Path, dict]) -> list[str]:
     lines = ["| run | λ | α | seed | epochs | test accuracy | test ratio | train ratio | training time |",
              "|---|---|---|---|---|---|---|---|---|"]
     seen = set()
@@ -116,16 +116,15 @@ def per_run_table(sweeps: list[Sweep]) -> list[str]:
             if r["run"] in seen:
                 continue
             seen.add(r["run"])
-            facts = run_facts(sweep.run_dir(r))
-            lines.append(f"| `{r['run']}` | {r['lambda']:g} | {r['alpha']:g} | {r['seed']} | {facts['epochs']} | "
+            run = facts[sweep.run_dir(r)]
+            lines.append(f"| `{r['run']}` | {r['lambda']:g} | {r['alpha']:g} | {r['seed']} | {run['epochs']} | "
                          f"{100 * r['test_acc']:.2f}% | {r['test_ratio']:.3f} | {r['train_ratio']:.3f} | "
-                         f"{facts['seconds'] / 60:.1f} min |")
+                         f"{run['seconds'] / 60:.1f} min |")
     return lines
 
 
-def machine(runs: list[Path]) -> str:
+def machine(facts: list[dict]) -> str:
     """The machine and arithmetic the runs record, and the CPU this page was written on."""
-    facts = [run_facts(r) for r in runs]
     cpu = cpu_model()
     join = lambda key: ", ".join(sorted({str(f[key]) for f in facts}))  # noqa: E731
     return (f"Trained on {join('device')} ({cpu}, {os.cpu_count()} cores), {join('threads')} thread(s) a run, "
@@ -163,15 +162,16 @@ def page(out: Path, label: str, command: str, figure2: Path | None, sweeps: list
     """The whole page, drawing its figures into `out` on the way."""
     seeds = sorted({r["seed"] for sweep in sweeps for r in sweep.rows})
     runs = [s.run_dir(r) for s in sweeps for r in s.rows] + ([figure2] if figure2 else [])
+    facts = {run: run_facts(run) for run in dict.fromkeys(runs)}  # each run read once: sweeps share runs
     lines = [f"# Results: the {label} settings", "",
              "Written by this command from the run folders; do not edit it by hand, run it again:", "",
-             f"    {command}", "", machine(runs) + f" Seeds: {', '.join(map(str, seeds))}.", ""]
+             f"    {command}", "", machine(list(facts.values())) + f" Seeds: {', '.join(map(str, seeds))}.", ""]
     if figure2 is not None:
         lines += figure2_section(out, figure2)
     for sweep in sweeps:
         lines += sweep_section(out, sweep)
     if sweeps:
-        lines += ["## Every run", "", *per_run_table(sweeps), ""]
+        lines += ["## Every run", "", *per_run_table(sweeps, facts), ""]
     return "\n".join(lines)
 
 
