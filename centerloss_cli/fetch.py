@@ -91,16 +91,14 @@ def read_bytes(path: Path) -> bytes:
             f.seek(0)
             if head == b"\x1f\x8b":
                 with gzip.GzipFile(fileobj=f) as z:
-                    data = z.read(MAX_IDX_BYTES + 1)  # a bomb stops here, before it fills the memory
-                if len(data) > MAX_IDX_BYTES:
-                    raise DataError(f"{path}: unpacks to more than {MAX_IDX_BYTES // 2**20} MiB, more than any "
-                                    "MNIST-format file holds")
-                return data
-            if path.suffix == ".gz":
+                    data, holds = z.read(MAX_IDX_BYTES + 1), "unpacks to"  # a bomb stops here, not in memory
+            elif path.suffix == ".gz":
                 raise DataError(f"{path}: not a gzip file (a .gz name, but no gzip header)")
-            data = f.read(MAX_IDX_BYTES + 1)
+            else:
+                data, holds = f.read(MAX_IDX_BYTES + 1), "holds"
         if len(data) > MAX_IDX_BYTES:
-            raise DataError(f"{path}: more than {MAX_IDX_BYTES // 2**20} MiB, more than any MNIST-format file holds")
+            raise DataError(f"{path}: {holds} more than {MAX_IDX_BYTES // 2**20} MiB, more than any MNIST-format "
+                            "file holds")
         return data
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         if isinstance(e, PermissionError):
