@@ -26,17 +26,19 @@ command="CONFIG=$CONFIG SEEDS=$SEEDS"
 [[ -n $EPOCHS ]] && command+=" EPOCHS=$EPOCHS"
 [[ $DEVICE != auto ]] && command+=" DEVICE=$DEVICE"
 [[ -n $EXTRA_ARGS ]] && command+=" EXTRA_ARGS=\"$EXTRA_ARGS\""
+# Each part shows its whole output on stderr itself; its last line, the summary, is shown here too.
+part() { local out; out=$("$here/$1"); tail -n 1 <<<"$out" >&2; echo "$out"; }
 args=(--out "$DOCS_DIR" --label "$(config_label)" --command "$command scripts/reproduce_all.sh")
 if [[ " $PARTS " == *" figure2 "* ]]; then
-  out=$("$here/reproduce_figure2.sh" | tee /dev/stderr)
+  out=$(part reproduce_figure2.sh)
   args+=(--figure2 "$(sed -n 's|^Figure 2: .* (run \(.*\); per-epoch.*|\1|p' <<<"$out")")
 fi
 if [[ " $PARTS " == *" figure3 "* ]]; then
-  out=$("$here/reproduce_figure3.sh" | tee /dev/stderr)
+  out=$(part reproduce_figure3.sh)
   args+=(--lambda-sweep "$(sed -n 's|^Figure 3: \(.*\)/grid_test.png .*|\1|p' <<<"$out")")
 fi
 if [[ " $PARTS " == *" alpha "* ]]; then
-  out=$("$here/sweep_alpha.sh" | tee /dev/stderr)
+  out=$(part sweep_alpha.sh)
   args+=(--alpha-sweep "$(sed -n 's|^Alpha sweep: \(.*\)/grid_test.png.*|\1|p' <<<"$out")")
 fi
 "${PYTHON[@]}" "$here/paper_figures.py" "${args[@]}"

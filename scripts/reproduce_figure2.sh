@@ -6,7 +6,7 @@ source "$(dirname "$0")/common.sh"
 
 # The run is named from its settings, so a quick look (EPOCHS, EXTRA_ARGS) and the full run each have
 # their own folder. --resume: a second call continues an interrupted run, or does nothing when it is complete.
-out=$("${CENTERLOSS[@]}" train --lambda 0 --seed "${SEEDS%%,*}" --resume "${RUN_ARGS[@]}" | tee /dev/stderr)
+out=$("${CENTERLOSS[@]}" train --lambda 0 --seed "${SEEDS%%,*}" --resume "${RUN_ARGS[@]}" | tee -a /dev/stderr)
 run=$(run_folder "$out")
 mkdir -p "$OUTPUT_DIR/figures"
 figure="$OUTPUT_DIR/figures/figure2_$(basename "$run").png"
