@@ -13,7 +13,7 @@ import time
 import torch
 
 from centerloss_cli.config import TrainConfig
-from centerloss_cli.engine import new_state, train_step
+from centerloss_cli.core.step import new_state, train_step
 
 
 def time_steps(state, x, y, repeat: int, warmup: int = 3) -> float:

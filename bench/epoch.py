@@ -27,13 +27,14 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from centerloss_cli import engine, loop, runfiles, training
-from centerloss_cli.center_loss import CenterLoss
+from centerloss_cli import commit, runfiles, training
 from centerloss_cli.config import resolve_config
-from centerloss_cli.data import load_mnist, num_batches
+from centerloss_cli.core import step as core_step
+from centerloss_cli.core.center_loss import CenterLoss
+from centerloss_cli.core.model import LeNetPP
+from centerloss_cli.data import load_dataset, num_batches
 from centerloss_cli.devices import resolve_device, resolve_precision
-from centerloss_cli.fetch import MNIST_MD5, data_root, ensure_mnist
-from centerloss_cli.model import LeNetPP
+from centerloss_cli.fetch import MNIST_MD5, data_root, ensure_dataset
 from centerloss_cli.plotting import PlotService
 from centerloss_cli.runtime import Runtime
 
@@ -57,12 +58,13 @@ def median_time(fn: Callable[[], object], repeat: int, device: torch.device, war
 
 
 def compute_bound(config, data, device: torch.device, repeat: int) -> dict[str, float]:
-    state = engine.new_state(config, len(data.train), device)
+    state = core_step.new_state(config, len(data.train), device)
     x, y = data.train.images[: config.batch_size], data.train.labels[: config.batch_size]
-    step = median_time(lambda: engine.train_step(state, x, y), repeat, device)
+    step = median_time(lambda: core_step.train_step(state, x, y), repeat, device)
     n_eval = len(data.test) + min(config.plot_train_samples, len(data.train))
-    xe = data.test.images[: engine.EVAL_BATCH]
-    fwd = median_time(lambda: engine.extract(state.model, xe, precision=config.precision), max(1, repeat // 2), device)
+    xe = data.test.images[: core_step.EVAL_BATCH]
+    fwd = median_time(lambda: core_step.extract(state.model, xe, precision=config.precision), max(1, repeat // 2),
+                      device)
     steps = num_batches(len(data.train), config.batch_size)
     return {"train": step * steps, "eval": fwd * n_eval / len(xe), "step_ms": 1000 * step}
 
@@ -91,11 +93,11 @@ def our_epoch(config, device: torch.device) -> dict[str, float]:
     rt = Runtime()
     training.load_data(rt, config, device)  # loaded before the clock starts, as the reference's is
     with tempfile.TemporaryDirectory() as out, \
-            timed(phases, loop, "evaluate", "evaluate"), \
+            timed(phases, commit, "evaluate", "evaluate"), \
             timed(phases, runfiles, "save_features", "save features"), \
             timed(phases, PlotService, "submit_epoch", "plots queued"), \
             timed(phases, PlotService, "wait", "waiting for plots"), \
-            timed(phases, loop, "save_checkpoint", "checkpoint"), \
+            timed(phases, commit, "save_checkpoint", "checkpoint"), \
             timed(phases, runfiles, "write_metrics", "metrics.csv"):
         t = time.perf_counter()
         training.train(config.with_(output_dir=out, epochs=1), runtime=rt, progress=False)
@@ -108,7 +110,7 @@ def our_epoch(config, device: torch.device) -> dict[str, float]:
 
 def raw_mnist_for_torchvision(root: Path, dest: Path) -> Path:
     """torchvision's MNIST wants the uncompressed files in ROOT/MNIST/raw."""
-    files, _ = ensure_mnist(root)
+    files, _ = ensure_dataset(root)
     raw = dest / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name in MNIST_MD5:
@@ -176,7 +178,7 @@ def main() -> None:
     overrides = {"device": str(device), "train_limit": args.train_limit, "data_dir": args.data_dir,
                  "precision": resolve_precision(args.precision, device)}
     config = resolve_config(None, {k: v for k, v in overrides.items() if v is not None})
-    data = load_mnist(config.data_dir, device, config.train_limit, config.test_limit)
+    data = load_dataset(config.data_dir, device, config.train_limit, config.test_limit)
     n_train, n_eval = len(data.train), len(data.test) + min(config.plot_train_samples, len(data.train))
     print(f"device {device} ({torch.get_num_threads()} threads), precision {config.precision}, "
           f"{n_train} training images, "

@@ -16,8 +16,9 @@ import time
 import torch
 
 from centerloss_cli.config import TrainConfig
-from centerloss_cli.devices import autocast, resolve_precision
-from centerloss_cli.engine import new_state, train_step
+from centerloss_cli.core.precision import autocast
+from centerloss_cli.core.step import new_state, train_step
+from centerloss_cli.devices import resolve_precision
 from centerloss_cli.runfiles import cpu_model
 
 PRECISIONS = ("fp32", "bf16")

@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 
 # name -> the module that defines it
 _API = {
-    "CenterLoss": "center_loss",
-    "LeNetPP": "model",
+    "CenterLoss": "core.center_loss",
+    "LeNetPP": "core.model",
     "TrainConfig": "config",
     "resolve_config": "config",
     "RunResult": "runs",

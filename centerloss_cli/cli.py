@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Literal, Optional
+from typing import TYPE_CHECKING, Iterator, List, Literal, Optional
 
 import typer
 
-from .config import DEFAULTS, SCHEMA, SlurmConfig, TrainConfig, builtin_configs, resolve
+from .config import DEFAULTS, Resolved, SlurmConfig, TrainConfig, resolve
+from .core.schedule import epochs_left, steps_per_epoch, total_steps
 from .errors import CenterLossError, Interrupted
-from .schedule import epochs_left, steps_per_epoch, total_steps
-from .schema import default_text, field_types, schema
+from .options import setting_option, training_options
+from .schema import schema
 
 if TYPE_CHECKING:
     from .runs import RunResult
@@ -60,22 +59,6 @@ def user_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(e.exit_code) from None
 
 
-def _setting_option(name: str, cls: type = TrainConfig, flags: tuple[str, ...] = ()) -> tuple[Any, Any]:
-    """The annotation and typer.Option of one setting, derived from its declaration in config.py.
-
-    Every default is None, meaning "not given": then a config file's value, or the schema's default,
-    stays. The help text shows the schema's default instead."""
-    s = schema(cls)[name]
-    base, _ = field_types(cls)[name]
-    help = f"{s.help} [default: {default_text(cls, name)}]"
-    if base is bool:
-        return Optional[bool], typer.Option(None, f"{s.flag}/--no-{s.flag[2:]}", help=help)
-    if s.choices:
-        return Optional[Literal[s.choices]], typer.Option(None, *flags, s.flag, help=help)
-    annotation = str if base is tuple else base  # a list comes as "5000,8000"; schema.coerce splits it
-    return Optional[annotation], typer.Option(None, *flags, s.flag, help=help, metavar=s.metavar)
-
-
 def command_runtime(ctx: typer.Context, **voice: bool) -> "Runtime":
     """The runtime this command owns: made here, or handed in as the context's object (tests share one
     across commands, and so one plotting process)."""
@@ -90,54 +73,6 @@ def command_runtime(ctx: typer.Context, **voice: bool) -> "Runtime":
 def _close(ctx: typer.Context, rt: "Runtime") -> None:
     if rt is not ctx.obj:
         rt.close()
-
-
-def complete_config(incomplete: str) -> list[str]:
-    """--config <TAB>: the built-in configs' names, then the .toml files here, that start with what is typed."""
-    names = builtin_configs() + sorted(str(p) for p in Path(".").glob(f"{incomplete}*.toml"))
-    return [n for n in names if n.startswith(incomplete)]
-
-
-_COMMON = [
-    ("config", Optional[Path], typer.Option(
-        None, "--config", metavar="FILE", autocompletion=complete_config,
-        help=f"TOML file of settings, or a built-in config's name ({', '.join(builtin_configs())}); flags given here "
-             "win over it.")),
-    ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
-    ("debug", bool, typer.Option(False, "--debug", help="Show the full traceback on errors.")),
-]
-
-
-def training_options(*, exclude: tuple[str, ...] = (), slurm: bool = False) -> Callable[[Callable], Callable]:
-    """Give a command an option for every setting in the schema (less `exclude`, by field name), and
-    --config, --quiet and --debug. It receives `settings`: the settings given, by user-facing key; with
-    `slurm`, also an option per SlurmConfig setting, given to it as `slurm_settings`."""
-    names = [n for n in SCHEMA if n not in exclude]
-    slurm_names = [f"slurm_{n}" for n in schema(SlurmConfig)] if slurm else []
-
-    def decorate(func: Callable[..., None]) -> Callable[..., None]:
-        common_names = {n for n, _, _ in _COMMON}
-        own = [p for p in inspect.signature(func, eval_str=True).parameters.values()
-               if p.name not in ("settings", "slurm_settings") and p.name not in common_names]
-        own.sort(key=lambda p: p.kind)  # ctx, a positional parameter, first
-        shared = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t)
-                  for n, (t, o) in ((n, _setting_option(n)) for n in names)]
-        shared += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t)
-                   for n, (t, o) in ((n, _setting_option(n[6:], SlurmConfig)) for n in slurm_names)]
-        common = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t) for n, t, o in _COMMON]
-
-        @functools.wraps(func)
-        def command(**kwargs: Any) -> None:
-            given = {SCHEMA[n].key: kwargs.pop(n) for n in names}
-            if slurm:
-                slurm_given = {schema(SlurmConfig)[n[6:]].key: kwargs.pop(n) for n in slurm_names}
-                kwargs["slurm_settings"] = {k: v for k, v in slurm_given.items() if v is not None}
-            func(settings={k: v for k, v in given.items() if v is not None}, **kwargs)
-
-        command.__signature__ = inspect.Signature(own + shared + common)  # type: ignore[attr-defined]
-        return command
-
-    return decorate
 
 
 MANY_EPOCHS = 50  # more than this from --train-limit alone is almost never what was meant
@@ -244,30 +179,18 @@ def sweep(
       centerloss sweep --lambda 0,0.01 --seed 0,1,2                # mean ± std over seeds
       centerloss sweep --launcher slurm --gpus 1 --device cuda --wait
     """
-    def warn(msg: str) -> None:
-        typer.echo(f"Warning: {msg}", err=True)
-
     with user_errors(debug):
         if launcher == "local" and slurm_settings:
             raise CenterLossError(f"{schema(SlurmConfig)[next(iter(slurm_settings))].flag} is a Slurm setting: "
                                   "give it with --launcher slurm")
         resolved = resolve(config, settings, slurm_settings)
-        base = resolved.config
-        warn_many_epochs(base)
-        from .sweep import parse_values, run_sweep
+        warn_many_epochs(resolved.config)
+        from .sweep import run_sweep
 
-        # A value the config file gives is the sweep's single value, unless a flag lists several.
-        if lambdas is None:
-            lambdas = str(base.lam) if "lam" in resolved.given else SWEEP_LAMBDAS
-        lams = parse_values(lambdas, "--lambda", warn)
-        alpha_values = parse_values(str(base.alpha) if alphas is None else alphas, "--alpha", warn)
-        seed_values = parse_values(str(base.seed) if seeds is None else seeds, "--seed", warn, kind=int)
-        for key, values in (("lambda", lams), ("alpha", alpha_values), ("seed", seed_values)):
-            for value in values:  # checked here, where a bad one is named as the flag names it
-                resolve(None, {key: value})
+        values = sweep_values(resolved, lambdas, alphas, seeds)
         rt = command_runtime(ctx, sweep=True)
         try:
-            result = run_sweep(base, lams, alpha_values, seed_values, jobs=jobs, batched=batched, name=sweep_name,
+            result = run_sweep(resolved.config, *values, jobs=jobs, batched=batched, name=sweep_name,
                                progress=not quiet, launcher=launcher,
                                slurm=resolved.slurm if launcher == "slurm" else None, wait=wait, runtime=rt)
         finally:
@@ -278,6 +201,27 @@ def sweep(
     n = len(result.results)
     runs = f"{n} run{'s' if n != 1 else ''}"
     typer.echo(f"{runs} ({result.trained_runs} trained now); figures and tables in {result.folder}/")
+
+
+def sweep_values(resolved: Resolved, lambdas: str | None, alphas: str | None,
+                 seeds: str | None) -> tuple[list[float], list[float], list[int]]:
+    """The sweep's lambdas, alphas and seeds, from the flags, else the config file's single value, else the
+    defaults; each checked here, where a bad one is named as its flag names it."""
+    from .sweep import parse_values
+
+    def warn(msg: str) -> None:
+        typer.echo(f"Warning: {msg}", err=True)
+
+    base = resolved.config
+    if lambdas is None:
+        lambdas = str(base.lam) if "lam" in resolved.given else SWEEP_LAMBDAS
+    parsed = (parse_values(lambdas, "--lambda", warn),
+              parse_values(str(base.alpha) if alphas is None else alphas, "--alpha", warn),
+              parse_values(str(base.seed) if seeds is None else seeds, "--seed", warn, kind=int))
+    for key, values in zip(("lambda", "alpha", "seed"), parsed):
+        for value in values:
+            resolve(None, {key: value})
+    return parsed
 
 
 @app.command()
@@ -293,7 +237,7 @@ def plot(
                               "both, train and test side by side."),
     centers: Optional[bool] = typer.Option(None, "--centers/--no-centers", help="Draw the class centers. [default: "
                                            "with λ > 0 only, as the paper's Figure 2 (λ = 0) has none]"),
-    dpi: Optional[int] = _setting_option("plot_dpi", flags=("--dpi",))[1],
+    dpi: Optional[int] = setting_option("plot_dpi", flags=("--dpi",))[1],
     fps: float = typer.Option(2.0, "--fps", help="GIF frames per second; the last frame is held for 2 s."),
     curves: bool = typer.Option(
         False, "--curves", help="Re-draw the runs' loss, accuracy and compactness curves per epoch instead: one "
@@ -311,8 +255,7 @@ def plot(
       centerloss plot outputs/lambda0_* outputs/lambda0.01_* --grid --split both -o fig.pdf
       centerloss plot outputs/lambda0_* outputs/lambda0.01_* --curves -o curves.png
     """
-    from . import charts, figures
-    from .runfiles import read_metrics
+    from . import figures
 
     with user_errors(debug):
         splits = ("train", "test") if split == "both" else (split,)
@@ -322,36 +265,51 @@ def plot(
         if gif:
             figures.check_fps(fps)  # before anything is drawn
         if curves:
-            if len(run_dirs) == 1 and out is None:
-                path = charts.draw_run_curves(run_dirs[0], read_metrics(run_dirs[0]), dpi)
-            else:
-                figures.check_figure_path(out or "curves.png")
-                histories = [(Path(d).name, read_metrics(d)) for d in run_dirs]
-                for d, (_, rows) in zip(run_dirs, histories):
-                    if not rows and len(run_dirs) > 1:
-                        typer.echo(f"{d}: no finished epoch yet, left out of the curves")
-                path = charts.save_curves(out or Path("curves.png"), histories, dpi)
-            typer.echo(f"wrote {path}" if path else f"{run_dirs[0]}: no finished epoch yet, so no curves")
-            return
-        if grid:
-            grid_epoch = "last" if epoch == "all" else epoch
-            path = figures.grid_of_runs(run_dirs, out or Path(f"grid_{split}.png"), epoch=grid_epoch, splits=splits,
-                                        centers=centers, dpi=dpi)
+            plot_curves(run_dirs, out, dpi)
+        elif grid:
+            path = figures.grid_of_runs(run_dirs, out or Path(f"grid_{split}.png"),
+                                        epoch="last" if epoch == "all" else epoch, splits=splits, centers=centers,
+                                        dpi=dpi)
             typer.echo(f"wrote {path}")
-            return
-        for run_dir in run_dirs:
-            written = figures.replot_run(run_dir, epoch, splits, centers, dpi)
-            typer.echo(f"{run_dir}: re-drew {len(written)} plots in {Path(run_dir) / 'plots'}")
-            if gif:
-                for s in splits:
-                    typer.echo(f"wrote {figures.save_gif(run_dir, s, fps, centers, dpi)}")
+        else:
+            replot(run_dirs, epoch, splits, centers, dpi, fps if gif else None)
+
+
+def replot(run_dirs: list[Path], epoch: str, splits: tuple[str, ...], centers: bool | None, dpi: int,
+           gif_fps: float | None) -> None:
+    """`plot RUN_DIR...`: each run's scatter plots drawn again from its saved features, and with `gif_fps`
+    its GIFs."""
+    from . import figures
+
+    for run_dir in run_dirs:
+        written = figures.replot_run(run_dir, epoch, splits, centers, dpi)
+        typer.echo(f"{run_dir}: re-drew {len(written)} plots in {Path(run_dir) / 'plots'}")
+        for s in splits if gif_fps is not None else ():
+            typer.echo(f"wrote {figures.save_gif(run_dir, s, gif_fps, centers, dpi)}")
+
+
+def plot_curves(run_dirs: list[Path], out: Path | None, dpi: int) -> None:
+    """`plot --curves`: one run's curves into its plots/curves.png, or several runs overlaid in `out`."""
+    from . import charts, figures
+    from .runfiles import read_metrics
+
+    if len(run_dirs) == 1 and out is None:
+        path = charts.draw_run_curves(run_dirs[0], read_metrics(run_dirs[0]), dpi)
+    else:
+        figures.check_figure_path(out or "curves.png")
+        histories = [(Path(d).name, read_metrics(d)) for d in run_dirs]
+        for d, (_, rows) in zip(run_dirs, histories):
+            if not rows and len(run_dirs) > 1:
+                typer.echo(f"{d}: no finished epoch yet, left out of the curves")
+        path = charts.save_curves(out or Path("curves.png"), histories, dpi)
+    typer.echo(f"wrote {path}" if path else f"{run_dirs[0]}: no finished epoch yet, so no curves")
 
 
 @app.command()
 def data(
-    dataset: Optional[str] = _setting_option("dataset")[1],
-    data_dir: Optional[str] = _setting_option("data_dir")[1],
-    verify: Optional[bool] = _setting_option("verify")[1],
+    dataset: Optional[str] = setting_option("dataset")[1],
+    data_dir: Optional[str] = setting_option("data_dir")[1],
+    verify: Optional[bool] = setting_option("verify")[1],
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ) -> None:
     """Fetch the dataset if it is missing, verify it, and print where it came from and the per-class counts.
@@ -361,14 +319,14 @@ def data(
       centerloss data                                   # MNIST into ./data, or $CENTERLOSS_DATA
       centerloss data --dataset fashion-mnist --data-dir ~/datasets
     """
-    from .data import class_counts, load_mnist
+    from .data import class_counts, load_dataset
     from .fetch import DATASETS
 
     with user_errors(debug):
         given = {"dataset": dataset, "data_dir": data_dir, "verify": verify}
         cfg = resolve(None, {k: v for k, v in given.items() if v is not None}).config
-        loaded = load_mnist(cfg.data_dir, "cpu", verify=cfg.verify, may_create=True,  # fetching is what it is for
-                            dataset=cfg.dataset)
+        loaded = load_dataset(cfg.data_dir, "cpu", verify=cfg.verify, may_create=True,  # fetching is what it is for
+                              dataset=cfg.dataset, say=lambda message: typer.echo(message, err=True))
     d = DATASETS[cfg.dataset]
     typer.echo(f"{d.title} {loaded.source}" + (" (md5 verified)" if cfg.verify else " (md5 not checked)"))
     for split in ("train", "test"):

@@ -20,6 +20,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .core.schedule import total_steps
+from .core.settings import CENTER_UPDATES, NETS
 from .errors import ConfigError
 from .schema import (
     NAME_MAX_BYTES,
@@ -34,8 +36,6 @@ from .schema import (
     suffix_text,
 )
 
-CENTER_UPDATES = ("paper", "sgd", "caffe")
-NETS = ("official", "table1")
 DATASET_NAMES = ("mnist", "fashion-mnist")  # fetch.DATASETS describes each
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 LR_SCHEDULES = ("step", "linear", "cosine")
@@ -250,6 +250,41 @@ SLURM_TABLE = "slurm"  # the config file's table of SlurmConfig settings
 # What a resume may change; the rest is the run's identity. Under the caffe update α does not act, so a
 # resume may change it too (TrainConfig.uses_alpha).
 RESUMABLE = frozenset(name for name, s in SCHEMA.items() if s.resumable)
+
+
+FULL_TRAIN_SET = 60_000  # MNIST's and Fashion-MNIST's training images, of which --train-limit takes a part
+
+
+def planned_train_images(config: TrainConfig) -> int:
+    """The training images a run of `config` will have, known before any data is read (MNIST's and
+    Fashion-MNIST's full sets, or --train-limit of them); other data (--no-verify) may have fewer."""
+    return min(config.train_limit or FULL_TRAIN_SET, FULL_TRAIN_SET)
+
+
+def fit_to_run(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
+    """A config made for a longer run (a built-in one shrunk by --train-limit or --epochs), fitted to this
+    run, and a line for each change or trap: a warm-up at least as long as the run is clipped to half of it
+    (else the rate never peaks nor decays), plot samples beyond the training images are clipped to them
+    (so the name says what is plotted), and milestones of the user's past the last step are named, since
+    they never act."""
+    n_train = planned_train_images(config)
+    total = total_steps(config, n_train)
+    changes, notes = {}, []
+    if config.warmup >= total > 1:
+        changes["warmup"] = total // 2
+        notes.append(f"warmup = {config.warmup} is not shorter than this run's {total} steps, so the rate would "
+                     f"never reach lr nor decay: clipped to {total // 2}, half the run")
+    if config.train_limit is not None and config.plot_train_samples > n_train and \
+            config.plot_train_samples != DEFAULTS.plot_train_samples:
+        changes["plot_train_samples"] = n_train
+        notes.append(f"plot_train_samples = {config.plot_train_samples} is more than the {n_train} training "
+                     f"images: clipped to {n_train}")
+    late = [m for m in config.lr_milestones if m >= total]
+    # The paper's own milestones on a short run are what a quick look at the paper's solver means: no word.
+    if config.lr_schedule == "step" and late and config.lr_milestones != DEFAULTS.lr_milestones:
+        notes.append(f"lr_milestones {', '.join(map(str, late))} fall at or after this run's last step ({total}): "
+                     "they never lower the rate")
+    return (config.with_(**changes) if changes else config), notes
 
 
 def resumable(config: TrainConfig) -> frozenset[str]:

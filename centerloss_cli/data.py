@@ -7,15 +7,23 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
 from .errors import DataError
-from .fetch import MNIST_MD5, SPLIT_FILES, data_root, ensure_mnist, fingerprint, is_default_root, read_bytes, verify_md5
+from .fetch import (
+    IDX_FILES,
+    SPLIT_FILES,
+    data_root,
+    ensure_dataset,
+    fingerprint,
+    is_default_root,
+    read_bytes,
+    verify_md5,
+)
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -58,10 +66,6 @@ def _load_file(path: Path, name: str, verify: bool, dataset: str = "mnist") -> t
     return parse_idx(raw, path, IMAGE_MAGIC if "images" in name else LABEL_MAGIC), digest
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 @dataclass
 class Split:
     """One split on the device: images already scaled to float, labels as int64."""
@@ -74,7 +78,7 @@ class Split:
 
 
 @dataclass
-class MNIST:
+class LoadedData:
     train: Split
     test: Split
     source: str
@@ -115,7 +119,7 @@ def to_split(images: torch.Tensor, labels: torch.Tensor, limit: int | None, devi
     return Split(images=x, labels=labels.to(device=device, dtype=torch.long))
 
 
-def load_mnist(
+def load_dataset(
     data_dir: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
     train_limit: int | None = None,
@@ -123,23 +127,24 @@ def load_mnist(
     verify: bool = True,
     may_create: bool | None = None,
     dataset: str = "mnist",
-) -> MNIST:
+    say: Callable[[str], None] = lambda message: None,
+) -> LoadedData:
     """Fetch (if needed), verify and load MNIST or Fashion-MNIST (`dataset`) onto `device`, optionally as
     fixed subsets. A data folder that does not exist is made and fetched into only when `may_create`;
-    by default, only ./data is."""
+    by default, only ./data is. `say` is the caller's voice, for what fetching does."""
     root = data_root(data_dir, dataset)
     create = is_default_root(data_dir, dataset) if may_create is None else may_create
-    files, source = ensure_mnist(root, may_create=create, say=_say, dataset=dataset)
+    files, source = ensure_dataset(root, may_create=create, say=say, dataset=dataset)
     device = torch.device(device)
     # Each file is read once: its tensor and its md5 (which also makes the data's fingerprint).
-    loaded = {name: _load_file(files[name], name, verify, dataset) for name in MNIST_MD5}
+    loaded = {name: _load_file(files[name], name, verify, dataset) for name in IDX_FILES}
     splits = {}
     for split, limit in (("train", train_limit), ("test", test_limit)):
         images, labels = (loaded[name][0] for name in SPLIT_FILES[split])
         check_split(files, split, images, labels)
         splits[split] = to_split(images, labels, limit, device)
-    return MNIST(train=splits["train"], test=splits["test"], source=source, root=root,
-                 fingerprint=fingerprint([loaded[name][1] for name in MNIST_MD5]), dataset=dataset)
+    return LoadedData(train=splits["train"], test=splits["test"], source=source, root=root,
+                 fingerprint=fingerprint([loaded[name][1] for name in IDX_FILES]), dataset=dataset)
 
 
 def pass_permutation(n: int, seed: int, pass_: int, device: torch.device) -> torch.Tensor:

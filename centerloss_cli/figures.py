@@ -205,14 +205,15 @@ def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] 
     return out
 
 
-def draw_saved_epoch(run_dir: Path, epoch: int, splits: Sequence[str] = SPLITS, dpi: int = DPI) -> list[Path]:
-    """An epoch's plots from its saved features; a damaged features file costs its plots, never the run."""
+def draw_saved_epoch(run_dir: Path, epoch: int, splits: Sequence[str] = SPLITS, dpi: int = DPI) -> str | None:
+    """An epoch's plots from its saved features; a damaged features file costs its plots, never the run:
+    then the line to say about it."""
     try:
         feats = load_features(run_dir, epoch)
     except CenterLossError as err:
-        print(f"Warning: {err}; its plots are not drawn", flush=True)
-        return []
-    return draw_epoch_plots(run_dir, feats, splits, dpi=dpi)
+        return f"Warning: {err}; its plots are not drawn"
+    draw_epoch_plots(run_dir, feats, splits, dpi=dpi)
+    return None
 
 
 def feature_image(feats: EpochFeatures, split: str = "test", dpi: int = 80) -> np.ndarray:

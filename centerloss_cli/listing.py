@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import TrainConfig, planned_train_images
+from .core.schedule import epochs_left, steps_per_epoch, total_steps
 from .errors import CenterLossError
 from .runfiles import (
     CONFIG_JSON,
@@ -24,7 +25,6 @@ from .runfiles import (
     recorded_runs,
     settings_of,
 )
-from .schedule import epochs_left, planned_train_images, steps_per_epoch, total_steps
 from .schema import number_text
 
 

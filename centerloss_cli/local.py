@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from . import stop
 from .config import TrainConfig
@@ -84,10 +84,6 @@ def serve(channel: Channel, parent: int) -> None:
     """A sweep worker: train each run it is sent, in its own Runtime, until its input ends. A stop (its
     own signal, the sweep's, or its parent's death) ends the run in progress with a checkpoint; runs
     sent after a stop do not start."""
-    import torch
-
-    from .training import train
-
     rt = Runtime(voice=Voice(sweep=True))
     try:
         with rt:
@@ -95,22 +91,29 @@ def serve(channel: Channel, parent: int) -> None:
             stop.stop_when_orphaned(parent)
             while True:
                 try:
-                    config, threads, progress, position = channel.recv()
+                    job = channel.recv()
                 except (EOFError, OSError):
                     break
-                if rt.stop.requested:
-                    reply = Failure.of(Interrupted(f"run {config.run_name} not started", rt.stop.signum))
-                else:
-                    torch.set_num_threads(threads)
-                    try:
-                        reply = train(config, resume=True, runtime=rt, progress=progress, position=position)
-                    except Exception as e:
-                        reply = Failure.of(e)
                 try:
-                    channel.send(reply)
+                    channel.send(train_one(rt, *job))
                 except OSError:
                     break  # the sweep is gone: nothing to report to
     except KeyboardInterrupt:
         pass  # a second Ctrl-C between runs: the run was saved; the sweep reports it
     finally:
         rt.close()
+
+
+def train_one(rt: Runtime, config: TrainConfig, threads: int, progress: bool, position: int | None) -> Any:
+    """A worker's run: its RunResult, or the Failure that ended it; none after a stop."""
+    import torch
+
+    from .training import train
+
+    if rt.stop.requested:
+        return Failure.of(Interrupted(f"run {config.run_name} not started", rt.stop.signum))
+    torch.set_num_threads(threads)
+    try:
+        return train(config, resume=True, runtime=rt, progress=progress, position=position)
+    except Exception as e:
+        return Failure.of(e)

@@ -7,7 +7,6 @@ closes it), and ends when its parent's pipe ends: after a `close`, or when the p
 """
 from __future__ import annotations
 
-import importlib
 import queue
 import threading
 from collections import deque
@@ -19,10 +18,10 @@ from .processes import Channel, Child, Failure, ready
 from .runfiles import CHECKPOINT, SPLITS, EpochFeatures, curves_path, features_path, plot_path
 
 PENDING_EPOCHS = 2  # epochs a process may have outstanding: each holds up to 20k features
-# The drawings a plotting process makes, named rather than imported: the trainer never loads matplotlib.
-SCATTER = ("figures", "draw_epoch_plots")  # (run_dir, feats, splits, centers, dpi)
-SAVED_SCATTER = ("figures", "draw_saved_epoch")  # (run_dir, epoch, splits, dpi)
-CURVES = ("charts", "draw_run_curves")  # (run_dir, history or None, dpi)
+# The drawings a plotting process makes (`draw`), by name: the trainer never loads matplotlib.
+SCATTER = "scatter"  # (run_dir, feats, splits, centers, dpi)
+SAVED_SCATTER = "saved scatter"  # (run_dir, epoch, splits, dpi)
+CURVES = "curves"  # (run_dir, history or None, dpi)
 
 
 class PlotService:
@@ -50,7 +49,7 @@ class PlotService:
             self._children = [Child("plot") for _ in range(self.processes)]
             self._pending = {i: deque() for i in range(self.processes)}
 
-    def _send(self, index: int, what: str, drawing: tuple[str, str], *args: Any) -> None:
+    def _send(self, index: int, what: str, drawing: str, *args: Any) -> None:
         self._children[index].send((drawing, args))
         self._pending[index].append(what)
 
@@ -71,6 +70,8 @@ class PlotService:
                           "drawn again when the run is next opened, or by centerloss plot RUN_DIR")
                 continue
             what = self._pending[index].popleft()
+            if isinstance(reply, str):
+                self._say(reply)
             if isinstance(reply, Failure) and self._failure is None:
                 self._failure = PlotError(f"drawing plots failed ({what}): {reply.text.splitlines()[-1]}")
 
@@ -103,7 +104,7 @@ class PlotService:
         curves when they are missing or older than the checkpoint; returns how many epochs lacked plots."""
         run_dir = Path(run_dir).absolute()
         curves, checkpoint = curves_path(run_dir), run_dir / CHECKPOINT
-        jobs: list[tuple[str, tuple[str, str], tuple]] = []
+        jobs: list[tuple[str, str, tuple]] = []
         if epochs and checkpoint.is_file() and (
                 not curves.is_file() or curves.stat().st_mtime < checkpoint.stat().st_mtime):
             jobs.append(("curves", CURVES, (run_dir, None, dpi)))
@@ -114,8 +115,8 @@ class PlotService:
         if jobs:
             self.start()
             owner = self._curves_owner.setdefault(run_dir, len(self._curves_owner) % self.processes)
-            for what, function, args in jobs:
-                self._send(owner if what == "curves" else self._least_busy(), what, function, *args)
+            for what, drawing, args in jobs:
+                self._send(owner if drawing == CURVES else self._least_busy(), what, drawing, *args)
         return len(jobs)
 
     def wait(self) -> None:
@@ -147,13 +148,28 @@ def serve(channel: Channel, parent: int) -> None:
 
     threading.Thread(target=read, name="plot-inbox", daemon=True).start()
     while (job := jobs.get()) is not None:
-        (module, name), args = job
+        drawing, args = job
         try:
-            getattr(importlib.import_module(f".{module}", __package__), name)(*args)
-            reply: Any = None
+            reply: Any = draw(drawing, args)  # None, or a line for the trainer to say
         except BaseException as e:  # reported to the trainer, which decides
             reply = Failure.of(e)
         try:
             channel.send(reply)
         except OSError:
             pass  # the parent is gone; the remaining plots are still worth drawing
+
+
+def draw(drawing: str, args: tuple) -> str | None:
+    """One drawing, in a plotting process: the only place that imports matplotlib's modules. Returns a
+    line for the trainer to say (a damaged features file), or None."""
+    from . import charts, figures
+
+    if drawing == SCATTER:
+        figures.draw_epoch_plots(*args)
+    elif drawing == SAVED_SCATTER:
+        return figures.draw_saved_epoch(*args)
+    elif drawing == CURVES:
+        charts.draw_run_curves(*args)
+    else:
+        raise ValueError(f"no drawing named {drawing!r}")
+    return None

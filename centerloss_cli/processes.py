@@ -55,11 +55,6 @@ class Failure:
             return Failure(e, str(e))
         return Failure(None, "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip())
 
-    def raise_(self, what: str) -> None:
-        if self.error is not None:
-            raise self.error
-        raise ChildFailed(f"{what} failed: {self.text.splitlines()[-1]}\n{self.text}")
-
 
 class Child:
     """A child process of one role (see child.py), with its channel. `close` ends its input: the child

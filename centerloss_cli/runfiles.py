@@ -4,7 +4,7 @@ OUTPUT_DIR/<name>/
   .lock                    the lock: a kernel lock on it is held while a process trains here (the file stays)
   config.json              every resolved setting, the data's fingerprint, the folder's format, versions and device
   metrics.csv              one row per finished epoch, rewritten from the checkpoint's history
-  checkpoint.pt            the whole training state (engine.TrainState), and the authority on the run's settings
+  checkpoint.pt            the whole training state (core.step.TrainState), and the authority on the run's settings
   features/epoch_NNN.npz   2-D features, labels and centers of that epoch
   plots/{train,test}_epoch_NNN.png, plots/{train,test}.gif, plots/curves.png
   tensorboard/             --tensorboard's event files
@@ -36,6 +36,8 @@ from .storage import atomic_write, atomic_write_bytes, atomic_write_text, writer
 if TYPE_CHECKING:
     import torch
 
+    from .core.step import TrainState
+
 FORMAT = 2  # of config.json and checkpoint.pt; 2: the official net, exact iterations, the data fingerprint
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
@@ -49,7 +51,7 @@ DIVERGED = "diverged.txt"  # why the run stopped: its loss became NaN or inf (go
 SWEEPS = "sweeps"
 RECORD = "sweep.json"  # in a sweep's folder: the runs it is made of
 SPLITS = ("train", "test")
-# What a checkpoint holds (engine.TrainState.state_dict); one without them was not written by this version.
+# What a checkpoint holds (checkpoint_of); one without them was not written by this version.
 CHECKPOINT_KEYS = frozenset({"format", "config", "n_train", "model", "center_loss", "optimizer", "epoch", "step",
                              "batch", "loss_sums", "seconds", "threads", "history", "rng"})
 METRIC_COLUMNS = [
@@ -250,6 +252,40 @@ def recorded_runs(folder: Path) -> list[str] | None:
         return runs
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         raise CenterLossError(f"{path}: damaged; move the sweep folder {folder} away to write this sweep") from None
+
+
+def checkpoint_of(state: TrainState) -> dict[str, Any]:
+    """What checkpoint.pt holds: the whole training state, its settings and the data's fingerprint."""
+    import torch
+
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "format": FORMAT, "config": to_dict(state.config), "data_fingerprint": state.fingerprint,
+        "n_train": state.n_train, "model": state.model.state_dict(), "center_loss": state.center_loss.state_dict(),
+        "optimizer": state.optimizer.state_dict(), "epoch": state.epoch, "step": state.step, "batch": state.batch,
+        "loss_sums": state.loss_sums.detach().cpu(), "seconds": state.seconds, "threads": state.threads,
+        "history": state.history, "rng": rng,
+    }
+
+
+def restore_state(state: TrainState, ckpt: dict[str, Any]) -> None:
+    """Put a checkpoint (load_checkpoint's, checked) back into a state made for its settings."""
+    import torch
+
+    state.model.load_state_dict(ckpt["model"])
+    state.center_loss.load_state_dict(ckpt["center_loss"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.epoch, state.step, state.batch = ckpt["epoch"], ckpt["step"], ckpt["batch"]
+    state.loss_sums = ckpt["loss_sums"].to(state.loss_sums.device)
+    state.seconds, state.threads = ckpt["seconds"], ckpt["threads"]
+    state.history = list(ckpt["history"])
+    # Training draws nothing from these (the data order is a function of seed and step), but
+    # restoring them keeps any later random draw identical to an uninterrupted run.
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
 
 
 def save_checkpoint(run_dir: Path, state_dict: dict[str, Any]) -> None:

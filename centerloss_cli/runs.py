@@ -202,7 +202,7 @@ class RunFolder:
     @property
     def complete(self) -> bool:
         """Whether the checkpoint holds every step the config asks for, its last epoch finished."""
-        from .schedule import total_steps
+        from .core.schedule import total_steps
 
         ckpt = self.checkpoint
         return ckpt is not None and ckpt["step"] >= total_steps(self.config, ckpt["n_train"]) and ckpt["batch"] == 0

@@ -1,5 +1,5 @@
 """What one entry point owns while it trains, made by that entry point and passed down: the stop
-controller, the plotting processes, the run folders it has open, and the data it has loaded.
+controller, the plotting processes, and the data it has loaded.
 
 Entry points are a CLI command, a sweep worker, a Slurm job, or a Python caller of `train`. Nothing of
 this is module state: two runtimes in one process (a notebook's, a test's) share nothing.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tqdm import tqdm
@@ -45,7 +44,7 @@ def _silence_stdout() -> None:
 
 
 class Runtime:
-    """The stop controller, the plotting processes, the open run folders and the loaded data of one entry
+    """The stop controller, the plotting processes and the loaded data of one entry
     point. Entering it installs the stop-signal handlers (nested entries share them); leaving it waits for
     the plots of finished epochs. `close` ends the plotting processes."""
 
@@ -55,7 +54,6 @@ class Runtime:
         self._mute = False
         self.stop = StopController()
         self.plots = PlotService(plot_processes, say=self.say)
-        self.open_runs: dict[Path, RunFolder] = {}
         self._data: dict[tuple, Any] = {}
         self._depth = 0
         self._signals: ExitStack | None = None
@@ -108,13 +106,10 @@ class Runtime:
     def open_run(self, *args: Any, **options: Any) -> RunFolder:
         """Open (check and lock) a run folder, as RunFolder.open with this runtime's voice; close it with
         `close_run`, or let the caller's ExitStack do it."""
-        folder = RunFolder.open(*args, voice=self.voice, **options)
-        self.open_runs[folder.path] = folder
-        return folder
+        return RunFolder.open(*args, voice=self.voice, **options)
 
     def close_run(self, folder: RunFolder) -> None:
         folder.close()
-        self.open_runs.pop(folder.path, None)
 
     def completed(self, config: "TrainConfig", fingerprint: str) -> RunResult | None:
         """The result of a run whose folder holds all of its epochs (repaired on the way: metrics.csv, temp

@@ -54,13 +54,13 @@ class SlurmTask:
         except Interrupted as e:
             if e.signum == signal.SIGINT:
                 raise
-            _requeue(e)
+            _requeue(e, rt.say)
             raise  # not reached
         finally:
             rt.close()
 
 
-def _requeue(stopped: Interrupted) -> None:
+def _requeue(stopped: Interrupted, say: Callable[[str], None]) -> None:
     """Put this job back in the queue: its checkpoints are saved, and the job resumes them when it runs
     again. Exiting by SystemExit leaves no result file, so submitit sees the job as not finished."""
     import submitit
@@ -70,10 +70,10 @@ def _requeue(stopped: Interrupted) -> None:
     if restarts >= MAX_REQUEUES:
         raise CenterLossError(f"{stopped}; job {job} was requeued {restarts} times already: not again "
                           "(is --time-limit long enough for an epoch?)") from None
-    print(f"{stopped}\nrequeueing job {job} (restart {restarts + 1}); it resumes from the checkpoint", flush=True)
+    say(f"{stopped}\nrequeueing job {job} (restart {restarts + 1}); it resumes from the checkpoint")
     requeued = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
     if requeued.returncode != 0:  # a preemption that requeues by itself leaves nothing to do
-        print(f"scontrol requeue {job}: {requeued.stderr.strip()}", flush=True)
+        say(f"scontrol requeue {job}: {requeued.stderr.strip()}")
     sys.exit(stopped.exit_code)
 
 

@@ -115,7 +115,3 @@ def remove_dead_writers_files(folder: Path, recursive: bool = False) -> int:
                 removed += 1
     return removed
 
-
-def is_temp_file(path: Path) -> bool:
-    """Whether `path` is the temp file of an atomic write (see atomic_open)."""
-    return writer_of(path) is not None and path.is_file()

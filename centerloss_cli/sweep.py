@@ -62,21 +62,21 @@ def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda ms
     return values
 
 
-def sweep_configs(base: TrainConfig, lams: Sequence[float], alphas: Sequence[float],
+def sweep_configs(base: TrainConfig, lambdas: Sequence[float], alphas: Sequence[float],
                   seeds: Sequence[int] | None = None, fingerprint: str | None = None) -> list[TrainConfig]:
     """One config per (lambda, alpha, seed), each named from its settings (and so checked) before anything
     runs; with the data's `fingerprint`, named for that data (runs.named_for_data)."""
     configs = [base.with_(lam=lam, alpha=alpha, seed=seed, name=None)
-               for lam, alpha, seed in product(lams, alphas, seeds or [base.seed])]
+               for lam, alpha, seed in product(lambdas, alphas, seeds or [base.seed])]
     return configs if fingerprint is None else [named_for_data(c, fingerprint) for c in configs]
 
 
-def default_sweep_name(base: TrainConfig, lams: Sequence[float], alphas: Sequence[float], seeds: Sequence[int],
+def default_sweep_name(base: TrainConfig, lambdas: Sequence[float], alphas: Sequence[float], seeds: Sequence[int],
                        suffix: str = "") -> str:
     """The values, in order, then the suffixes its runs share (other limits, another solver, other data):
     sweeps of other runs never share a folder. A name too long for the file system keeps its start and
     gains a digest of the whole."""
-    name = (f"lambda{'-'.join(map(number_text, lams))}_alpha{'-'.join(map(number_text, alphas))}"
+    name = (f"lambda{'-'.join(map(number_text, lambdas))}_alpha{'-'.join(map(number_text, alphas))}"
             f"_seed{'-'.join(map(str, seeds))}{base.identity_suffix}{suffix}")
     if len(name.encode()) <= NAME_MAX_BYTES:
         return name
@@ -94,7 +94,7 @@ class SweepResult:
 
 def run_sweep(
     base: TrainConfig,
-    lams: Sequence[float],
+    lambdas: Sequence[float],
     alphas: Sequence[float],
     seeds: Sequence[int] | None = None,
     *,
@@ -114,11 +114,11 @@ def run_sweep(
     "slurm", each run (each seed's stack, with `batched`) is a Slurm job; this returns None once they
     are submitted, unless `wait`, and writes the outputs when called after they finish.
     """
-    _check_options(base, lams, alphas, seeds, jobs, batched, name, launcher, wait)
+    _check_options(base, lambdas, alphas, seeds, jobs, batched, name, launcher, wait)
     seeds = list(seeds or [base.seed])
     device = _local_device(base, launcher)
     with entered(runtime, sweep=True) as rt:
-        configs, folder, fp = _named_runs(rt, base, lams, alphas, seeds, name, device)
+        configs, folder, fp = _named_runs(rt, base, lambdas, alphas, seeds, name, device)
         check_sweep_folder(folder)
         check_record(folder, configs)
         if launcher == "slurm":
@@ -131,21 +131,21 @@ def run_sweep(
         return write_sweep_outputs(folder, [results[c.run_name] for c in configs], trained_runs=trained)
 
 
-def _named_runs(rt: Runtime, base: TrainConfig, lams: Sequence[float], alphas: Sequence[float], seeds: list[int],
+def _named_runs(rt: Runtime, base: TrainConfig, lambdas: Sequence[float], alphas: Sequence[float], seeds: list[int],
                 name: str | None, device) -> tuple[list[TrainConfig], Path, str]:
     """The sweep's runs, its folder and its data's fingerprint, named once `base` is fitted to the run's
     length (training.fitted) and its precision auto resolved, where a sweep begun elsewhere keeps its own."""
     from .training import fitted
 
-    fp = data_fingerprint(base.data_dir, base.verify, base.dataset)
+    fp = data_fingerprint(base.data_dir, base.verify, base.dataset, say=rt.say)
     suffix = data_suffix(base.dataset, fp)
 
     def folder_of(c: TrainConfig) -> Path:
-        return sweep_dir(c.output_dir, name or default_sweep_name(c, lams, alphas, seeds, suffix))
+        return sweep_dir(c.output_dir, name or default_sweep_name(c, lambdas, alphas, seeds, suffix))
 
     def started(c: TrainConfig) -> bool:  # its record lists this precision's runs
         recorded = recorded_runs(folder_of(c))
-        return recorded is not None and sorted(recorded) == sorted(r.run_name for r in sweep_configs(c, lams, alphas,
+        return recorded is not None and sorted(recorded) == sorted(r.run_name for r in sweep_configs(c, lambdas, alphas,
                                                                                                      seeds, fp))
 
     base = fitted(base, rt.say)
@@ -153,7 +153,7 @@ def _named_runs(rt: Runtime, base: TrainConfig, lams: Sequence[float], alphas: S
         from .devices import choose_precision
 
         base = choose_precision(base, device, started, rt.say)
-    return sweep_configs(base, lams, alphas, seeds, fp), folder_of(base), fp
+    return sweep_configs(base, lambdas, alphas, seeds, fp), folder_of(base), fp
 
 
 def _local_device(base: TrainConfig, launcher: str):
@@ -175,10 +175,10 @@ def _local_device(base: TrainConfig, launcher: str):
     return resolve_device(base.device)
 
 
-def _check_options(base: TrainConfig, lams: Sequence[float], alphas: Sequence[float], seeds: Sequence[int] | None,
+def _check_options(base: TrainConfig, lambdas: Sequence[float], alphas: Sequence[float], seeds: Sequence[int] | None,
                    jobs: int, batched: bool, name: str | None, launcher: str, wait: bool) -> None:
     """Every sweep option checked before anything runs."""
-    for option, values in (("lams", lams), ("alphas", alphas), ("seeds", seeds)):
+    for option, values in (("lambdas", lambdas), ("alphas", alphas), ("seeds", seeds)):
         if values is not None and not len(values):
             raise ConfigError(f"{option} = []: a sweep needs at least one value")
     if launcher not in LAUNCHERS:
@@ -245,22 +245,30 @@ def _run_locally(rt: Runtime, configs: list[TrainConfig], fingerprint: str, jobs
                 for r in train_stacked([c for c in todo if c.seed == seed], runtime=rt, progress=progress):
                     results[r.run_dir.name] = r
         elif todo:
-            bar = tqdm(total=len(configs), initial=len(results), desc="sweep runs", unit="run",
-                       disable=not show_bars(progress), position=0, file=sys.stderr)
-            with bar:
-                def done(r: RunResult) -> None:
-                    results[r.run_dir.name] = r
-                    bar.update(1)
-
-                if jobs == 1:
-                    for r in train_in_turn(rt, todo, progress, position=1):
-                        done(r)
-                else:
-                    train_in_processes(rt, todo, jobs, progress, done)
+            _train_apart(rt, len(configs), todo, results, jobs, progress)
     except Interrupted as e:
         again = "" if "the same sweep command again" in str(e) else ". Run the same sweep command again to resume it"
         raise Interrupted(f"sweep stopped: {e}{again}", e.signum) from None
     return results, len(todo)
+
+
+def _train_apart(rt: Runtime, total: int, todo: list[TrainConfig], results: dict[str, RunResult], jobs: int,
+                 progress: bool) -> None:
+    """Train each run of `todo` as a model of its own: in turn here, or in `jobs` worker processes; each
+    result goes into `results` as it comes, under a bar of the sweep's `total` runs."""
+    bar = tqdm(total=total, initial=len(results), desc="sweep runs", unit="run", disable=not show_bars(progress),
+               position=0, file=sys.stderr)
+
+    def done(r: RunResult) -> None:
+        results[r.run_dir.name] = r
+        bar.update(1)
+
+    with bar:
+        if jobs > 1:
+            train_in_processes(rt, todo, jobs, progress, done)
+            return
+        for r in train_in_turn(rt, todo, progress, position=1):
+            done(r)
 
 
 def has_submitit() -> bool:

@@ -5,28 +5,41 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack, closing
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from . import tensorboard
-from .config import MAX_STEPS, TrainConfig
-from .data import MNIST, load_mnist
+from .commit import Run
+from .config import MAX_STEPS, SCHEMA, TrainConfig, fit_to_run
+from .core.schedule import total_steps
+from .core.stacked import MEMBER_SETTINGS
+from .core.step import TrainState, new_state
+from .data import LoadedData, load_dataset
 from .devices import choose_precision, resolve_device
-from .engine import TrainState, new_state
 from .errors import CenterLossError, Interrupted
 from .fetch import DATASETS, data_root, find_files
-from .loop import Run, run_epochs
-from .runfiles import CHECKPOINT, CONFIG_JSON, environment, read_record
+from .loop import run_epochs
+from .runfiles import CHECKPOINT, CONFIG_JSON, environment, read_record, restore_state
 from .runs import RunFolder, RunResult, Voice, named_for_data
 from .runtime import Runtime, entered
-from .schedule import fit_to_run, total_steps
-from .stacked import check_stackable
 from .stop import describe
 
 # Memory one training image takes in a step (activations kept for the backward pass, their gradients,
 # the input): about 1.5 MB for LeNet++ in fp32, measured as the growth of peak memory from batch 128 to 1024.
 BYTES_PER_IMAGE = 1_600_000
+
+
+def check_stackable(configs: Sequence[TrainConfig]) -> None:
+    """Members of one stacked model may differ in lambda and alpha only (stacked.MEMBER_SETTINGS)."""
+    first = configs[0]
+    for c in configs[1:]:
+        differ = [k for k in SCHEMA if k not in MEMBER_SETTINGS and getattr(first, k) != getattr(c, k)]
+        if differ:
+            keys = ", ".join(SCHEMA[k].key for k in differ)
+            raise CenterLossError(
+                f"runs trained as one stacked model may differ in lambda and alpha only, not in {keys}")
 
 
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, runtime: Runtime | None = None,
@@ -47,19 +60,19 @@ def train_stacked(configs: Sequence[TrainConfig], *, runtime: Runtime | None = N
                   progress: bool = True) -> list[RunResult]:
     """Train (or resume, or skip when finished) every config, unfinished ones stacked into one model.
     Runs that stand at different points (say, one was resumed alone) are stacked in groups."""
-    check_stackable(list(configs))
+    check_stackable(configs)
     with entered(runtime) as rt:
         return train_runs(rt, list(configs), resume=True, progress=progress)
 
 
-def load_data(rt: Runtime, config: TrainConfig, device: torch.device) -> MNIST:
+def load_data(rt: Runtime, config: TrainConfig, device: torch.device) -> LoadedData:
     """The config's data on `device`, loaded once per runtime (and again if its files change)."""
     root = data_root(config.data_dir, config.dataset)
     files = find_files(root, config.dataset) if root.is_dir() else None
     stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (files or {}).values())
     key = (config.dataset, str(root), config.verify, config.train_limit, config.test_limit, str(device), stamp)
-    return rt.data(key, lambda: load_mnist(config.data_dir, device, config.train_limit, config.test_limit,
-                                           config.verify, dataset=config.dataset))
+    return rt.data(key, lambda: load_dataset(config.data_dir, device, config.train_limit, config.test_limit,
+                                             config.verify, dataset=config.dataset, say=rt.say))
 
 
 def fingerprint_of(rt: Runtime, config: TrainConfig, device: torch.device) -> str:
@@ -134,7 +147,7 @@ def restore(folder: RunFolder, n_train: int, device: torch.device, voice: Voice)
     state.fingerprint = folder.fingerprint
     if folder.checkpoint is not None:
         try:
-            state.load_state_dict(folder.checkpoint)
+            restore_state(state, folder.checkpoint)
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise CenterLossError(f"{folder.path / CHECKPOINT} does not fit this run ({str(e).splitlines()[0][:200]}); "
                                   f"use {voice.option('overwrite')} to start again") from None
@@ -153,15 +166,7 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
     notes = rt.say if not rt.voice.sweep else (lambda message: None)
     configs = [choose_precision(fitted(c, notes), device, started_in(rt, device, resume), rt.say) for c in configs]
     with ExitStack() as stack:
-        folders = []
-        for c in configs:
-            folder = rt.open_run(named_for_data(c, fingerprint_of(rt, c, device)),
-                                 lambda c: fingerprint_of(rt, c, device),
-                                 resume=resume, overwrite=overwrite, explicit=explicit)
-            stack.callback(rt.close_run, folder)
-            folders.append(folder)
-            if resume and not folder.path.exists() and not rt.voice.sweep:  # a sweep starts its runs as a rule
-                rt.say(f"no run at {folder.path} yet: it starts now")
+        folders = [open_folder(rt, stack, c, device, resume, overwrite, explicit) for c in configs]
         rt.plots.start()  # its imports overlap the data loading
         results = {}
         for f in folders:
@@ -171,28 +176,47 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
                 results[f.path] = f.result()
         todo = [f for f in folders if not f.complete]
         if todo:
-            data = load_data(rt, todo[0].config, device)
-            for f in todo:
-                f.check_data(len(data.train), data.fingerprint)
-                check_fits(f.config, len(data.train), device)
-            if any(f.config.tensorboard for f in todo):
-                tensorboard.check_available()
-            states = [restore(f, len(data.train), device, rt.voice) for f in todo]
-            if rt.stop.requested:  # a stop while the data loaded: nothing has been written yet, so leave it so
-                raise Interrupted(f"{describe(rt.stop.signum)} before training; nothing was written", rt.stop.signum)
-            groups: dict[tuple[int, ...], list[tuple[RunFolder, Run]]] = {}
-            for f, state in zip(todo, states):
-                f.create(environment(device))
-                f.repair()
-                rt.plots.draw_missing(f.path, range(1, state.epoch + 1), f.config.plot_dpi)
-                writer = stack.enter_context(closing(tensorboard.open_writer(f.path, state.history))) \
-                    if f.config.tensorboard else None
-                groups.setdefault((state.epoch, state.step, state.total_steps, state.threads), []).append(
-                    (f, Run(state, writer)))
-            for group in groups.values():
-                start = group[0][1].state.epoch
-                run_epochs([r for _, r in group], data, rt, progress, position)
-                for f, r in group:
-                    results[f.path] = f.result(r.state.epoch - start, r.state.history)
+            results |= train_folders(rt, stack, todo, device, progress, position)
         return [results[f.path] for f in folders]
 
+
+def open_folder(rt: Runtime, stack: ExitStack, config: TrainConfig, device: torch.device, resume: bool,
+                overwrite: bool, explicit: frozenset[str] | None) -> RunFolder:
+    """A run's folder, checked and locked until `stack` closes."""
+    folder = rt.open_run(named_for_data(config, fingerprint_of(rt, config, device)),
+                         lambda c: fingerprint_of(rt, c, device), resume=resume, overwrite=overwrite, explicit=explicit)
+    stack.callback(rt.close_run, folder)
+    if resume and not folder.path.exists() and not rt.voice.sweep:  # a sweep starts its runs as a rule
+        rt.say(f"no run at {folder.path} yet: it starts now")
+    return folder
+
+
+def train_folders(rt: Runtime, stack: ExitStack, todo: list[RunFolder], device: torch.device, progress: bool,
+                  position: int | None) -> dict[Path, RunResult]:
+    """Load the data, check that every run fits it, then train the runs, each group that stands at the same
+    point through one loop. Nothing is written before every check has passed."""
+    data = load_data(rt, todo[0].config, device)
+    for f in todo:
+        f.check_data(len(data.train), data.fingerprint)
+        check_fits(f.config, len(data.train), device)
+    if any(f.config.tensorboard for f in todo):
+        tensorboard.check_available()
+    states = [restore(f, len(data.train), device, rt.voice) for f in todo]
+    if rt.stop.requested:  # a stop while the data loaded: nothing has been written yet, so leave it so
+        raise Interrupted(f"{describe(rt.stop.signum)} before training; nothing was written", rt.stop.signum)
+    groups: dict[tuple[int, ...], list[tuple[RunFolder, Run]]] = {}
+    for f, state in zip(todo, states):
+        f.create(environment(device))
+        f.repair()
+        rt.plots.draw_missing(f.path, range(1, state.epoch + 1), f.config.plot_dpi)
+        writer = stack.enter_context(closing(tensorboard.open_writer(f.path, state.history))) \
+            if f.config.tensorboard else None
+        groups.setdefault((state.epoch, state.step, state.total_steps, state.threads), []).append(
+            (f, Run(state, writer)))
+    results = {}
+    for group in groups.values():
+        start = group[0][1].state.epoch
+        run_epochs([r for _, r in group], data, rt, progress, position)
+        for f, r in group:
+            results[f.path] = f.result(r.state.epoch - start, r.state.history)
+    return results

@@ -84,10 +84,10 @@ class Mnist:
 
     @property
     def fingerprint(self) -> str:
-        from centerloss_cli.data import load_mnist
+        from centerloss_cli.data import load_dataset
 
         if not hasattr(self, "_fingerprint"):
-            self._fingerprint = load_mnist(self.root, verify=self.real).fingerprint
+            self._fingerprint = load_dataset(self.root, verify=self.real).fingerprint
         return self._fingerprint
 
 
@@ -243,7 +243,7 @@ FAULTS = {
     "sigint train": (["step", "6", "sigint"], ["train"]),
     "sigterm train": (["step", "6", "sigterm"], ["train"]),
     # Ctrl-C after evaluate's first extract (test set), again after its second: stops inside evaluation.
-    "sigint twice evaluating": (["call", "engine.extract", "1,2", "sigint"], ["train"]),
+    "sigint twice evaluating": (["call", "evaluation.extract", "1,2", "sigint"], ["train"]),
     "sigint sweep": (["step", "6", "sigint"], SWEEP),
 }
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from centerloss_cli.center_loss import CenterLoss, move_centers
+from centerloss_cli.core.center_loss import CenterLoss, move_centers
 
 STEPS, GLOBAL_BATCH, CLASSES, DIM = 4, 16, 5, 3
 

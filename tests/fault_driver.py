@@ -82,14 +82,14 @@ class Fault:
 
 
 def run() -> None:
-    from centerloss_cli import engine
     from centerloss_cli.cli import main
+    from centerloss_cli.core import step
 
     split = sys.argv.index("--")
     spec, cli_args = sys.argv[1:split], sys.argv[split + 1 :]
     fault = Fault(spec[-1])
     if spec[0] == "step":
-        fault.after_call(engine, "train_step", {int(spec[1])})
+        fault.after_call(step, "train_step", {int(spec[1])})
     elif spec[0] == "call":
         *path, attr = spec[1].split(".")
         owner = importlib.import_module("centerloss_cli." + path[0])

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from centerloss_cli.config import TrainConfig
-from centerloss_cli.engine import PlainStep, new_state
-from centerloss_cli.stacked import StackedStep
+from centerloss_cli.core.stacked import StackedStep
+from centerloss_cli.core.step import PlainStep, new_state
 
 
 def batches(n=5):

@@ -30,7 +30,7 @@ def one_process_on_the_whole_batches() -> torch.Tensor:
     sys.path.insert(0, str(WORKER.parent))
     import ddp_worker
 
-    from centerloss_cli.center_loss import CenterLoss
+    from centerloss_cli.core.center_loss import CenterLoss
 
     torch.manual_seed(0)
     model, center_loss = ddp_worker.Net(), CenterLoss(ddp_worker.CLASSES, ddp_worker.DIM)

@@ -12,7 +12,7 @@ import torch
 from conftest import DOCS, in_background, python_blocks, run_process
 from test_center_loss_ddp import free_port
 
-from centerloss_cli.center_loss import CenterLoss
+from centerloss_cli.core.center_loss import CenterLoss
 
 
 def guide_blocks() -> list[str]:

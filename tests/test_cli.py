@@ -250,7 +250,7 @@ def test_tensorboard_logs_scalars_and_the_scatter_or_says_what_to_install(run_pa
 
 def test_help_names_every_built_in_config_and_config_completes_them(run_cli, monkeypatch, tmp_path):
     assert "(fast, paper, quick)" in " ".join(run_cli("train", "--help").output.split())
-    from centerloss_cli.cli import complete_config
+    from centerloss_cli.options import complete_config
 
     (tmp_path / "figures.toml").write_text("")  # run_cli's working folder: a config file of the user's
     assert complete_config("") == ["fast", "paper", "quick", "figures.toml"]

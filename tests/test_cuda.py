@@ -60,7 +60,7 @@ def test_a_batched_sweep_matches_its_runs_trained_one_by_one(run_cli, mnist):
 
 
 def test_center_loss_moves_to_the_device_and_checks_labels_there():
-    from centerloss_cli.center_loss import CenterLoss
+    from centerloss_cli.core.center_loss import CenterLoss
 
     cl = CenterLoss(num_classes=100, feat_dim=128).to("cuda")
     x = torch.randn(64, 128, device="cuda", requires_grad=True)

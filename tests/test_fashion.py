@@ -4,7 +4,7 @@ from pathlib import Path
 
 from conftest import synthetic_mnist, tiny
 
-from centerloss_cli.fetch import DATASETS, ensure_mnist, fetch_debian_fashion
+from centerloss_cli.fetch import DATASETS, ensure_dataset, fetch_debian_fashion
 
 # The real Fashion-MNIST where it sits beside the checkout (as in CI); Makefile passes it on.
 FASHION = os.environ.get("CENTERLOSS_TEST_FASHION")
@@ -13,7 +13,7 @@ FASHION = os.environ.get("CENTERLOSS_TEST_FASHION")
 def test_the_debian_package_files_land_in_torchvisions_layout(tmp_path):
     installed = synthetic_mnist(tmp_path / "usr-share-datasets-fashion-mnist")  # stands in for the package's folder
     fetch_debian_fashion(tmp_path / "data", installed=installed)
-    files, source = ensure_mnist(tmp_path / "data", [], dataset="fashion-mnist")
+    files, source = ensure_dataset(tmp_path / "data", [], dataset="fashion-mnist")
     assert set(files) == set(DATASETS["fashion-mnist"].md5) and source == f"found in {tmp_path / 'data'}"
     assert all(p.parent == tmp_path / "data" / "FashionMNIST" / "raw" for p in files.values())
 

@@ -15,8 +15,8 @@ import torch
 from conftest import TINY, checkpoint, in_background, run_process, tiny
 
 from centerloss_cli import training
-from centerloss_cli.center_loss import CenterLoss
 from centerloss_cli.config import TrainConfig
+from centerloss_cli.core.center_loss import CenterLoss
 from centerloss_cli.errors import CenterLossError
 from centerloss_cli.runfiles import read_metrics
 from centerloss_cli.storage import TEMP_MARK
@@ -313,13 +313,13 @@ def test_a_refused_folder_gets_no_lock_file(run_cli, mnist, tmp_path):
 def test_an_epoch_lost_between_checkpoint_and_tensorboard_is_logged_on_resume(run_path, run_cli, mnist, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from centerloss_cli import loop
+    from centerloss_cli import commit
 
     def crash(*args):
         raise RuntimeError("killed between the checkpoint and the TensorBoard log")
 
     with monkeypatch.context() as patch:  # undoes only this patch: monkeypatch.undo() also undid run_cli's chdir
-        patch.setattr(loop, "log_epoch", crash)
+        patch.setattr(commit, "log_epoch", crash)
         assert run_cli("train", *mnist.args, *TINY, "--tensorboard").exit_code != 0
     assert checkpoint(run_path)["epoch"] == 1  # the epoch was committed, its log was not
     assert run_cli("train", *mnist.args, *tiny(epochs=2), "--tensorboard", "--resume").exit_code == 0

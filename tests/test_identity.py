@@ -8,9 +8,11 @@ from conftest import TINY, synthetic_mnist, tiny
 
 from centerloss_cli.config import DEFAULTS
 from centerloss_cli.errors import CenterLossError
-from centerloss_cli.fetch import MNIST_FINGERPRINT
+from centerloss_cli.fetch import DATASETS
 from centerloss_cli.runfiles import CONFIG_JSON, read_metrics, write_config
 from centerloss_cli.runs import RunFolder, Voice
+
+MNIST_FINGERPRINT = DATASETS["mnist"].fingerprint
 
 
 @pytest.fixture

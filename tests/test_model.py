@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from centerloss_cli.model import LeNetPP
+from centerloss_cli.core.model import LeNetPP
 
 
 def test_shapes_and_feature_dimension():

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from centerloss_cli.data import load_mnist
-from centerloss_cli.fetch import MNIST_FINGERPRINT
+from centerloss_cli.data import load_dataset
+from centerloss_cli.fetch import DATASETS
+
+MNIST_FINGERPRINT = DATASETS["mnist"].fingerprint
 
 FASHION = os.environ.get("CENTERLOSS_TEST_FASHION")
 pytestmark = pytest.mark.real_data
@@ -24,7 +26,7 @@ def real(mnist):
 
 
 def test_real_mnist_verifies_with_its_class_counts(real):
-    m = load_mnist(real.root, verify=True)
+    m = load_dataset(real.root, verify=True)
     assert torch.bincount(m.train.labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert torch.bincount(m.test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert m.fingerprint == MNIST_FINGERPRINT

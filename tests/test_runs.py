@@ -7,9 +7,11 @@ import pytest
 
 from centerloss_cli.config import DEFAULTS
 from centerloss_cli.errors import CenterLossError
-from centerloss_cli.fetch import MNIST_FINGERPRINT
+from centerloss_cli.fetch import DATASETS
 from centerloss_cli.runfiles import CONFIG_JSON, FORMAT, write_config
 from centerloss_cli.runs import RunFolder
+
+MNIST_FINGERPRINT = DATASETS["mnist"].fingerprint
 
 RUN = DEFAULTS.run_dir
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from centerloss_cli.model import LeNetPP
-from centerloss_cli.solver import SGD
+from centerloss_cli.core.model import LeNetPP
+from centerloss_cli.core.solver import SGD
 
 
 def _grads(model, seed):

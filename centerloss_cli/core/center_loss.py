@@ -17,8 +17,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from .config import CENTER_UPDATES
 from .model import xavier_caffe_
+from .settings import CENTER_UPDATES
 
 Reduce = Callable[[torch.Tensor], None]  # sums a tensor in place over every process (an all-reduce)
 
@@ -107,8 +107,8 @@ class CenterLoss(nn.Module):
         self.rule = rule
         # Filled as the official Caffe layer fills its centers.
         self.register_buffer("centers", xavier_caffe_(torch.empty(num_classes, feat_dim)))
-        if rule == "caffe":  # the official solver's momentum history of the centers
-            self.register_buffer("velocity", torch.zeros(num_classes, feat_dim))
+        # caffe's momentum history of the centers; None (and so not in the state dict) for the other rules.
+        self.register_buffer("velocity", torch.zeros(num_classes, feat_dim) if rule == "caffe" else None)
         self._training_forwards = 0  # forwards that will back-propagate, since the last update
         self._updated = False
 
@@ -137,7 +137,7 @@ class CenterLoss(nn.Module):
             return  # (sgd's mean over an empty batch was 0/0: every center NaN)
         features = features.detach().to(self.centers.dtype)
         # Class indices as int64: uint8 labels would index as a boolean mask.
-        move_centers(self.centers, getattr(self, "velocity", None), features, labels.long(), self.rule, alpha, lr,
+        move_centers(self.centers, self.velocity, features, labels.long(), self.rule, alpha, lr,
                      momentum, reduce)
 
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:

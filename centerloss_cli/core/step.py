@@ -1,26 +1,18 @@
-"""The training numerics: the state of a run, one training step, and evaluation.
-
-No files, processes or signals here: the epoch loop (loop.py) drives these, and stacked.py steps K
-runs at once.
+"""One run's training state and one training step: forward, softmax + lambda * center loss, backward, SGD,
+the centers' step. The epoch loop (loop.py) drives it; stacked.py steps K runs at once.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .center_loss import CenterLoss, center_loss, move_centers
-from .config import TrainConfig
-from .data import MNIST, subset_indices
-from .devices import autocast
-from .metrics import compactness
 from .model import LeNetPP
-from .runfiles import FORMAT, SPLITS, EpochFeatures
+from .precision import autocast
 from .schedule import epoch_end, epochs_left, lr_factor, steps_per_epoch, total_steps
-from .schema import to_dict
+from .settings import Settings
 from .solver import SGD
 
 EVAL_BATCH = 1000
@@ -30,7 +22,7 @@ EVAL_BATCH = 1000
 class TrainState:
     """Everything a run needs to continue exactly where it stopped; saved and restored whole."""
 
-    config: TrainConfig
+    config: Settings
     n_train: int
     model: LeNetPP
     center_loss: CenterLoss
@@ -65,34 +57,8 @@ class TrainState:
         start, _ = self.epoch_span()
         return self.epoch + max(1, epochs_left(start, self.total_steps, steps_per_epoch(self.config, self.n_train)))
 
-    def state_dict(self) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {
-            "format": FORMAT, "config": to_dict(self.config), "data_fingerprint": self.fingerprint,
-            "n_train": self.n_train, "model": self.model.state_dict(), "center_loss": self.center_loss.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "epoch": self.epoch, "step": self.step, "batch": self.batch,
-            "loss_sums": self.loss_sums.detach().cpu(), "seconds": self.seconds, "threads": self.threads,
-            "history": self.history, "rng": rng,
-        }
 
-    def load_state_dict(self, d: dict[str, Any]) -> None:
-        self.model.load_state_dict(d["model"])
-        self.center_loss.load_state_dict(d["center_loss"])
-        self.optimizer.load_state_dict(d["optimizer"])
-        self.epoch, self.step, self.batch = d["epoch"], d["step"], d["batch"]
-        self.loss_sums = d["loss_sums"].to(self.loss_sums.device)
-        self.seconds, self.threads = d["seconds"], d["threads"]
-        self.history = list(d["history"])
-        # Training draws nothing from these (the data order is a function of seed and step), but
-        # restoring them keeps any later random draw identical to an uninterrupted run.
-        torch.set_rng_state(d["rng"]["torch"])
-        if "cuda" in d["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(d["rng"]["cuda"])
-
-
-def new_state(config: TrainConfig, n_train: int, device: torch.device | str = "cpu") -> TrainState:
+def new_state(config: Settings, n_train: int, device: torch.device | str = "cpu") -> TrainState:
     """A freshly initialised model, centers and optimizer; the same seed gives the same weights."""
     device = torch.device(device)
     with torch.random.fork_rng(devices=[]):
@@ -110,7 +76,7 @@ def new_state(config: TrainConfig, n_train: int, device: torch.device | str = "c
                       loss_sums=torch.zeros(2, dtype=torch.float64, device=device), threads=torch.get_num_threads())
 
 
-def set_lr(optimizer: SGD, config: TrainConfig, step: int, total: int) -> float:
+def set_lr(optimizer: SGD, config: Settings, step: int, total: int) -> float:
     """Put the learning rate of step `step` of `total` (schedule.lr_factor) into the optimizer; returns the
     weights' rate."""
     lr = config.lr * lr_factor(config, step, total)
@@ -137,7 +103,7 @@ def step_numerics(state: TrainState, x: torch.Tensor, y: torch.Tensor, lr: float
     if cfg.grad_clip:
         state.optimizer.clip(cfg.grad_clip)
     state.optimizer.step(lr)
-    move_centers(state.center_loss.centers, getattr(state.center_loss, "velocity", None), features.detach(), y,
+    move_centers(state.center_loss.centers, state.center_loss.velocity, features.detach(), y,
                  cfg.center_update, cfg.alpha, lr, cfg.momentum)  # lr: this step's rate, which caffe's centers use
     return torch.stack([softmax_loss.detach(), center.detach()])
 
@@ -184,30 +150,3 @@ def extract(model: LeNetPP, images: torch.Tensor, batch_size: int = EVAL_BATCH,
     with autocast(precision, images.device):
         outs = [model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return torch.cat([f for f, _ in outs]).float(), torch.cat([logits for _, logits in outs]).float()
-
-
-def evaluate(state: TrainState, data: MNIST, epoch: int) -> tuple[dict[str, float], EpochFeatures]:
-    """Test accuracy and losses, and compactness of the test set and of the fixed plotting subset."""
-    cfg = state.config
-    test_feats, test_logits = extract(state.model, data.test.images, precision=cfg.precision)
-    idx = subset_indices(len(data.train), cfg.plot_train_samples)
-    train_images = data.train.images if idx is None else data.train.images[idx.to(data.train.images.device)]
-    train_labels = data.train.labels if idx is None else data.train.labels[idx.to(data.train.labels.device)]
-    train_feats, train_logits = extract(state.model, train_images, precision=cfg.precision)
-    with torch.inference_mode():
-        metrics = {
-            "test_softmax_loss": F.cross_entropy(test_logits, data.test.labels).item(),
-            "test_center_loss": state.center_loss(test_feats, data.test.labels).item(),
-            "test_acc": (test_logits.argmax(1) == data.test.labels).float().mean().item(),
-            "train_acc": (train_logits.argmax(1) == train_labels).float().mean().item(),
-        }
-    feats = EpochFeatures(
-        train_features=train_feats.cpu().numpy(), train_labels=train_labels.cpu().numpy().astype(np.uint8),
-        test_features=test_feats.cpu().numpy(), test_labels=data.test.labels.cpu().numpy().astype(np.uint8),
-        centers=state.center_loss.centers.detach().float().cpu().numpy().copy(),
-        epoch=epoch, lam=cfg.lam, alpha=cfg.alpha, test_acc=metrics["test_acc"], train_acc=metrics["train_acc"],
-        n_train=len(data.train), dataset=cfg.dataset,
-    )
-    for split in SPLITS:
-        metrics.update({f"{split}_{k}": v for k, v in compactness(*feats.split(split)).items()})
-    return metrics, feats

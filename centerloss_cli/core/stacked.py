@@ -13,25 +13,12 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
 from .center_loss import center_loss, move_centers
-from .config import SCHEMA, TrainConfig
-from .devices import autocast
-from .engine import TrainState, set_lr
-from .errors import CenterLossError
+from .precision import autocast
 from .solver import SGD
+from .step import TrainState, set_lr
 
-# Settings in which the runs of one stacked model may differ (field names).
+# Settings in which the runs of one stacked model may differ (field names): each member has its own.
 MEMBER_SETTINGS = {"lam", "alpha", "name"}
-
-
-def check_stackable(configs: list[TrainConfig]) -> None:
-    """Members of one stacked model may differ in lambda and alpha only."""
-    first = configs[0]
-    for c in configs[1:]:
-        differ = [k for k in SCHEMA if k not in MEMBER_SETTINGS and getattr(first, k) != getattr(c, k)]
-        if differ:
-            keys = ", ".join(SCHEMA[k].key for k in differ)
-            raise CenterLossError(
-                f"runs trained as one stacked model may differ in lambda and alpha only, not in {keys}")
 
 
 class StackedStep:

@@ -57,25 +57,25 @@ class SGD:
         """v <- momentum * v + (g + weight_decay * p) (v <- that gradient on the first step); p <- p - lr * v.
         `lr`: a tensor on the device in a CUDA graph holds the weights' rate; otherwise the groups' own rates
         (set_lr's) are used, a number given here being the same rate."""
-        i = 0
-        for group in self.param_groups:
-            rate = lr * group["lr_mult"] if isinstance(lr, torch.Tensor) else group["lr"]
-            for p in group["params"]:
-                g = p.grad
-                if g is not None:
-                    if group["weight_decay"]:
-                        g = g.add(p, alpha=group["weight_decay"])
-                    if self.momentum:
-                        if self.buffers[i] is None:
-                            self.buffers[i] = torch.clone(g).detach()
-                        else:
-                            self.buffers[i].mul_(self.momentum).add_(g)
-                        g = self.buffers[i]
-                    if isinstance(rate, torch.Tensor):
-                        p.sub_(g * rate)
-                    else:
-                        p.add_(g, alpha=-rate)
-                i += 1
+        params = [(p, group) for group in self.param_groups for p in group["params"]]
+        for i, (p, group) in enumerate(params):  # i: the parameter's momentum buffer
+            if p.grad is None:
+                continue
+            g = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
+            if self.momentum:
+                g = self._momentum(i, g)
+            if isinstance(lr, torch.Tensor):
+                p.sub_(g * (lr * group["lr_mult"]))
+            else:
+                p.add_(g, alpha=-group["lr"])
+
+    def _momentum(self, i: int, g: torch.Tensor) -> torch.Tensor:
+        """Parameter i's velocity, moved by its gradient g: v <- momentum * v + g (v <- g on the first step)."""
+        if self.buffers[i] is None:
+            self.buffers[i] = torch.clone(g).detach()
+        else:
+            self.buffers[i].mul_(self.momentum).add_(g)
+        return self.buffers[i]
 
     def state_dict(self) -> dict[str, Any]:
         """torch.optim.SGD's format: momentum buffers by parameter index, and the groups' settings."""

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .config import NETS
+from .settings import NETS
 
 
 @torch.no_grad()
