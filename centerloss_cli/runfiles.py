@@ -2,6 +2,7 @@
 
 OUTPUT_DIR/<name>/
   .lock                    the lock: a kernel lock on it is held while a process trains here (the file stays)
+  .centerloss              the mark: this folder was made by centerloss (a folder without it is never written)
   config.json              every resolved setting, the data's fingerprint, the folder's format, versions and device
   metrics.csv              one row per finished epoch, rewritten from the checkpoint's history
   checkpoint.pt            the whole training state (core.step.TrainState), and the authority on the run's settings
@@ -10,7 +11,9 @@ OUTPUT_DIR/<name>/
   tensorboard/             --tensorboard's event files
 OUTPUT_DIR/sweeps/<sweep name>/   a sweep's grids, summary and compactness plot
 
-Only files of these names are the tool's: --overwrite deletes those and nothing else. torch is imported
+A folder is the tool's when it holds the mark (or, made before the mark existed, a checkpoint or a
+config.json of the tool's); in it, only regular files of these names are the tool's: --overwrite deletes
+those and nothing else. torch is imported
 where a checkpoint is read or written, so that the plotting process, which imports this module for its
 paths, starts in a second. How a folder is opened, locked and resumed is runs.py's.
 """
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 
 FORMAT = 2  # of config.json and checkpoint.pt; 2: the official net, exact iterations, the data fingerprint
 LOCK = ".lock"
+MARK = ".centerloss"  # in a run or sweep folder the tool made: its proof that the folder is its own
 CHECKPOINT = "checkpoint.pt"
 CONFIG_JSON = "config.json"
 METRICS_CSV = "metrics.csv"
@@ -60,7 +64,7 @@ METRIC_COLUMNS = [
     "test_softmax_loss", "test_center_loss", "test_acc",
     "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio",
 ]
-TOOL_ENTRIES = frozenset({LOCK, CONFIG_JSON, METRICS_CSV, CHECKPOINT, DIVERGED, FEATURES, PLOTS, TENSORBOARD})
+TOOL_ENTRIES = frozenset({LOCK, MARK, CONFIG_JSON, METRICS_CSV, CHECKPOINT, DIVERGED, FEATURES, PLOTS, TENSORBOARD})
 # The files the tool makes, by folder: --overwrite deletes exactly these (and the tool's own temp files).
 FILES = {"": re.compile("|".join(map(re.escape, (CONFIG_JSON, METRICS_CSV, CHECKPOINT, DIVERGED)))),
          FEATURES: re.compile(r"epoch_\d{3,}\.npz"),
@@ -94,7 +98,7 @@ def tool_files(run_dir: Path) -> list[Path]:
     for sub, pattern in FILES.items():
         folder = Path(run_dir) / sub
         if folder.is_dir() and not folder.is_symlink():
-            out += [p for p in folder.iterdir() if (p.is_file() or p.is_symlink())
+            out += [p for p in folder.iterdir() if p.is_file() and not p.is_symlink()
                     and (pattern.fullmatch(p.name) or writer_of(p) is not None)]
     return out
 
@@ -218,6 +222,15 @@ def environment(device: torch.device) -> dict[str, str]:
 def write_config(run_dir: Path, config: TrainConfig, record: dict[str, Any]) -> None:
     """config.json: the settings (their keys), then `record` (format, data fingerprint, environment)."""
     atomic_write_text(Path(run_dir) / CONFIG_JSON, json.dumps({**to_dict(config), **record}, indent=2) + "\n")
+
+
+def write_mark(folder: Path) -> None:
+    """Mark a folder as the tool's (MARK), once: what it says is for a person who wonders whose it is."""
+    from . import __version__
+
+    if not (Path(folder) / MARK).is_file():
+        atomic_write_text(Path(folder) / MARK, f"made by centerloss {__version__}; its files are the tool's to "
+                                               "rewrite and, on --overwrite, to delete\n")
 
 
 def read_record(run_dir: str | Path) -> dict[str, Any]:

@@ -23,10 +23,10 @@ from .runfiles import (
     FEATURES,
     FORMAT,
     LOCK,
+    MARK,
     METRICS_CSV,
     PLOTS,
     TENSORBOARD,
-    TOOL_ENTRIES,
     load_checkpoint,
     metrics_text,
     read_metrics,
@@ -34,6 +34,7 @@ from .runfiles import (
     settings_of,
     tool_files,
     write_config,
+    write_mark,
     write_metrics,
 )
 from .storage import remove_dead_writers_files, temp_path, writer_of
@@ -128,10 +129,27 @@ def _check_writable(run_dir: Path) -> None:
         raise CenterLossError(f"output folder {parent} is not writable; choose another output folder")
 
 
+def _proven(path: Path, entries: set[str]) -> bool:
+    """Whether the folder is the tool's: it holds the mark, or was made before the mark existed and holds a
+    checkpoint of the tool's, or a config.json that records the tool's settings and the torch they ran on."""
+    if MARK in entries:
+        return (path / MARK).is_file() and not (path / MARK).is_symlink()
+    if (path / CHECKPOINT).is_file():
+        with contextlib.suppress(CenterLossError):
+            load_checkpoint(path)
+            return True
+    if (path / CONFIG_JSON).is_file():
+        with contextlib.suppress(CenterLossError):
+            record = read_record(path)
+            # The settings and the environment beside them, as every version has written them.
+            return {"lambda", "alpha", "seed", "torch_version"} <= set(record)
+    return False
+
+
 def _check_layout(path: Path) -> None:
     """The entries the tool would use have the kind it would make: a file where a folder should be (or
     the other way round, or a link for the lock) is refused before anything is written."""
-    for name, is_dir in ((LOCK, False), (CONFIG_JSON, False), (METRICS_CSV, False), (CHECKPOINT, False),
+    for name, is_dir in ((LOCK, False), (MARK, False), (CONFIG_JSON, False), (METRICS_CSV, False), (CHECKPOINT, False),
                          (FEATURES, True), (PLOTS, True), (TENSORBOARD, True)):
         p = path / name
         if not (p.exists() or p.is_symlink()):
@@ -180,16 +198,15 @@ class RunFolder:
         if not path.is_dir():
             return cls(config, fingerprint_of(config), overwrite=overwrite)
         entries = {p.name for p in path.iterdir() if writer_of(p) is None} - {LOCK}
-        foreign = sorted(entries - TOOL_ENTRIES)
-        if foreign and CONFIG_JSON not in entries and CHECKPOINT not in entries:
-            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-            raise CenterLossError(f"{path} is not a run folder (it holds {shown} and no {CONFIG_JSON}), so it is "
-                                  "left alone, overwrite or not; choose another name or output folder")
+        if entries and not _proven(path, entries):
+            shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+            raise CenterLossError(f"{path} holds {shown}, but nothing that shows centerloss made it (no {MARK}), so "
+                                  "it is left alone, resume, overwrite or not; choose another name or output folder")
         if entries and not (resume or overwrite):
             raise CenterLossError(f"run folder {path} already exists: add {voice.option('resume')} to continue it or "
                                   f"{voice.option('overwrite')} to start again")
         _check_layout(path)
-        lock = _acquire(path)
+        lock = acquire(path)
         try:
             if resume:
                 config, fingerprint, checkpoint = _resumed(path, config, fingerprint_of, explicit, voice)
@@ -244,9 +261,10 @@ class RunFolder:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             if self._lock is None:
-                self._lock = _acquire(self.path)
+                self._lock = acquire(self.path)
                 if any(p.name != LOCK for p in self.path.iterdir()):
                     raise CenterLossError(f"run folder {self.path} was created by another process meanwhile")
+            write_mark(self.path)  # a folder made before the mark existed gets it now
             if self.overwrite:
                 _delete_all_or_nothing(self.path, tool_files(self.path))
             (self.path / FEATURES).mkdir(exist_ok=True)
@@ -268,7 +286,8 @@ class RunFolder:
         self.close()
 
 
-def _acquire(path: Path) -> FileLock:
+def acquire(path: Path, what: str = "run folder") -> FileLock:
+    """The folder's lock, taken at once or refused in one line naming its holder."""
     def record_pid(fd: int) -> None:  # only to name the holder in a refusal; the kernel lock is what counts
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -282,12 +301,12 @@ def _acquire(path: Path) -> FileLock:
         except (OSError, ValueError):
             pid = None
         if pid == os.getpid():
-            raise CenterLossError(f"run folder {path} is already open in this process: "
+            raise CenterLossError(f"{what} {path} is already open in this process: "
                                   "two runs of this command map to the same folder") from None
         holder = f" (pid {pid})" if pid else ""
-        raise CenterLossError(f"run folder {path} is in use by another process{holder}") from None
+        raise CenterLossError(f"{what} {path} is in use by another process{holder}") from None
     except OSError as e:
-        raise CenterLossError(f"run folder {path}: cannot lock {path / LOCK} ({e.strerror or e})") from None
+        raise CenterLossError(f"{what} {path}: cannot lock {path / LOCK} ({e.strerror or e})") from None
     return lock
 
 
@@ -324,6 +343,11 @@ def _resumed(path: Path, given: TrainConfig, fingerprint_of: Callable[[TrainConf
     config = reconcile(saved, given, explicit, voice, path)
     fingerprint = fingerprint_of(config)
     recorded = (checkpoint or {}).get("data_fingerprint") or (record or {}).get("data_fingerprint")
+    if recorded is None and checkpoint is not None and data_suffix(config.dataset, fingerprint):
+        raise CenterLossError(
+            f"cannot resume {path}: it records no data fingerprint (an earlier version made it), so it resumes "
+            f"only on the {config.dataset} files it was verified against, not on other data ({fingerprint[:8]}, "
+            f"from {config.data_dir}); {voice.remedy()}")
     if recorded is not None and recorded != fingerprint:
         raise CenterLossError(
             f"cannot resume {path}: it was trained on other data (data fingerprint: saved {str(recorded)[:8]}, "

@@ -12,10 +12,11 @@ import math
 import shutil
 import statistics
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby, product
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -24,11 +25,11 @@ from .config import SlurmConfig, TrainConfig
 from .errors import CenterLossError, ConfigError, Interrupted
 from .fetch import data_fingerprint
 from .local import train_in_processes, train_in_turn
-from .runfiles import RECORD, SPLITS, recorded_runs, sweep_dir
-from .runs import RunResult, data_suffix, named_for_data
+from .runfiles import LOCK, MARK, RECORD, SPLITS, recorded_runs, sweep_dir, write_mark
+from .runs import RunResult, acquire, data_suffix, named_for_data
 from .runtime import Runtime, entered, show_bars
 from .schema import NAME_MAX_BYTES, is_folder_name, number_text
-from .storage import atomic_write_text
+from .storage import atomic_write_text, writer_of
 
 METRICS = ["test_acc", "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio"]
 # Over seeds, these get a standard deviation beside their mean.
@@ -121,14 +122,15 @@ def run_sweep(
         configs, folder, fp = _named_runs(rt, base, lambdas, alphas, seeds, name, device)
         check_sweep_folder(folder)
         check_record(folder, configs)
-        if launcher == "slurm":
-            launched = _run_on_slurm(rt, folder, configs, fp, slurm or SlurmConfig(), batched, wait, progress)
-            if launched is None:
-                return None
-            results, trained = launched
-        else:
-            results, trained = _run_locally(rt, configs, fp, jobs, batched, progress)
-        return write_sweep_outputs(folder, [results[c.run_name] for c in configs], trained_runs=trained)
+        with claimed(folder, configs):
+            if launcher == "slurm":
+                launched = _run_on_slurm(rt, folder, configs, fp, slurm or SlurmConfig(), batched, wait, progress)
+                if launched is None:
+                    return None
+                results, trained = launched
+            else:
+                results, trained = _run_locally(rt, configs, fp, jobs, batched, progress)
+            return write_sweep_outputs(folder, [results[c.run_name] for c in configs], trained_runs=trained)
 
 
 def _named_runs(rt: Runtime, base: TrainConfig, lambdas: Sequence[float], alphas: Sequence[float], seeds: list[int],
@@ -213,6 +215,25 @@ def check_sweep_folder(folder: Path) -> None:
             raise CenterLossError(f"{p} is not a folder, where the sweep's outputs go; move it away, or give "
                                   "another --output-dir or --sweep-name")
     figures.check_figure_path(folder / "grid_test.png")
+    entries = {p.name for p in folder.iterdir() if writer_of(p) is None} - {LOCK} if folder.is_dir() else set()
+    if entries and not ({MARK, RECORD} & entries):
+        shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        raise CenterLossError(f"{folder} holds {shown}, but nothing that shows centerloss made it (no {MARK}), so "
+                              "the sweep's outputs never go there; give another --sweep-name or --output-dir")
+
+
+@contextmanager
+def claimed(folder: Path, configs: list[TrainConfig]) -> Iterator[None]:
+    """The sweep's folder, made (or found to be the tool's) and locked until its outputs are written: a second
+    sweep of the same name is refused while this one runs, rather than write its outputs over this one's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = acquire(folder, "sweep folder")
+    try:
+        check_record(folder, configs)  # again, now that no other sweep can write it
+        write_mark(folder)
+        yield
+    finally:
+        lock.release()
 
 
 def check_record(folder: Path, configs: list[TrainConfig]) -> None:

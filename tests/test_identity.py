@@ -70,7 +70,7 @@ def test_a_sweep_refusal_gives_a_sweeps_remedy(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     saved = DEFAULTS.with_(name="r", lr=0.1)
     saved.run_dir.mkdir(parents=True)
-    write_config(saved.run_dir, saved, {"format": 2, "data_fingerprint": MNIST_FINGERPRINT})
+    write_config(saved.run_dir, saved, {"format": 2, "data_fingerprint": MNIST_FINGERPRINT, "torch_version": "x"})
     refusal = "its settings differ .lr: saved 0.1, given 0.01.; give the sweep another --output-dir"
     with pytest.raises(CenterLossError, match=refusal):
         RunFolder.open(DEFAULTS.with_(name="r"), MNIST_FINGERPRINT, resume=True, voice=Voice(sweep=True))

@@ -42,7 +42,7 @@ def test_overwrite_deletes_only_when_the_folder_is_created():
     with RunFolder.open(DEFAULTS, MNIST_FINGERPRINT, overwrite=True) as folder:
         assert (RUN / CONFIG_JSON).exists()  # opening changed nothing: data may still fail to load
         folder.create({"torch_version": "y"})
-        assert sorted(p.name for p in RUN.iterdir()) == [".lock", "config.json", "features", "plots"]
+        assert sorted(p.name for p in RUN.iterdir()) == [".centerloss", ".lock", "config.json", "features", "plots"]
         assert json.loads((RUN / CONFIG_JSON).read_text())["torch_version"] == "y"
 
 
@@ -80,12 +80,12 @@ def test_a_folder_the_tool_did_not_make_is_never_emptied():
     thesis = Path("outputs/userstuff/thesis.tex")
     thesis.parent.mkdir(parents=True)
     thesis.write_text("x")
-    with pytest.raises(CenterLossError, match=r"outputs/userstuff is not a run folder \(it holds thesis.tex and no"):
+    with pytest.raises(CenterLossError, match=r"outputs/userstuff holds thesis.tex, but nothing that shows"):
         RunFolder.open(DEFAULTS.with_(name="userstuff"), MNIST_FINGERPRINT, overwrite=True)
     sweep_summary = Path("outputs/sweeps/lambda0-0.1_alpha0.5_seed0/summary.md")
     sweep_summary.parent.mkdir(parents=True)
     sweep_summary.write_text("| λ |")
-    with pytest.raises(CenterLossError, match="outputs/sweeps is not a run folder"):
+    with pytest.raises(CenterLossError, match="outputs/sweeps holds lambda0-0.1_alpha0.5_seed0, but nothing"):
         RunFolder.open(DEFAULTS.with_(name="sweeps"), MNIST_FINGERPRINT, overwrite=True)
     assert thesis.read_text() == "x" and sweep_summary.read_text() == "| λ |"
 

@@ -1,0 +1,105 @@
+"""Nothing lost, round three: a folder is the tool's only when it can prove it (the mark it writes into a
+folder it makes, or a checkpoint or config.json of its own in one made before the mark), whatever the names
+of the files in it; a sweep folder is held by one sweep at a time."""
+import gzip
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, checkpoint
+
+from centerloss_cli import run_sweep
+from centerloss_cli.errors import CenterLossError
+
+
+def files_of(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def refusal(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code != 0 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("planted", [
+    {"config.json": '{"architectures": ["Bert"]}'},  # another program's folder
+    {"checkpoint.pt": "my model", "notes.txt": "mine"},
+    {"metrics.csv": "epoch,step\n1,1\n"},  # a user's file of a tool's name, alone
+    {"plots/curves.png": "png"},
+    {"features/epoch_001.npz": "npz"},
+])
+@pytest.mark.parametrize("how", ["--overwrite", "--resume"])
+def test_a_folder_without_proof_is_never_written_whatever_its_files_are_named(run_cli, mnist, planted, how):
+    folder = Path("outputs/theirs")
+    for name, text in planted.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    before = files_of(folder)
+    said = refusal(run_cli("train", *mnist.args, *TINY, "--name", "theirs", how))
+    assert "but nothing that shows centerloss made it (no .centerloss)" in said
+    assert files_of(folder) == before and not (folder / ".lock").exists()
+
+
+def test_a_run_made_before_the_mark_resumes_and_is_marked(run_path, run_cli, mnist, trained):
+    trained.copy()
+    (run_path / ".centerloss").unlink()
+    resumed = run_cli("train", *mnist.args, *TINY, "--epochs", "2", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert (run_path / ".centerloss").is_file() and checkpoint(run_path)["epoch"] == 2
+
+
+def test_a_checkpoint_without_a_fingerprint_resumes_only_on_the_verified_dataset(run_path, run_cli, mnist, trained,
+                                                                                  tmp_path):
+    """A run of an earlier version (no config.json, no fingerprint) used to resume on other data (--no-verify)
+    and record that data's fingerprint: a mixed run shown as clean."""
+    trained.copy()
+    ckpt = checkpoint(run_path)
+    del ckpt["data_fingerprint"]
+    torch.save(ckpt, run_path / "checkpoint.pt")
+    (run_path / "config.json").unlink()
+    other = tmp_path / "other"
+    shutil.copytree(mnist.root, other)
+    images = bytearray(gzip.decompress((other / "t10k-images-idx3-ubyte.gz").read_bytes()))
+    images[-1] ^= 0xFF  # one pixel of the test set: other data
+    (other / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes(images)))
+    before = files_of(run_path)
+    said = refusal(run_cli("train", "--data-dir", str(other), "--no-verify", *TINY, "--epochs", "2", "--name",
+                           run_path.name, "--resume"))
+    assert "records no data fingerprint (an earlier version made it)" in said
+    assert files_of(run_path) == before
+
+
+HOLD = """
+import sys
+from pathlib import Path
+from centerloss_cli.runs import acquire
+lock = acquire(Path(sys.argv[1]), "sweep folder")
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_sweep_folder_is_held_by_one_sweep_and_never_one_of_a_users(mnist, runtime, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = mnist.config(tmp_path / "outputs", epochs=1)
+    folder = tmp_path / "outputs" / "sweeps" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "summary.md").write_text("my table")
+    with pytest.raises(CenterLossError, match="holds summary.md, but nothing that shows centerloss made it"):
+        run_sweep(base, [0.0], [0.5], name="mine", runtime=runtime, progress=False)
+    assert [p.name for p in folder.iterdir()] == ["summary.md"]
+    held = tmp_path / "outputs" / "sweeps" / "held"
+    held.mkdir()
+    # Another sweep of that name, running: a process that holds the folder's lock.
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(held)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with pytest.raises(CenterLossError, match="sweep folder .*held is in use by another process"):
+            run_sweep(base, [0.0], [0.5], name="held", runtime=runtime, progress=False)
+    finally:
+        holder.communicate(b"")
+    assert [p.name for p in held.iterdir()] == [".lock"]
