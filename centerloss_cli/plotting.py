@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -119,11 +120,29 @@ class PlotService:
                 self._send(owner if drawing == CURVES else self._least_busy(), what, drawing, *args)
         return len(jobs)
 
-    def wait(self) -> None:
-        """Return once every queued plot is written; raise if any failed."""
+    def wait(self, timeout: float | None = None) -> None:
+        """Return once every queued plot is written, or after `timeout` seconds: then the processes still
+        drawing (stopped with kill -STOP, say) are killed, and their plots left to be drawn again when the
+        run is next opened. Raise if any plot failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while any(self._pending.values()):
-            self._collect(None)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self._abandon(timeout)
+                break
+            self._collect(left)
         self._raise()
+
+    def _abandon(self, waited: float | None) -> None:
+        """Kill the processes that did not finish in time, end the others; new ones start when next needed."""
+        lost = [what for pending in self._pending.values() for what in pending]
+        for i, child in enumerate(self._children):
+            if self._pending[i]:
+                child.process.kill()
+            child.close()
+        self._children, self._pending = [], {}
+        self._say(f"the plotting process did not finish within {waited:g} s: its plots ({', '.join(lost)}) are "
+                  "drawn again when the run is next opened, or by centerloss plot RUN_DIR")
 
     def close(self) -> None:
         """End the plotting processes, once they have drawn what they were sent."""

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from .config import TrainConfig
 
 
+STOPPED_PLOT_WAIT_S = 20.0  # an epoch's plots take a few seconds; a stop waits this long for them at most
+
+
 def _print(message: str) -> None:
     """A line on stdout, above any progress bar (which tqdm draws on stderr)."""
     tqdm.write(message, file=sys.stdout)
@@ -87,7 +90,9 @@ class Runtime:
         if self._depth:
             return
         try:
-            self.plots.wait()  # the plots of finished epochs still get written, stopped or not
+            # The plots of finished epochs still get written, stopped or not; after a stop, a plotter that does
+            # not finish soon (stopped by kill -STOP, say) must not keep the process from ending.
+            self.plots.wait(STOPPED_PLOT_WAIT_S if self.stop.requested else None)
         except PlotError:
             if exc_type is None:
                 raise  # else the error already on its way out matters more

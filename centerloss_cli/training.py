@@ -4,9 +4,11 @@ one epoch loop. `train` is the Python API's `centerloss train`; `train_stacked` 
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack, closing
+import resource
+import threading
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -25,6 +27,11 @@ from .runfiles import CHECKPOINT, CONFIG_JSON, environment, read_record, restore
 from .runs import RunFolder, RunResult, Voice, named_for_data
 from .runtime import Runtime, entered
 from .stop import describe
+
+# Held while a process trains: torch's random generator, its thread count and the signal handlers belong to
+# the whole process, so two trainings in two threads of one would change each other's runs. It is process
+# state because what it guards is; the second is refused in one line (alone_in_this_process).
+TRAINING_IN_THIS_PROCESS = threading.Lock()
 
 # Memory one training image takes in a step (activations kept for the backward pass, their gradients,
 # the input): about 1.5 MB for LeNet++ in fp32, measured as the growth of peak memory from batch 128 to 1024.
@@ -120,6 +127,24 @@ def check_fits(config: TrainConfig, n_train: int, device: torch.device) -> None:
     if free is not None and need > free:
         raise CenterLossError(f"batch_size = {config.batch_size}: a step needs about {need / 2**30:.1f} GiB, and "
                               f"{device} has {free / 2**30:.1f} GiB free; give a smaller batch size")
+    left = address_space_left() if device.type == "cpu" else None
+    if left is not None and need > left:
+        raise CenterLossError(f"batch_size = {config.batch_size}: a step needs about {need / 2**30:.1f} GiB, and this "
+                              f"process may map only {left / 2**30:.1f} GiB more (its limit, ulimit -v); give a "
+                              "smaller batch size, or raise the limit")
+
+
+def address_space_left() -> int | None:
+    """Bytes this process may still map under its own limit (RLIMIT_AS, `ulimit -v`); None without one."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:
+        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        mapped = int(status["VmSize"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    return max(0, soft - mapped)
 
 
 def free_memory(device: torch.device) -> int | None:
@@ -166,6 +191,7 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
     notes = rt.say if not rt.voice.sweep else (lambda message: None)
     configs = [choose_precision(fitted(c, notes), device, started_in(rt, device, resume), rt.say) for c in configs]
     with ExitStack() as stack:
+        stack.enter_context(alone_in_this_process())
         folders = [open_folder(rt, stack, c, device, resume, overwrite, explicit) for c in configs]
         rt.plots.start()  # its imports overlap the data loading
         results = {}
@@ -178,6 +204,19 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
         if todo:
             results |= train_folders(rt, stack, todo, device, progress, position)
         return [results[f.path] for f in folders]
+
+
+@contextmanager
+def alone_in_this_process() -> Iterator[None]:
+    """Train only while no other thread of this process does; a second is refused rather than mixed in."""
+    if not TRAINING_IN_THIS_PROCESS.acquire(blocking=False):
+        raise CenterLossError("another thread of this process is training: torch's random generator and thread "
+                              "count belong to the whole process, so runs train one at a time in a process; start "
+                              "the second in a process of its own (or run them as a sweep)")
+    try:
+        yield
+    finally:
+        TRAINING_IN_THIS_PROCESS.release()
 
 
 def open_folder(rt: Runtime, stack: ExitStack, config: TrainConfig, device: torch.device, resume: bool,

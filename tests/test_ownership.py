@@ -103,3 +103,36 @@ def test_a_sweep_folder_is_held_by_one_sweep_and_never_one_of_a_users(mnist, run
     finally:
         holder.communicate(b"")
     assert [p.name for p in held.iterdir()] == [".lock"]
+
+
+def test_a_second_training_in_another_thread_of_the_process_is_refused(mnist, tmp_path):
+    """Two train() calls in two threads used to both finish, each with other weights than its run alone (the
+    random generator is the process's), while recording seed 0."""
+    import threading
+
+    from centerloss_cli import train
+    from centerloss_cli.training import TRAINING_IN_THIS_PROCESS
+
+    first = threading.Thread(target=train, args=(mnist.config(tmp_path / "a", epochs=1),), kwargs={"progress": False})
+    first.start()
+    while not TRAINING_IN_THIS_PROCESS.locked():
+        assert first.is_alive(), "the first training ended before it trained"
+    try:
+        with pytest.raises(CenterLossError, match="another thread of this process is training"):
+            train(mnist.config(tmp_path / "b", epochs=1), progress=False)
+    finally:
+        first.join()
+    assert (mnist.run(tmp_path / "a", epochs=1) / "checkpoint.pt").is_file() and not (tmp_path / "b").exists()
+
+
+def test_the_memory_check_heeds_the_process_limit(mnist):
+    """Under `ulimit -v`, a batch beyond it used to end in an allocator traceback, its folder half made."""
+    code = ("import resource, sys, torch\n"
+            "from centerloss_cli.training import check_fits, address_space_left\n"
+            "from centerloss_cli.config import resolve_config\n"
+            "mapped = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30, resource.RLIM_INFINITY))\n"
+            "assert abs(address_space_left() - 2**30) < 2**27, address_space_left()\n"
+            "check_fits(resolve_config(None, {'batch_size': 8000}), 60000, torch.device('cpu'))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "may map only 1.0 GiB more (its limit, ulimit -v)" in done.stderr, done.stderr[-2000:]

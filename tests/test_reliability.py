@@ -587,3 +587,27 @@ def test_a_killed_plotting_process_is_replaced_and_training_goes_on(tmp_path):
     assert len(heard) == 1 and "the plot process (pid " in heard[0] and "died (killed by signal 9)" in heard[0]
     assert "epoch 1" in heard[0] and "drawn again when the run is next opened" in heard[0]
     assert (run / "plots" / "test_epoch_002.png").is_file()
+
+
+def test_a_stopped_plotting_process_keeps_a_stop_from_ending_for_a_bounded_time_only(tmp_path):
+    """A plotting process stopped with kill -STOP used to keep a SIGTERM'd trainer waiting for it, after
+    "checkpoint saved", for over 90 s. After a stop, the runtime waits runtime.STOPPED_PLOT_WAIT_S at most."""
+    from centerloss_cli.runfiles import EpochFeatures
+    from centerloss_cli.runtime import Runtime
+
+    heard: list[str] = []
+    rt = Runtime(say=heard.append)
+    zeros, labels = np.zeros((10, 2), np.float32), np.arange(10, dtype=np.uint8)
+    try:
+        rt.plots.start()
+        [stopped] = rt.plots._children
+        os.kill(stopped.pid, signal.SIGSTOP)
+        rt.plots.submit_epoch(tmp_path, EpochFeatures(zeros, labels, zeros, labels, zeros, 1, 0.01, 0.5, 0.1), [], 30)
+        rt.plots.wait(timeout=0.5)
+        assert stopped.process.poll() is not None, "the stopped plotting process was left behind"
+        assert len(heard) == 1 and "did not finish within 0.5 s: its plots (train plot of epoch 1" in heard[0]
+        rt.plots.submit_epoch(tmp_path, EpochFeatures(zeros, labels, zeros, labels, zeros, 2, 0.01, 0.5, 0.1), [], 30)
+        rt.plots.wait()  # a new process draws what comes next
+    finally:
+        rt.close()
+    assert (tmp_path / "plots" / "test_epoch_002.png").is_file()
