@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, checkpoint, in_background, run_process, tiny
+from conftest import TINY, checkpoint, files_of, in_background, one_line, run_process, tiny
 
 from centerloss_cli import training
 from centerloss_cli.config import TrainConfig
@@ -20,17 +20,6 @@ from centerloss_cli.core.center_loss import CenterLoss
 from centerloss_cli.errors import CenterLossError
 from centerloss_cli.runfiles import read_metrics
 from centerloss_cli.storage import TEMP_MARK
-
-
-def files_of(folder: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
-
-
-def one_line(result) -> str:
-    lines = result.output.strip().splitlines()
-    assert result.exit_code != 0 and len(lines) == 1 and "Traceback" not in result.output, result.output
-    return lines[0]
-
 
 # --- the five data-loss paths --------------------------------------------------------------------------
 

@@ -9,20 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, checkpoint
+from conftest import TINY, checkpoint, files_of, one_line
 
 from centerloss_cli import run_sweep
 from centerloss_cli.errors import CenterLossError
-
-
-def files_of(folder: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
-
-
-def refusal(result) -> str:
-    lines = result.output.strip().splitlines()
-    assert result.exit_code != 0 and len(lines) == 1 and "Traceback" not in result.output, result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize("planted", [
@@ -39,7 +29,7 @@ def test_a_folder_without_proof_is_never_written_whatever_its_files_are_named(ru
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
     before = files_of(folder)
-    said = refusal(run_cli("train", *mnist.args, *TINY, "--name", "theirs", how))
+    said = one_line(run_cli("train", *mnist.args, *TINY, "--name", "theirs", how))
     assert "but nothing that shows centerloss made it (no .centerloss)" in said
     assert files_of(folder) == before and not (folder / ".lock").exists()
 
@@ -67,7 +57,7 @@ def test_a_checkpoint_without_a_fingerprint_resumes_only_on_the_verified_dataset
     images[-1] ^= 0xFF  # one pixel of the test set: other data
     (other / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes(images)))
     before = files_of(run_path)
-    said = refusal(run_cli("train", "--data-dir", str(other), "--no-verify", *TINY, "--epochs", "2", "--name",
+    said = one_line(run_cli("train", "--data-dir", str(other), "--no-verify", *TINY, "--epochs", "2", "--name",
                            run_path.name, "--resume"))
     assert "records no data fingerprint (an earlier version made it)" in said
     assert files_of(run_path) == before
