@@ -37,6 +37,7 @@ def test_one_epoch_run_writes_every_file(run_path, run_cli, mnist):
 
 def test_an_existing_folder_is_refused_then_overwritten(run_path, run_cli, mnist):
     run_path.mkdir(parents=True)
+    (run_path / ".centerloss").write_text("made by centerloss\n")  # a folder the tool made
     (run_path / "metrics.csv").write_text("an old run's file\n")
     again = run_cli("train", *mnist.args, *TINY)
     assert again.exit_code == 2 and "--resume" in again.output and "--overwrite" in again.output
