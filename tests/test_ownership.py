@@ -115,14 +115,20 @@ def test_a_second_training_in_another_thread_of_the_process_is_refused(mnist, tm
     assert (mnist.run(tmp_path / "a", epochs=1) / "checkpoint.pt").is_file() and not (tmp_path / "b").exists()
 
 
-def test_the_memory_check_heeds_the_process_limit(mnist):
+def test_the_memory_check_heeds_the_process_limit():
     """Under `ulimit -v`, a batch beyond it used to end in an allocator traceback, its folder half made."""
-    code = ("import resource, sys, torch\n"
-            "from centerloss_cli.training import check_fits, address_space_left\n"
-            "from centerloss_cli.config import resolve_config\n"
-            "mapped = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024\n"
-            "resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30, resource.RLIM_INFINITY))\n"
-            "assert abs(address_space_left() - 2**30) < 2**27, address_space_left()\n"
-            "check_fits(resolve_config(None, {'batch_size': 8000}), 60000, torch.device('cpu'))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert "may map only 1.0 GiB more (its limit, ulimit -v)" in done.stderr, done.stderr[-2000:]
+    import resource
+
+    from centerloss_cli.config import resolve_config
+    from centerloss_cli.training import address_space_left, check_fits
+
+    mapped = int(Path("/proc/self/status").read_text().split("VmSize:")[1].split()[0]) * 1024
+    previous = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30, previous[1]))  # 1 GiB more; nothing allocated below
+    try:
+        left = address_space_left()
+        with pytest.raises(CenterLossError, match=r"may map only 1.0 GiB more \(its limit, ulimit -v\)"):
+            check_fits(resolve_config(None, {"batch_size": 8000}), 60000, torch.device("cpu"))
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, previous)
+    assert abs(left - 2**30) < 2**27 and address_space_left() is None
