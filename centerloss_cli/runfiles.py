@@ -224,6 +224,18 @@ def write_config(run_dir: Path, config: TrainConfig, record: dict[str, Any]) -> 
     atomic_write_text(Path(run_dir) / CONFIG_JSON, json.dumps({**to_dict(config), **record}, indent=2) + "\n")
 
 
+def contents(folder: Path) -> set[str]:
+    """The names of what a folder holds, less its lock and the tool's temp files: what decides whether the
+    folder is empty, and what a refusal names."""
+    return {p.name for p in Path(folder).iterdir() if writer_of(p) is None} - {LOCK}
+
+
+def unproven(folder: Path, names: set[str]) -> str:
+    """The start of the refusal of a folder that holds `names` and no proof that the tool made it."""
+    shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+    return f"{folder} holds {shown}, but nothing that shows centerloss made it (no {MARK}), so"
+
+
 def write_mark(folder: Path) -> None:
     """Mark a folder as the tool's (MARK), once: what it says is for a person who wonders whose it is."""
     from . import __version__

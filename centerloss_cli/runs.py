@@ -27,17 +27,19 @@ from .runfiles import (
     METRICS_CSV,
     PLOTS,
     TENSORBOARD,
+    contents,
     load_checkpoint,
     metrics_text,
     read_metrics,
     read_record,
     settings_of,
     tool_files,
+    unproven,
     write_config,
     write_mark,
     write_metrics,
 )
-from .storage import remove_dead_writers_files, temp_path, writer_of
+from .storage import remove_dead_writers_files, temp_path
 
 # --- what a run is, and what the user may do about a refusal ------------------------------------------
 
@@ -197,11 +199,10 @@ class RunFolder:
         _check_writable(path)
         if not path.is_dir():
             return cls(config, fingerprint_of(config), overwrite=overwrite)
-        entries = {p.name for p in path.iterdir() if writer_of(p) is None} - {LOCK}
+        entries = contents(path)
         if entries and not _proven(path, entries):
-            shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
-            raise CenterLossError(f"{path} holds {shown}, but nothing that shows centerloss made it (no {MARK}), so "
-                                  "it is left alone, resume, overwrite or not; choose another name or output folder")
+            raise CenterLossError(f"{unproven(path, entries)} it is left alone, resume, overwrite or not; choose "
+                                  "another name or output folder")
         if entries and not (resume or overwrite):
             raise CenterLossError(f"run folder {path} already exists: add {voice.option('resume')} to continue it or "
                                   f"{voice.option('overwrite')} to start again")

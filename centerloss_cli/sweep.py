@@ -25,11 +25,11 @@ from .config import SlurmConfig, TrainConfig
 from .errors import CenterLossError, ConfigError, Interrupted
 from .fetch import data_fingerprint
 from .local import train_in_processes, train_in_turn
-from .runfiles import LOCK, MARK, RECORD, SPLITS, recorded_runs, sweep_dir, write_mark
+from .runfiles import MARK, RECORD, SPLITS, contents, recorded_runs, sweep_dir, unproven, write_mark
 from .runs import RunResult, acquire, data_suffix, named_for_data
 from .runtime import Runtime, entered, show_bars
 from .schema import NAME_MAX_BYTES, is_folder_name, number_text
-from .storage import atomic_write_text, writer_of
+from .storage import atomic_write_text
 
 METRICS = ["test_acc", "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio"]
 # Over seeds, these get a standard deviation beside their mean.
@@ -215,11 +215,10 @@ def check_sweep_folder(folder: Path) -> None:
             raise CenterLossError(f"{p} is not a folder, where the sweep's outputs go; move it away, or give "
                                   "another --output-dir or --sweep-name")
     figures.check_figure_path(folder / "grid_test.png")
-    entries = {p.name for p in folder.iterdir() if writer_of(p) is None} - {LOCK} if folder.is_dir() else set()
+    entries = contents(folder) if folder.is_dir() else set()
     if entries and not ({MARK, RECORD} & entries):
-        shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
-        raise CenterLossError(f"{folder} holds {shown}, but nothing that shows centerloss made it (no {MARK}), so "
-                              "the sweep's outputs never go there; give another --sweep-name or --output-dir")
+        raise CenterLossError(f"{unproven(folder, entries)} the sweep's outputs never go there; give another "
+                              "--sweep-name or --output-dir")
 
 
 @contextmanager
