@@ -95,11 +95,13 @@ def summary(result: "RunResult") -> str:
     f = result.final
     if not f:
         return f"run {result.run_dir}: no epoch finished yet"
+    files = ["metrics.csv", "checkpoint.pt", "features/"] + ["plots/"] * result.config.plots + \
+        ["tensorboard/"] * result.config.tensorboard
+    later = "" if result.config.plots else f"; --no-plots: centerloss plot {result.run_dir} [--curves] draws them"
     return (
         f"finished {result.run_dir.name}: epoch {int(f['epoch'])}, test accuracy {100 * f['test_acc']:.2f}%, "
         f"compactness ratio (intra/inter) train {f['train_ratio']:.3f}, test {f['test_ratio']:.3f}\n"
-        f"  files: {result.run_dir}/ (metrics.csv, checkpoint.pt, features/, plots/"
-        f"{', tensorboard/' if result.config.tensorboard else ''})"
+        f"  files: {result.run_dir}/ ({', '.join(files)}){later}"
     )
 
 

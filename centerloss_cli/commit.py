@@ -63,7 +63,8 @@ def end_epoch(run: Run, data: LoadedData, epoch: int, started: float, rt: Runtim
         # after the last epoch and at a stop (a resume redraws curves older than the checkpoint).
         now = time.monotonic()
         curves = state.finished or rt.stop.requested or now - run.curves_at >= CURVES_EVERY_S
-        rt.plots.submit_epoch(cfg.run_dir, feats, state.history if curves else [], cfg.plot_dpi)
+        if cfg.plots:
+            rt.plots.submit_epoch(cfg.run_dir, feats, state.history if curves else [], cfg.plot_dpi)
         if curves:
             run.curves_at = now
         state.loss_sums.zero_()

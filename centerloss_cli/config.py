@@ -165,6 +165,11 @@ class TrainConfig(Checked):
     # --- How it is shown: none of these changes what it learns.
     tensorboard: bool = setting(False, "tensorboard", "Also log each epoch's metrics and test-feature scatter to "
                                 "RUN/tensorboard/ (pip install 'centerloss-cli[tensorboard]').", resumable=True)
+    # Off where nobody watches the pictures as they come (a cluster sweep, the tests): three figures an epoch
+    # cost seconds of CPU beside the training. The features are saved either way, so nothing is lost.
+    plots: bool = setting(True, "plots", "Draw each epoch's feature plots and the run's curves while training; "
+                          "--no-plots saves the features only, for centerloss plot RUN_DIR [--curves] to draw later.",
+                          resumable=True)
     log_every: int = setting(20, "log_every", "Batches between the progress bar's loss updates.",
                              accepted="an integer >= 1", check=lambda v: v >= 1, resumable=True)
     # 200 dpi: legible at full-page width (a 5.6-inch plot is 1120 px). PDF and SVG are vectors.

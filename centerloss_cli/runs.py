@@ -240,7 +240,8 @@ class RunFolder:
             current = None
         if current != metrics_text(self.history):
             write_metrics(self.path, self.history)
-        (self.path / PLOTS).mkdir(exist_ok=True)
+        if self.config.plots:
+            (self.path / PLOTS).mkdir(exist_ok=True)
 
     def result(self, trained_epochs: int = 0, history: list[dict[str, float]] | None = None) -> RunResult:
         return RunResult(self.path, self.config, self.history if history is None else history, trained_epochs)
@@ -268,8 +269,7 @@ class RunFolder:
             write_mark(self.path)  # a folder made before the mark existed gets it now
             if self.overwrite:
                 _delete_all_or_nothing(self.path, tool_files(self.path))
-            (self.path / FEATURES).mkdir(exist_ok=True)
-            (self.path / PLOTS).mkdir(exist_ok=True)
+            (self.path / FEATURES).mkdir(exist_ok=True)  # plots/: by repair, where the run draws them
             write_config(self.path, self.config, {"format": FORMAT, "data_fingerprint": self.fingerprint, **env})
         except OSError as e:  # /proc, a read-only mount, a file that will not go: one line, not a traceback
             raise CenterLossError(f"run folder {self.path}: cannot write {e.filename or self.path} "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tqdm import tqdm
@@ -125,10 +126,15 @@ class Runtime:
             if not folder.complete:
                 return None
             folder.repair()
-            self.plots.draw_missing(folder.path, range(1, len(folder.history) + 1), folder.config.plot_dpi)
+            self.draw_missing(folder.path, folder.config, len(folder.history))
             return folder.result()
         finally:
             self.close_run(folder)
+
+    def draw_missing(self, run_dir: Path, config: "TrainConfig", epochs: int) -> None:
+        """Queue the plots of a run's first `epochs` epochs that a kill left undrawn; a --no-plots run has none."""
+        if config.plots:
+            self.plots.draw_missing(run_dir, range(1, epochs + 1), config.plot_dpi)
 
     def data(self, key: tuple, load: Callable[[], Any]) -> Any:
         """Data loaded once per runtime and data settings (a sweep's runs share it)."""

@@ -193,12 +193,13 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
     with ExitStack() as stack:
         stack.enter_context(alone_in_this_process())
         folders = [open_folder(rt, stack, c, device, resume, overwrite, explicit) for c in configs]
-        rt.plots.start()  # its imports overlap the data loading
+        if any(f.config.plots for f in folders):
+            rt.plots.start()  # its imports overlap the data loading
         results = {}
         for f in folders:
             if f.complete:
                 f.repair()
-                rt.plots.draw_missing(f.path, range(1, len(f.history) + 1), f.config.plot_dpi)
+                rt.draw_missing(f.path, f.config, len(f.history))
                 results[f.path] = f.result()
         todo = [f for f in folders if not f.complete]
         if todo:
@@ -247,7 +248,7 @@ def train_folders(rt: Runtime, stack: ExitStack, todo: list[RunFolder], device: 
     for f, state in zip(todo, states):
         f.create(environment(device))
         f.repair()
-        rt.plots.draw_missing(f.path, range(1, state.epoch + 1), f.config.plot_dpi)
+        rt.draw_missing(f.path, f.config, state.epoch)
         writer = stack.enter_context(closing(tensorboard.open_writer(f.path, state.history))) \
             if f.config.tensorboard else None
         groups.setdefault((state.epoch, state.step, state.total_steps, state.threads), []).append(

@@ -129,15 +129,24 @@ def run_cli(tmp_path, monkeypatch, runtime):
     return invoke
 
 
-# A tiny but real run: 64 training images in 4 batches of 16, 32 test images, 1 epoch, small plots.
+# A tiny but real run: 64 training images in 4 batches of 16, 32 test images, 1 epoch, and no plots: their
+# three figures took 1.2 s of a tiny run's 1.8 s. The tests of plots ask for them (plots=True, small).
 TINY_SETTINGS = {"train_limit": 64, "batch_size": 16, "test_limit": 32, "plot_train_samples": 32, "epochs": 1,
-                 "plot_dpi": 30}
+                 "plot_dpi": 30, "plots": False}
+
+
+def flag(key: str, value) -> list[str]:
+    """A setting's command-line flag, by TOML key: --epochs 2, --plots, --no-plots."""
+    name = key.replace("_", "-")
+    if isinstance(value, bool):
+        return [f"--{name}" if value else f"--no-{name}"]
+    return [f"--{name}", str(value)]
 
 
 def tiny(**changes) -> list[str]:
     """The CLI flags of the tiny run, with `changes` (by TOML key, e.g. epochs=2; None drops one), and --quiet."""
     settings = {k: v for k, v in {**TINY_SETTINGS, **changes}.items() if v is not None}  # None: leave it out
-    return [a for k, v in settings.items() for a in (f"--{k.replace('_', '-')}", str(v))] + ["--quiet"]
+    return [a for k, v in settings.items() for a in flag(k, v)] + ["--quiet"]
 
 
 TINY = tiny()
@@ -184,7 +193,7 @@ def assert_same_run(a: Path, b: Path, threads: int | None = None) -> None:
             return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
 
     assert rows(a) == rows(b)
-    assert sorted(p.name for p in (a / "plots").iterdir()) == sorted(p.name for p in (b / "plots").iterdir())
+    assert sorted(p.name for p in (a / "plots").glob("*")) == sorted(p.name for p in (b / "plots").glob("*"))
 
 
 def max_difference(a: dict, b: dict) -> float:
@@ -218,7 +227,7 @@ class TrainedRuns:
         key = (epochs, tuple(sorted(settings.items())))
         if key not in self._made:
             out = self.root / f"e{epochs}_{len(self._made)}"
-            config = self.mnist.config(out, epochs=epochs, **settings)
+            config = self.mnist.config(out, epochs=epochs, **{"plots": True, **settings})  # trained once: with plots
             self._made[key] = train(config, runtime=self.runtime, progress=False).run_dir
         source = self._made[key]
         dest = Path(dest) if dest is not None else self.mnist.run(epochs=epochs, **settings)
@@ -235,7 +244,7 @@ def trained(tmp_path_factory, mnist, runtime) -> TrainedRuns:
 # --- fault-injected runs for test_reliability.py ------------------------------------------------------
 
 DRIVER = Path(__file__).with_name("fault_driver.py")
-TWO_EPOCHS = tiny(epochs=2)  # 4 steps an epoch
+TWO_EPOCHS = tiny(epochs=2, plots=True)  # 4 steps an epoch; the plots are among what must not be lost
 KILL_POINTS = {
     "mid-epoch-1": ["step", "3"],
     "mid-epoch-2": ["step", "6"],

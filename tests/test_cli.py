@@ -14,11 +14,16 @@ from centerloss_cli.runfiles import read_metrics
 
 
 def test_one_epoch_run_writes_every_file(run_path, run_cli, mnist):
+    """--no-plots (the tests' default) saves everything but the plots; --plots on the finished run draws them."""
     result = run_cli("train", *mnist.args, *TINY)
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output and str(run_path) in result.output
+    assert f"--no-plots: centerloss plot {run_path} [--curves] draws them" in result.output
+    assert not (run_path / "plots").exists()
+    again = run_cli("train", *mnist.args, *tiny(plots=True), "--resume")  # trains nothing: draws what is missing
+    assert again.exit_code == 0 and "plots/)" in again.output, again.output
     for f in ["config.json", "metrics.csv", "checkpoint.pt", "features/epoch_001.npz",
-              "plots/train_epoch_001.png", "plots/test_epoch_001.png"]:
+              "plots/train_epoch_001.png", "plots/test_epoch_001.png", "plots/curves.png"]:
         assert (run_path / f).is_file() and (run_path / f).stat().st_size > 0, f
     assert not [p for p in run_path.rglob("*") if ".tmp" in p.name]
     config = json.loads((run_path / "config.json").read_text())
@@ -142,13 +147,13 @@ def test_resume_is_exact_whatever_the_thread_count(run_cli, mnist):
 
 def test_the_schedule_is_exactly_iterations_steps_with_a_last_partial_epoch(run_cli, mnist):
     """64 images in batches of 16 are 4 steps an epoch: 10 iterations are epochs of 4, 4 and 2 steps,
-    and the partial third is evaluated and plotted like the others."""
+    and the partial third is evaluated and saved like the others."""
     result = run_cli("train", *mnist.args, *tiny(epochs=None, iterations=10))
     assert result.exit_code == 0, result.output
     run = mnist.run(epochs=None, iterations=10)
     rows = read_metrics(run)
     assert [(r["epoch"], r["step"]) for r in rows] == [(1, 4), (2, 8), (3, 10)]
-    assert (run / "plots" / "test_epoch_003.png").is_file() and (run / "features" / "epoch_003.npz").is_file()
+    assert (run / "features" / "epoch_003.npz").is_file()
     again = run_cli("train", *mnist.args, *tiny(epochs=None, iterations=12), "--resume")  # 2 more steps
     assert again.exit_code == 0, again.output
     # Epoch 3 was finished early as the last one; the 2 steps more make an epoch 4 that ends on the grid.
@@ -237,7 +242,7 @@ def test_tensorboard_logs_scalars_and_the_scatter_or_says_what_to_install(run_pa
         assert not run_path.exists()  # refused before anything was written
         return
     logged = run_cli("train", *mnist.args, *TINY, "--tensorboard")
-    assert logged.exit_code == 0 and "features/, plots/, tensorboard/)" in logged.output
+    assert logged.exit_code == 0 and "features/, tensorboard/)" in logged.output
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_path / "tensorboard")).Reload()

@@ -49,7 +49,8 @@ def test_overwrite_deletes_the_tools_files_only_file_by_file(run_path, run_cli, 
     result = run_cli("train", *mnist.args, *TINY, "--overwrite")
     assert result.exit_code == 0, result.output
     assert all(path.read_bytes() == data for path, data in mine.items())
-    assert (run_path / "plots" / "test_epoch_001.png").is_file() and len(read_metrics(run_path)) == 1
+    assert len(read_metrics(run_path)) == 1 and (run_path / "features" / "epoch_001.npz").is_file()
+    assert not (run_path / "plots" / "test_epoch_001.png").exists()  # the old run's plot went (this one has none)
 
 
 def test_a_resume_deletes_no_file_of_the_users_that_looks_like_a_temp_file(run_path, run_cli, mnist, trained):

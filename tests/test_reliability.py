@@ -412,7 +412,7 @@ def test_damaged_features_cost_their_plots_only(run_path, run_cli, mnist, traine
     plot = run_cli("plot", run_path)
     assert plot.exit_code != 0 and f"{features}: damaged or not a features file" in plot.output
     shutil.rmtree(run_path / "plots")
-    resumed = run_cli("train", *mnist.args, *tiny(epochs=2), "--resume")  # epoch 1's plots cannot be redrawn
+    resumed = run_cli("train", *mnist.args, *tiny(epochs=2, plots=True), "--resume")  # epoch 1's cannot be redrawn
     assert resumed.exit_code == 0, resumed.output
     assert (run_path / "plots" / "test_epoch_002.png").is_file() and len(read_metrics(run_path)) == 2
     superscript = run_cli("plot", run_path, "--epoch", "²")
@@ -500,7 +500,7 @@ def test_a_complete_run_is_repaired_when_opened_again(run_path, run_cli, mnist, 
     (run_path / "metrics.csv").write_text(good.splitlines()[0] + "\n")  # the last row, lost
     (run_path / "plots" / "test_epoch_001.png").unlink()
     (run_path / "features" / ".epoch_002.npz.centerloss-tmp-99999999-0123456789ab").write_bytes(b"half")  # dead
-    again = run_cli("train", *mnist.args, *TINY, "--resume")
+    again = run_cli("train", *mnist.args, *tiny(plots=True), "--resume")
     assert again.exit_code == 0 and "already complete" in again.output
     assert (run_path / "metrics.csv").read_text() == good
     assert (run_path / "plots" / "test_epoch_001.png").is_file()

@@ -42,7 +42,7 @@ def test_overwrite_deletes_only_when_the_folder_is_created():
     with RunFolder.open(DEFAULTS, MNIST_FINGERPRINT, overwrite=True) as folder:
         assert (RUN / CONFIG_JSON).exists()  # opening changed nothing: data may still fail to load
         folder.create({"torch_version": "y"})
-        assert sorted(p.name for p in RUN.iterdir()) == [".centerloss", ".lock", "config.json", "features", "plots"]
+        assert sorted(p.name for p in RUN.iterdir()) == [".centerloss", ".lock", "config.json", "features"]
         assert json.loads((RUN / CONFIG_JSON).read_text())["torch_version"] == "y"
 
 
