@@ -202,7 +202,11 @@ def sweep(
     typer.echo(result.table)
     n = len(result.results)
     runs = f"{n} run{'s' if n != 1 else ''}"
-    typer.echo(f"{runs} ({result.trained_runs} trained now); figures and tables in {result.folder}/")
+    if result.results[0].config.plots:
+        typer.echo(f"{runs} ({result.trained_runs} trained now); figures and tables in {result.folder}/")
+    else:
+        typer.echo(f"no figures (--no-plots): the same sweep command with --plots draws them\n"
+                   f"{runs} ({result.trained_runs} trained now); tables in {result.folder}/")
 
 
 def sweep_values(resolved: Resolved, lambdas: str | None, alphas: str | None,

@@ -349,13 +349,13 @@ def text_std(key: str, row: dict[str, float | str]) -> str:
 
 
 def write_sweep_outputs(folder: Path, results: Sequence[RunResult], trained_runs: int = 0) -> SweepResult:
-    """grid_train.png, grid_test.png, summary.csv, summary.md and compactness.png under `folder`, and the
-    record of which runs they are made of."""
+    """summary.csv, summary.md and, unless the runs are --no-plots, grid_train.png, grid_test.png and
+    compactness.png under `folder`, and the record of which runs they are made of."""
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / RECORD, json.dumps({"runs": [r.run_dir.name for r in results]}, indent=2) + "\n")
     run_dirs = [r.run_dir for r in results]
-    dpi = results[0].config.plot_dpi
-    for split in SPLITS:
+    dpi, plots = results[0].config.plot_dpi, results[0].config.plots  # settings a sweep's runs share
+    for split in SPLITS if plots else ():
         figures.grid_of_runs(run_dirs, folder / f"grid_{split}.png", epoch="last", splits=(split,), dpi=dpi)
     rows = summary_rows(results)
     buf = io.StringIO()
@@ -365,7 +365,8 @@ def write_sweep_outputs(folder: Path, results: Sequence[RunResult], trained_runs
     atomic_write_text(folder / "summary.csv", buf.getvalue())
     table = markdown_table(rows)
     atomic_write_text(folder / "summary.md", table)
-    charts.save_compactness_plot(folder / "compactness.png", rows, dpi=dpi)
+    if plots:
+        charts.save_compactness_plot(folder / "compactness.png", rows, dpi=dpi)
     return SweepResult(folder=folder, results=list(results), rows=rows, trained_runs=trained_runs, table=table)
 
 

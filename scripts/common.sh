@@ -36,6 +36,6 @@ RUN_ARGS+=("${EXTRA[@]}")
 # The run folder that `centerloss train` printed last ("  files: DIR/ (...)"), and the sweep folder that
 # `centerloss sweep` printed ("... figures and tables in DIR/").
 run_folder() { sed -n 's|^  files: \(.*\)/ (.*|\1|p' <<<"$1" | tail -1; }
-sweep_folder() { sed -n 's|.*figures and tables in \(.*\)/$|\1|p' <<<"$1" | tail -1; }
+sweep_folder() { sed -n 's|.*tables in \(.*\)/$|\1|p' <<<"$1" | tail -1; }
 # The name the results of a config go under: "fast" for CONFIG=fast or configs/fast.toml, "paper" without one.
 config_label() { local name; name=$(basename "${CONFIG:-paper}"); echo "${name%.toml}"; }

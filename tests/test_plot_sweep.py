@@ -48,8 +48,9 @@ def test_plot_redraws_from_saved_features_without_training(run_cli, mnist, train
 
 
 def test_a_sweep_in_parallel_or_not_its_tables_and_its_grid(run_cli, mnist):
-    """`sweep --jobs 2` and a sequential sweep give the same runs; a sweep writes its figures and tables,
-    trains nothing when called again, and its runs make a grid ordered by lambda, in every format."""
+    """`sweep --jobs 2` and a sequential sweep give the same runs; a sweep writes its tables, trains nothing
+    when called again, then with --plots draws its figures, and its runs make a grid ordered by lambda, in
+    every format."""
     args = ["sweep", "--lambda", "0.1,0", "--alpha", "0.5", *mnist.args, *TINY]  # not in order, on purpose
     parallel = run_cli(*args, "--jobs", "2", "--output-dir", "par")
     assert parallel.exit_code == 0, parallel.output
@@ -63,16 +64,19 @@ def test_a_sweep_in_parallel_or_not_its_tables_and_its_grid(run_cli, mnist):
 
     (folder,) = Path("outputs/sweeps").iterdir()  # named from the values and the settings its runs share
     assert folder.name.startswith("lambda0.1-0_alpha0.5_seed0_b16_n64_test32_plot32")
-    for f in ("grid_train.png", "grid_test.png", "summary.csv", "summary.md", "compactness.png"):
-        assert (folder / f).is_file(), f
+    assert "no figures (--no-plots): the same sweep command with --plots draws them" in first.output
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        "summary.csv", "summary.md", "sweep.json"]
     rows = list(csv.DictReader(open(folder / "summary.csv")))
     assert [float(r["lambda"]) for r in rows] == [0.0, 0.1]
     assert {"test_acc", "train_ratio", "test_ratio", "test_intra", "test_inter"} <= set(rows[0])
     checkpoints = {p: p.stat().st_mtime_ns for p in Path("outputs").glob("lambda*/checkpoint.pt")}
     assert len(checkpoints) == 2
-    second = run_cli(*args)
+    second = run_cli(*args, "--plots")
     assert second.exit_code == 0, second.output
-    assert "2 runs (0 trained now)" in second.output
+    assert "2 runs (0 trained now); figures and tables in" in second.output
+    for f in ("grid_train.png", "grid_test.png", "compactness.png"):
+        assert (folder / f).is_file(), f
     assert checkpoints == {p: p.stat().st_mtime_ns for p in Path("outputs").glob("lambda*/checkpoint.pt")}
 
     runs = [f"outputs/{n}" for n in names]
@@ -171,7 +175,6 @@ def test_a_sweep_over_seeds_adds_mean_and_std_rows(run_cli, mnist):
     assert max_difference(checkpoint(Path("alone") / name), checkpoint(Path("outputs") / name)) < 1e-3
     table = (folder / "summary.md").read_text()
     assert "| 0.1 | 0.5 | mean ± std (2 seeds) |" in table and " ± " in table.splitlines()[-1]
-    assert (folder / "compactness.png").stat().st_size > 0
     # In a grid, runs of one lambda and alpha are told apart by their seed; runs of distinct settings are not.
     panels, _ = grid_panels(sorted(Path("outputs").glob("lambda0.1_*")), "last", ("test",))
     assert [p[3].split("\n")[0] for p in panels] == ["λ = 0.1, α = 0.5, seed 0", "λ = 0.1, α = 0.5, seed 1"]
