@@ -14,7 +14,7 @@ def test_stacked_runs_match_sequential_runs(mnist, tmp_path, monkeypatch, runtim
     # 32 images: 2 steps an epoch, and 2 epochs, so the runs are restacked once from their states.
     members = [{"lambda": 0.0, "alpha": 0.5}, {"lambda": 0.1, "alpha": 0.25}]
     for m in members:
-        trained.copy(2, mnist.run("seq", train_limit=32, **m), train_limit=32, **m)
+        trained.copy(2, mnist.run("seq", train_limit=32, **m), train_limit=32, plots=False, **m)
     configs = [mnist.config("bat", train_limit=32, epochs=2, **m) for m in members]
     results = train_stacked(configs, runtime=runtime, progress=False)
     assert [r.trained_epochs for r in results] == [2, 2]
