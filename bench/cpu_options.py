@@ -11,6 +11,7 @@ import statistics
 import time
 
 import torch
+from table import print_table  # bench/table.py: python bench/X.py puts bench/ on the path
 
 from centerloss_cli.config import TrainConfig
 from centerloss_cli.core.step import new_state, train_step
@@ -60,10 +61,9 @@ def main() -> None:
 
     base = results[f"default ({threads} threads)"]
     print(f"batch {args.batch_size}, median of {args.repeat} steps, torch {torch.__version__}")
-    print("| option | ms / step | images/s | vs default |")
-    print("|---|---|---|---|")
-    for name, secs in results.items():
-        print(f"| {name} | {1000 * secs:.0f} | {args.batch_size / secs:.0f} | {base / secs:.2f}x |")
+    print_table(("option", "ms / step", "images/s", "vs default"),
+                ((name, f"{1000 * secs:.0f}", f"{args.batch_size / secs:.0f}", f"{base / secs:.2f}x")
+                 for name, secs in results.items()))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from table import print_table  # bench/table.py: python bench/X.py puts bench/ on the path
 
 from centerloss_cli import commit, runfiles, training
 from centerloss_cli.config import resolve_config
@@ -203,10 +204,8 @@ def main() -> None:
     if c is not None:
         rows.append(("(c) reference loop", c, "torchvision MNIST + DataLoader(num_workers=4), loss.item() per batch"))
     print()
-    print("| measure | seconds | train images/s | detail |")
-    print("|---|---|---|---|")
-    for name, secs, detail in rows:
-        print(f"| {name} | {secs:.1f} | {n_train / secs:.0f} | {detail} |")
+    print_table(("measure", "seconds", "train images/s", "detail"),
+                ((name, f"{secs:.1f}", f"{n_train / secs:.0f}", detail) for name, secs, detail in rows))
     print()
     print(f"(b)/(a) = {b['total'] / a_total:.3f}")
     if c is not None:

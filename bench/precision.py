@@ -14,6 +14,7 @@ import statistics
 import time
 
 import torch
+from table import print_table  # bench/table.py: python bench/X.py puts bench/ on the path
 
 from centerloss_cli.config import TrainConfig
 from centerloss_cli.core.precision import autocast
@@ -63,11 +64,11 @@ def main() -> None:
     print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"--precision auto takes {resolve_precision('auto', cpu)} here")
     print(f"median of {args.repeat} interleaved rounds; batch {args.batch_size}, evaluation forward of 1,000 images")
-    print("| what | fp32 ms | bf16 ms | fp32 / bf16 |")
-    print("|---|---|---|---|")
+    rows = []
     for what, label in (("step", f"training step (batch {args.batch_size})"), ("forward", "evaluation forward")):
         fp32, bf16 = (1000 * statistics.median(times[what, p]) for p in PRECISIONS)
-        print(f"| {label} | {fp32:.0f} | {bf16:.0f} | {fp32 / bf16:.2f}x |")
+        rows.append((label, f"{fp32:.0f}", f"{bf16:.0f}", f"{fp32 / bf16:.2f}x"))
+    print_table(("what", "fp32 ms", "bf16 ms", "fp32 / bf16"), rows)
 
 
 if __name__ == "__main__":

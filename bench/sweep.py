@@ -10,6 +10,7 @@ import tempfile
 import time
 
 import torch
+from table import print_table  # bench/table.py: python bench/X.py puts bench/ on the path
 
 from centerloss_cli.config import resolve_config
 from centerloss_cli.devices import resolve_device
@@ -58,10 +59,9 @@ def main() -> None:
 
     one = timings["one run"]
     print()
-    print("| what | seconds | / one run | / (K x one run) |")
-    print("|---|---|---|---|")
-    for name, secs in timings.items():
-        print(f"| {name} | {secs:.1f} | {secs / one:.2f} | {secs / (args.k * one):.2f} |")
+    print_table(("what", "seconds", "/ one run", "/ (K x one run)"),
+                ((name, f"{secs:.1f}", f"{secs / one:.2f}", f"{secs / (args.k * one):.2f}")
+                 for name, secs in timings.items()))
 
 
 if __name__ == "__main__":
