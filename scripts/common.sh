@@ -37,5 +37,10 @@ RUN_ARGS+=("${EXTRA[@]}")
 # `centerloss sweep` printed ("... figures and tables in DIR/").
 run_folder() { sed -n 's|^  files: \(.*\)/ (.*|\1|p' <<<"$1" | tail -1; }
 sweep_folder() { sed -n 's|.*tables in \(.*\)/$|\1|p' <<<"$1" | tail -1; }
+# What a sweep folder holds: its tables, and its figures unless its runs were --no-plots.
+sweep_files() {
+  if [[ -f $1/grid_test.png ]]; then echo "grid_test.png, grid_train.png, compactness.png, summary.md"
+  else echo "summary.md; no figures, as its runs are --no-plots"; fi
+}
 # The name the results of a config go under: "fast" for CONFIG=fast or configs/fast.toml, "paper" without one.
 config_label() { local name; name=$(basename "${CONFIG:-paper}"); echo "${name%.toml}"; }

@@ -35,10 +35,10 @@ if [[ " $PARTS " == *" figure2 "* ]]; then
 fi
 if [[ " $PARTS " == *" figure3 "* ]]; then
   out=$(part reproduce_figure3.sh)
-  args+=(--lambda-sweep "$(sed -n 's|^Figure 3: \(.*\)/grid_test.png .*|\1|p' <<<"$out")")
+  args+=(--lambda-sweep "$(sed -n 's|^Figure 3: \(.*\)/ (.*|\1|p' <<<"$out")")
 fi
 if [[ " $PARTS " == *" alpha "* ]]; then
   out=$(part sweep_alpha.sh)
-  args+=(--alpha-sweep "$(sed -n 's|^Alpha sweep: \(.*\)/grid_test.png.*|\1|p' <<<"$out")")
+  args+=(--alpha-sweep "$(sed -n 's|^Alpha sweep: \(.*\)/ (.*|\1|p' <<<"$out")")
 fi
 "${PYTHON[@]}" "$here/paper_figures.py" "${args[@]}"

@@ -9,4 +9,4 @@ LAMBDAS=${LAMBDAS:-0,0.0001,0.001,0.01,0.1}
 # The sweep's folder is named from its values and settings: a quick look and the full sweep never share one.
 out=$("${CENTERLOSS[@]}" sweep --lambda "$LAMBDAS" --alpha 0.5 --seed "$SEEDS" "${RUN_ARGS[@]}" | tee -a /dev/stderr)
 folder=$(sweep_folder "$out")
-echo "Figure 3: $folder/grid_test.png and grid_train.png (table: summary.md, compactness.png)"
+echo "Figure 3: $folder/ ($(sweep_files "$folder"))"

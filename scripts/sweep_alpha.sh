@@ -7,4 +7,4 @@ ALPHAS=${ALPHAS:-0.01,0.1,0.5,1}
 
 out=$("${CENTERLOSS[@]}" sweep --lambda 0.01 --alpha "$ALPHAS" --seed "$SEEDS" "${RUN_ARGS[@]}" | tee -a /dev/stderr)
 folder=$(sweep_folder "$out")
-echo "Alpha sweep: $folder/grid_test.png, grid_train.png, summary.md, compactness.png"
+echo "Alpha sweep: $folder/ ($(sweep_files "$folder"))"
