@@ -34,7 +34,7 @@ read -r -a EXTRA <<<"$EXTRA_ARGS"
 RUN_ARGS+=("${EXTRA[@]}")
 
 # The run folder that `centerloss train` printed last ("  files: DIR/ (...)"), and the sweep folder that
-# `centerloss sweep` printed ("... figures and tables in DIR/").
+# `centerloss sweep` printed ("... tables in DIR/", "figures and tables" unless --no-plots).
 run_folder() { sed -n 's|^  files: \(.*\)/ (.*|\1|p' <<<"$1" | tail -1; }
 sweep_folder() { sed -n 's|.*tables in \(.*\)/$|\1|p' <<<"$1" | tail -1; }
 # What a sweep folder holds: its tables, and its figures unless its runs were --no-plots.
