@@ -147,13 +147,13 @@ def test_resume_is_exact_whatever_the_thread_count(run_cli, mnist):
 
 def test_the_schedule_is_exactly_iterations_steps_with_a_last_partial_epoch(run_cli, mnist):
     """64 images in batches of 16 are 4 steps an epoch: 10 iterations are epochs of 4, 4 and 2 steps,
-    and the partial third is evaluated and saved like the others."""
-    result = run_cli("train", *mnist.args, *tiny(epochs=None, iterations=10))
+    and the partial third is evaluated and plotted like the others."""
+    result = run_cli("train", *mnist.args, *tiny(epochs=None, iterations=10, plots=True))
     assert result.exit_code == 0, result.output
     run = mnist.run(epochs=None, iterations=10)
     rows = read_metrics(run)
     assert [(r["epoch"], r["step"]) for r in rows] == [(1, 4), (2, 8), (3, 10)]
-    assert (run / "features" / "epoch_003.npz").is_file()
+    assert (run / "plots" / "test_epoch_003.png").is_file() and (run / "features" / "epoch_003.npz").is_file()
     again = run_cli("train", *mnist.args, *tiny(epochs=None, iterations=12), "--resume")  # 2 more steps
     assert again.exit_code == 0, again.output
     # Epoch 3 was finished early as the last one; the 2 steps more make an epoch 4 that ends on the grid.
