@@ -35,7 +35,7 @@ demo: venv
 # without label smoothing so that lambda = 0 shows softmax alone (docs/results.md says why), then the
 # paper's own solver, one seed, Figure 2 and Figure 3.
 paper: venv
-	CONFIG=fast SEEDS=0,1,2 EXTRA_ARGS="--label-smoothing 0 $(EXTRA_ARGS)" DOCS_DIR=docs/results/fast \
+	CONFIG=fast SEEDS=0,1,2 EXTRA_ARGS="$(strip --label-smoothing 0 $(EXTRA_ARGS))" DOCS_DIR=docs/results/fast \
 	  scripts/reproduce_all.sh
 	CONFIG=paper SEEDS=0 PARTS="figure2 figure3" EXTRA_ARGS="$(EXTRA_ARGS)" DOCS_DIR=docs/results/paper \
 	  scripts/reproduce_all.sh

@@ -300,9 +300,10 @@ def grid_panels(run_dirs: Sequence[str | os.PathLike], epoch: str = "last", spli
     # Runs of one lambda and alpha (a sweep over seeds) are told apart by their seed.
     labels = [settings_text(f.lam, f.alpha) for f, _ in chosen]
     seeded = len(set(labels)) < len(labels)
-    suffix = len(splits) > 1
+    # Beside each other, each panel names its split: its accuracy does, except in files of earlier versions.
+    named = lambda f, s: len(splits) == 1 or accuracy_text(f, s).startswith(s)  # noqa: E731
     panels = [(*f.split(s), shown_centers(f, centers), panel_title(f, s, seed if seeded else None)
-               + (f" ({s})" if suffix else "")) for f, seed in chosen for s in splits]
+               + ("" if named(f, s) else f" ({s})")) for f, seed in chosen for s in splits]
     return panels, [f for f, _ in chosen]
 
 

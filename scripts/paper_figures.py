@@ -56,10 +56,10 @@ class Sweep:
     def at(self, value: float) -> list[dict]:
         return [r for r in self.rows if r[self.key] == value]
 
-    def first_seed_runs(self) -> list[Path]:
-        """One run per value, the smallest seed's: the grid shows one panel per value."""
+    def first_seed_rows(self) -> list[dict]:
+        """One run per value, the smallest seed's: the grid shows one panel per value, the curves a line."""
         seed = min(r["seed"] for r in self.rows)
-        return [self.run_dir(r) for r in self.rows if r["seed"] == seed]
+        return [r for r in self.rows if r["seed"] == seed]
 
 
 def mean_std(rows: list[dict], key: str) -> tuple[float, float]:
@@ -83,18 +83,20 @@ def table(sweep: Sweep) -> list[str]:
 
 def beyond_spread(sweep: Sweep, key: str = "test_ratio") -> list[str]:
     """For each step to the next value, whether `key` moves by more than the seeds' spread: the intervals
-    mean ± std of the two values do not overlap."""
+    mean ± std of the two values do not overlap. A value with one seed has no spread: only the direction."""
     values, lines = sweep.values(), []
     for a, b in zip(values, values[1:]):
         (ma, sa), (mb, sb) = mean_std(sweep.at(a), key), mean_std(sweep.at(b), key)
-        if mb + sb < ma - sa:
-            verdict = "falls, beyond the spread of the seeds"
+        if min(len(sweep.at(a)), len(sweep.at(b))) < 2:
+            verdict = f"{'falls' if mb < ma else 'rises'} ({ma:.3f} → {mb:.3f}; one seed, so no spread to compare)"
+        elif mb + sb < ma - sa:
+            verdict = f"falls, beyond the spread of the seeds ({ma:.3f} ± {sa:.3f} → {mb:.3f} ± {sb:.3f})"
         elif mb - sb > ma + sa:
-            verdict = "rises, beyond the spread of the seeds"
+            verdict = f"rises, beyond the spread of the seeds ({ma:.3f} ± {sa:.3f} → {mb:.3f} ± {sb:.3f})"
         else:
-            verdict = "moves within the spread of the seeds: no difference shown"
-        lines.append(f"- {SYMBOL[sweep.key]} {a:g} → {b:g}: the test ratio {verdict} "
-                     f"({ma:.3f} ± {sa:.3f} → {mb:.3f} ± {sb:.3f}).")
+            verdict = (f"moves within the spread of the seeds: no difference shown "
+                       f"({ma:.3f} ± {sa:.3f} → {mb:.3f} ± {sb:.3f})")
+        lines.append(f"- {SYMBOL[sweep.key]} {a:g} → {b:g}: the test ratio {verdict}.")
     return lines
 
 
@@ -143,17 +145,25 @@ def figure2_section(out: Path, run: Path) -> list[str]:
 
 
 def sweep_section(out: Path, sweep: Sweep) -> list[str]:
-    """A sweep's grid (one panel per value, the first seed), its chart, its table and what they show."""
+    """A sweep's grid (one panel per value, the first seed), its charts, its table and what they show."""
     name, symbol = ("figure3", "λ") if sweep.key == "lambda" else ("alpha", "α")
     title = "Figure 3: the λ family at α = 0.5" if sweep.key == "lambda" else "The α sweep at λ = 0.01"
-    seed = min(r["seed"] for r in sweep.rows)
-    figures.grid_of_runs(sweep.first_seed_runs(), out / f"{name}_grid.png", splits=("test",))
+    firsts = sweep.first_seed_rows()
+    seed, runs = firsts[0]["seed"], [sweep.run_dir(r) for r in firsts]
+    figures.grid_of_runs(runs, out / f"{name}_grid.png", splits=("test",))
     charts.save_compactness_plot(out / f"{name}_compactness.png", sweep.rows, panels=PANELS)
+    charts.save_curves(out / f"{name}_curves.png",
+                       [(f"{symbol} = {r[sweep.key]:g}", read_metrics(run)) for r, run in zip(firsts, runs)])
+    seeds = sorted({r["seed"] for r in sweep.rows})
+    several = len(seeds) > 1
+    over = "mean ± std over the seeds" if several else f"seed {seed} alone, so no error bars"
     return [f"## {title}", "",
             *figure(f"{name}_grid.png", f"One panel per {symbol}: test features at the last epoch, seed {seed}"),
             *figure(f"{name}_compactness.png", f"Test ratio, accuracy, intra and inter distance against {symbol}: "
-                                               "mean ± std over the seeds"),
-            "Mean ± std over the seeds:", "", *table(sweep), "",
+                                               f"{over}"),
+            *figure(f"{name}_curves.png", f"Epoch by epoch, one line per {symbol}, seed {seed}: losses, accuracy "
+                                          "and compactness (solid test, dashed train)"),
+            "Mean ± std over the seeds:" if several else f"One run per value, seed {seed}:", "", *table(sweep), "",
             f"Does the test ratio move with {symbol} beyond the spread of the seeds? Each step to the next value:",
             "", *beyond_spread(sweep), ""]
 

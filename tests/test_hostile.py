@@ -21,6 +21,8 @@ from centerloss_cli.errors import CenterLossError
 from centerloss_cli.runfiles import read_metrics
 from centerloss_cli.storage import TEMP_MARK
 
+SCRIPTS = Path(__file__).parent.parent / "scripts"
+
 # --- the five data-loss paths --------------------------------------------------------------------------
 
 def test_a_resume_without_config_json_trains_with_the_checkpoints_settings(run_path, run_cli, mnist, trained):
@@ -104,7 +106,7 @@ def test_a_sweep_of_other_runs_never_writes_over_another_sweeps_outputs(run_cli,
 
 @in_background("reproduce figure 2")
 def reproduce_figure2(cwd: Path, mnist):
-    script = Path(__file__).parent.parent / "scripts" / "reproduce_figure2.sh"
+    script = SCRIPTS / "reproduce_figure2.sh"
     return run_process(["bash", str(script)], cwd, {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OUTPUT_DIR": "out",
         "EXTRA_ARGS": " ".join([*mnist.args, *TINY]), "DEVICE": "cpu"})
@@ -344,7 +346,7 @@ ENTRY_POINT_SETTINGS = {"LAMBDAS": "0,0.01", "ALPHAS": "0.1,0.5", "SEEDS": "0,1"
 def reproduce_all(cwd: Path, mnist):
     """The docs' one command, tiny. (That a second call trains nothing is the sweeps' and train --resume's
     own promise, tested in test_plot_sweep and test_cli: a second call here would cost 20 s of processes.)"""
-    script = Path(__file__).parent.parent / "scripts" / "reproduce_all.sh"
+    script = SCRIPTS / "reproduce_all.sh"
     env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **ENTRY_POINT_SETTINGS,
            "EXTRA_ARGS": " ".join([*mnist.args, *TINY])}
     return run_process(["bash", str(script)], cwd, env)
@@ -355,8 +357,8 @@ def test_the_one_command_writes_every_figure_and_table_of_the_results_page(backg
     assert first.returncode == 0, first.stderr[-3000:]
     assert "4 runs (2 trained now)" in first.stdout + first.stderr  # the alpha sweep reuses two of Figure 3's
     docs = cwd / "docs"
-    promised = ["figure2.png", "figure3_grid.png", "figure3_compactness.png", "alpha_grid.png",
-                "alpha_compactness.png"]
+    promised = ["figure2.png", *(f"{sweep}_{figure}.png" for sweep in ("figure3", "alpha")
+                                 for figure in ("grid", "compactness", "curves"))]
     assert sorted(p.name for p in docs.iterdir()) == sorted(["README.md", *promised])
     page = (docs / "README.md").read_text()
     for name in promised:
@@ -368,6 +370,23 @@ def test_the_one_command_writes_every_figure_and_table_of_the_results_page(backg
     assert "- λ 0 → 0.01: the test ratio " in page and "- α 0.1 → 0.5: the test ratio " in page
     runs = [line for line in page.splitlines() if line.startswith("| `lambda")]
     assert len(runs) == 6 and all("_lr0.1_" in r for r in runs)  # the fast recipe's settings, every run
+
+
+def test_the_results_page_claims_no_spread_where_a_value_has_one_seed(monkeypatch):
+    """The paper's page, one seed a value, said "falls, beyond the spread of the seeds (0.169 ± 0.000 → ...)":
+    a spread of one seed is none."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paper_figures", SCRIPTS / "paper_figures.py")
+    page = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "paper_figures", page)  # its dataclass looks itself up there
+    spec.loader.exec_module(page)
+    row = lambda lam, seed, ratio: {"lambda": lam, "seed": seed, "test_ratio": ratio}  # noqa: E731
+    one = page.Sweep(Path("."), [row(0, 0, 0.169), row(0.1, 0, 0.034)], "lambda")
+    assert page.beyond_spread(one) == ["- λ 0 → 0.1: the test ratio falls (0.169 → 0.034; one seed, so no "
+                                       "spread to compare)."]
+    two = page.Sweep(Path("."), [*one.rows, row(0, 1, 0.171), row(0.1, 1, 0.036)], "lambda")
+    assert "falls, beyond the spread of the seeds (0.170 ± 0.001 → 0.035 ± 0.001)" in page.beyond_spread(two)[0]
 
 
 def test_a_sweep_of_no_values_is_one_line_and_writes_nothing(tmp_path, mnist):

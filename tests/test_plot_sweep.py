@@ -1,4 +1,5 @@
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ from PIL import Image
 
 from centerloss_cli.config import DEFAULTS
 from centerloss_cli.figures import grid_panels
+from centerloss_cli.runfiles import load_features, save_features
 from centerloss_cli.sweep import default_sweep_name, parse_values, sweep_configs
 
 TWO_EPOCHS = tiny(epochs=2)
@@ -95,8 +97,13 @@ def test_a_sweep_in_parallel_or_not_its_tables_and_its_grid(run_cli, mnist):
     both = run_cli("plot", runs[0], "--grid", "--split", "both", "-o", "pair.png")
     assert both.exit_code == 0, both.output
     pair, _ = grid_panels(runs[:1], "last", ("train", "test"))
-    assert [p[3].endswith(s) for p, s in zip(pair, ["(train)", "(test)"])] == [True, True]
-    assert "train acc" in pair[0][3] and "test acc" in pair[1][3]  # a train panel gives the train accuracy
+    # each panel names its split once: a train panel by its train accuracy, a test panel by the test's
+    assert [p[3].split("\n")[1].split(", ")[1].split(" acc")[0] for p in pair] == ["train", "test"]
+    assert [p[3].count(s) for p, s in zip(pair, ["train", "test"])] == [1, 1]
+    old = replace(load_features(runs[0], 1), train_acc=None)  # a file of a version that kept no train accuracy
+    save_features(Path(runs[0]), old)
+    pair, _ = grid_panels(runs[:1], "last", ("train", "test"))
+    assert pair[0][3].endswith(f"test acc {100 * old.test_acc:.2f}% (train)") and pair[1][3].endswith("%")
     bad = run_cli("plot", *runs, "--grid", "--split", "test", "-o", "fig.jpg")
     assert bad.exit_code != 0 and "fig.jpg" in bad.output
 
