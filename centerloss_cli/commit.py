@@ -101,12 +101,12 @@ def stopped(runs: list[Run], rt: Runtime, where: str, save: bool = True) -> Inte
         with rt.stop.writing():
             for s in states:
                 save_checkpoint(s)
-    return Interrupted(f"{describe(rt.stop.signum)} {where}; {saved(rt.voice, states[0].config, len(states))}",
-                       signum=rt.stop.signum)
+    return Interrupted(f"{describe(rt.stop.signum)} {where}; {saved(len(states))}", rt.stop.signum,
+                       resume=rt.voice.resume_command(states[0].config))
 
 
-def saved(voice: Voice, config: Any, k: int) -> str:
-    return ("checkpoint saved" if k == 1 else "checkpoints saved") + ". Resume with: " + voice.resume_command(config)
+def saved(k: int) -> str:
+    return "checkpoint saved" if k == 1 else "checkpoints saved"
 
 
 @contextmanager
@@ -118,8 +118,8 @@ def stop_now_while_training(rt: Runtime, config: Any, k: int, epoch: int) -> Ite
     except KeyboardInterrupt:
         kept = "its last checkpoint" if k == 1 else "their last checkpoints"
         raise Interrupted(f"interrupted again in epoch {epoch}: stopped at once; the run resumes from {kept}, "
-                          f"training again what followed. Resume with: {rt.voice.resume_command(config)}",
-                          signum=signal.SIGINT) from None
+                          "training again what followed", signal.SIGINT,
+                          resume=rt.voice.resume_command(config)) from None
 
 
 @contextmanager
@@ -135,8 +135,8 @@ def stop_now_while_evaluating(runs: list[Run], rt: Runtime, epoch: int) -> Itera
                 if s.epoch < epoch:
                     save_checkpoint(s)
         raise Interrupted(f"interrupted again while evaluating epoch {epoch}: stopped at once; "
-                          f"{saved(rt.voice, states[0].config, len(states))} (it evaluates the epoch first)",
-                          signum=signal.SIGINT) from None
+                          f"{saved(len(states))} (it evaluates the epoch first)", signal.SIGINT,
+                          resume=rt.voice.resume_command(states[0].config)) from None
 
 
 def epoch_line(state: TrainState, total_epochs: int, name: bool = False) -> str:

@@ -48,12 +48,12 @@ class SweepFailed(CenterLossError):
 class Interrupted(CenterLossError):
     """A stop signal: the run stopped at a batch boundary and saved its checkpoint. The exit code is the
     shell's for that signal, 128 + its number: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP, 140 for
-    SIGUSR2."""
+    SIGUSR2. `resume` is the call that continues the work, kept apart so that a sweep can say its own."""
 
-    def __init__(self, message: str, signum: int = 2):
-        super().__init__(message)
-        self.signum = signum
+    def __init__(self, message: str, signum: int = 2, resume: str = ""):
+        super().__init__(f"{message}. Resume with: {resume}" if resume else message)
+        self.message, self.signum, self.resume = message, signum, resume
         self.exit_code = 128 + signum
 
     def __reduce__(self):  # survives the pipe from a sweep worker with its signal
-        return (type(self), (str(self), self.signum))
+        return (type(self), (self.message, self.signum, self.resume))

@@ -55,6 +55,9 @@ class RunResult:
         return self.history[-1] if self.history else {}
 
 
+SWEEP_AGAIN = "the same sweep command again"  # how a sweep is resumed: it skips what is finished
+
+
 @dataclass(frozen=True)
 class Voice:
     """How refusals and hints name what the caller can do: flags for the command line, arguments for a
@@ -72,7 +75,7 @@ class Voice:
     def resume_command(self, config: TrainConfig) -> str:
         """The call that continues this run; on the command line quoted so that it pastes into a shell."""
         if self.sweep:
-            return "the same sweep command again"
+            return SWEEP_AGAIN
         if self.python:
             return "train(config, resume=True)"
         return shlex.join(["centerloss", "train", "--resume", "--output-dir", config.output_dir, "--name",

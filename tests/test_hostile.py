@@ -334,8 +334,9 @@ def test_the_errors_cross_a_pipe_whole():
     """A sweep worker's Interrupted reaches its sweep with its signal, so the exit code is the signal's."""
     from centerloss_cli.errors import Interrupted
 
-    e = pickle.loads(pickle.dumps(Interrupted("stopped", signal.SIGTERM)))
-    assert (str(e), e.signum, e.exit_code) == ("stopped", signal.SIGTERM, 143)
+    e = pickle.loads(pickle.dumps(Interrupted("stopped", signal.SIGTERM, resume="the same sweep command again")))
+    assert (e.message, e.signum, e.exit_code) == ("stopped", signal.SIGTERM, 143)
+    assert str(e) == "stopped. Resume with: the same sweep command again"
 
 
 ENTRY_POINT_SETTINGS = {"LAMBDAS": "0,0.01", "ALPHAS": "0.1,0.5", "SEEDS": "0,1", "DEVICE": "cpu",

@@ -191,7 +191,7 @@ def test_a_stopped_parallel_sweep_leaves_no_orphans_and_starts_no_queued_run(bac
         errors = [line for line in output.splitlines() if line.startswith("Error:")]
         assert len(errors) == 1 and f"(pid {workers[0]}) died (killed by signal 9) while training" in errors[0], output
     elif how != "kill -9 of the parent":
-        assert "the same sweep command again" in output and "the same sweep again" not in output
+        assert output.count("Resume with: the same sweep command again") == 1, output  # said once
     folders = sorted(p.name for p in (cwd / "outputs").iterdir() if p.name != "sweeps")  # held from its start
     assert len(folders) == 2, folders  # the queued third run never started
     killed = output.split("while training ")[1].split(";")[0] if how == "kill -9 of a worker" else None
@@ -220,7 +220,7 @@ def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(run_path, fault_runs, r
     cwd, stopped = fault_runs["sigint sweep"]
     monkeypatch.chdir(cwd)
     assert stopped.returncode == 130, stopped.stdout[-2000:]
-    assert "the same sweep command again" in stopped.stdout and "the same sweep again" not in stopped.stdout
+    assert stopped.stdout.count("Resume with: the same sweep command again") == 1, stopped.stdout[-2000:]
     assert "Error:" not in stopped.stdout  # a stop the user asked for is no error
     assert not mnist.run(**{"lambda": 0.1}).exists()  # the second run never started
     again = run_cli(*SWEEP, *mnist.args, *TWO_EPOCHS)
