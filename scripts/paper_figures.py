@@ -87,15 +87,15 @@ def beyond_spread(sweep: Sweep, key: str = "test_ratio") -> list[str]:
     values, lines = sweep.values(), []
     for a, b in zip(values, values[1:]):
         (ma, sa), (mb, sb) = mean_std(sweep.at(a), key), mean_std(sweep.at(b), key)
+        spread = f"({ma:.3f} ± {sa:.3f} → {mb:.3f} ± {sb:.3f})"
         if min(len(sweep.at(a)), len(sweep.at(b))) < 2:
             verdict = f"{'falls' if mb < ma else 'rises'} ({ma:.3f} → {mb:.3f}; one seed, so no spread to compare)"
         elif mb + sb < ma - sa:
-            verdict = f"falls, beyond the spread of the seeds ({ma:.3f} ± {sa:.3f} → {mb:.3f} ± {sb:.3f})"
+            verdict = f"falls, beyond the spread of the seeds {spread}"
         elif mb - sb > ma + sa:
-            verdict = f"rises, beyond the spread of the seeds ({ma:.3f} ± {sa:.3f} → {mb:.3f} ± {sb:.3f})"
+            verdict = f"rises, beyond the spread of the seeds {spread}"
         else:
-            verdict = (f"moves within the spread of the seeds: no difference shown "
-                       f"({ma:.3f} ± {sa:.3f} → {mb:.3f} ± {sb:.3f})")
+            verdict = f"moves within the spread of the seeds: no difference shown {spread}"
         lines.append(f"- {SYMBOL[sweep.key]} {a:g} → {b:g}: the test ratio {verdict}.")
     return lines
 
