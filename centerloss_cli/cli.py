@@ -12,7 +12,7 @@ from .config import DEFAULTS, Resolved, SlurmConfig, TrainConfig, resolve
 from .core.schedule import epochs_left, steps_per_epoch, total_steps
 from .errors import CenterLossError, Interrupted
 from .options import setting_option, training_options
-from .schema import schema
+from .schema import counted, schema
 
 if TYPE_CHECKING:
     from .runs import RunResult
@@ -200,8 +200,7 @@ def sweep(
     if result is None:  # Slurm jobs submitted, or still out
         return
     typer.echo(result.table)
-    n = len(result.results)
-    runs = f"{n} run{'s' if n != 1 else ''}"
+    runs = counted(len(result.results), "run")
     if result.results[0].config.plots:
         typer.echo(f"{runs} ({result.trained_runs} trained now); figures and tables in {result.folder}/")
     else:

@@ -190,3 +190,8 @@ def suffix_text(value: Any) -> str:
     if isinstance(value, tuple):
         return "-".join(map(str, value))
     return number_text(value) if isinstance(value, float) else str(value)
+
+
+def counted(n: int, noun: str) -> str:
+    """'1 run', '3 runs': a count as a user reads it."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")

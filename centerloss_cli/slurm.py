@@ -21,6 +21,7 @@ from .errors import CenterLossError, ConfigError, Interrupted, SweepFailed
 from .local import train_in_turn
 from .runs import RunResult, Voice
 from .runtime import Runtime, show_bars
+from .schema import counted
 from .storage import atomic_write_text
 
 SLURM_FOLDER = "slurm"  # under the sweep's folder: submitit's pickles and the jobs' logs
@@ -199,7 +200,7 @@ def run_on_slurm(folder: Path, configs: list[TrainConfig], finished: Callable[[T
         _write_jobs(folder, [j for j in records if not set(j.runs) & again] + submitted)
         live += submitted
         first, last = submitted[0].job_id, submitted[-1].job_id
-        say(f"submitted {len(submitted)} Slurm job(s) for {len(todo)} run(s): {first}"
+        say(f"submitted {counted(len(submitted), 'Slurm job')} for {counted(len(todo), 'run')}: {first}"
             + (f" .. {last}" if last != first else "") + f"; logs in {folder / SLURM_FOLDER}/")
     if live and not wait:
         say(f"follow them with: squeue -j {','.join(dict.fromkeys(j.job_id.split('_')[0] for j in live))}"
@@ -214,7 +215,7 @@ def run_on_slurm(folder: Path, configs: list[TrainConfig], finished: Callable[[T
             state = job_states(folder, [j.job_id for j in live])
             lines = [f"job {j.job_id} ({state[j.job_id]}): {job_failure(folder, j.job_id)}; "
                      f"log: {job_log(folder, j.job_id)}" for j in live if set(j.runs) & failed]
-            raise SweepFailed(f"{len(failed)} run(s) did not finish:\n  " + "\n  ".join(lines)
+            raise SweepFailed(f"{counted(len(failed), 'run')} did not finish:\n  " + "\n  ".join(lines)
                               + "\nrun the same command again to submit them again")
     return results, len(in_flight | again)
 

@@ -2,6 +2,7 @@
 (.ci/run does, before its second `make test`). Skipped where no Slurm controller answers, unless
 CENTERLOSS_TEST_SLURM=required (as .ci/run sets once Slurm is up), which makes that a failure."""
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -51,13 +52,18 @@ def same_runs(a: Path, b: Path) -> None:
     assert_same_run(a, b, threads=1)  # both trained on one thread
 
 
+def submitted_job(output: str) -> str:
+    """The first job id of 'submitted 1 Slurm job for 1 run: 12_0; logs in ...'."""
+    return re.search(r"Slurm jobs? for \d+ runs?: ([^;\s]+)", output).group(1)
+
+
 def test_a_slurm_sweep_gives_the_same_sweep_folder_as_a_local_one(run_cli, mnist, one_thread):
     sweep = ["sweep", "--lambda", "0,0.1", *mnist.args, *tiny(epochs=2)]
     local = run_cli(*sweep, "--output-dir", "local")
     assert local.exit_code == 0, local.output
     submitted = run_cli(*sweep, "--output-dir", "slurm", *ONE_CPU)
     assert submitted.exit_code == 0, submitted.output
-    assert "submitted 2 Slurm job(s) for 2 run(s)" in submitted.output and "squeue -j" in submitted.output
+    assert "submitted 2 Slurm jobs for 2 runs" in submitted.output and "squeue -j" in submitted.output
     assert not list(Path("slurm/sweeps").glob("*/summary.csv"))  # it returned once the jobs were submitted
     waited = run_cli(*sweep, "--output-dir", "slurm", *ONE_CPU, "--wait")
     assert waited.exit_code == 0, waited.output
@@ -79,7 +85,7 @@ def test_a_job_sent_sigterm_is_requeued_and_ends_bit_identical(run_cli, mnist, o
     sweep = ["sweep", "--lambda", "0.01", *mnist.args, *settings, "--output-dir", "slurm", *ONE_CPU]
     submitted = run_cli(*sweep)
     assert submitted.exit_code == 0, submitted.output
-    job = submitted.output.split("run(s): ")[1].split(";")[0].strip()
+    job = submitted_job(submitted.output)
     run = mnist.run("slurm")
     deadline = time.monotonic() + 120
     while not ((run / "metrics.csv").is_file() and len((run / "metrics.csv").read_text().splitlines()) >= 2):
@@ -97,14 +103,14 @@ def test_a_failing_job_is_reported_with_its_log_and_resubmitted(run_cli, mnist):
     sweep = ["sweep", "--lambda", "1e30", "--lr", "1e6", *mnist.args, *tiny(), *ONE_CPU]
     failed = run_cli(*sweep, "--wait")
     assert failed.exit_code == 1, failed.output
-    assert "1 run(s) did not finish" in failed.output and "(FAILED)" in failed.output
+    assert "1 run did not finish" in failed.output and "(FAILED)" in failed.output
     assert "the loss became NaN or inf at epoch 1" in failed.output
     log = Path(failed.output.split("log: ")[1].split()[0].rstrip(";"))
     assert log.is_file() and "the loss became NaN or inf" in log.read_text()
     again = run_cli(*sweep)  # the same command submits the failed run again
     assert again.exit_code == 0, again.output
     assert "did not finish" in again.output and "submitting it again" in again.output
-    subprocess.run(["scancel", again.output.split("run(s): ")[1].split(";")[0].strip()], check=True)
+    subprocess.run(["scancel", submitted_job(again.output)], check=True)
 
 
 def test_the_device_is_checked_where_the_job_runs_not_on_the_login_node(run_cli, mnist):
@@ -113,6 +119,6 @@ def test_the_device_is_checked_where_the_job_runs_not_on_the_login_node(run_cli,
     sweep = ["sweep", "--lambda", "0.01", "--device", "cuda", *mnist.args, *tiny(), *ONE_CPU]
     failed = run_cli(*sweep, "--wait")
     assert failed.exit_code == 1, failed.output
-    assert "1 run(s) did not finish" in failed.output and "this machine has no CUDA device" in failed.output
+    assert "1 run did not finish" in failed.output and "this machine has no CUDA device" in failed.output
     auto = run_cli(*sweep, "--precision", "auto")
     assert auto.exit_code == 2 and "give --precision bf16 or fp32" in auto.output
