@@ -129,7 +129,9 @@ def machine(facts: list[dict]) -> str:
     """The machine and arithmetic the runs record, and the CPU this page was written on."""
     cpu = cpu_model()
     join = lambda key: ", ".join(sorted({str(f[key]) for f in facts}))  # noqa: E731
-    return (f"Trained on {join('device')} ({cpu}, {os.cpu_count()} cores), {join('threads')} thread(s) a run, "
+    threads = join("threads")
+    return (f"Trained on {join('device')} ({cpu}, {os.cpu_count()} cores), {threads} "
+            f"{'thread' if threads == '1' else 'threads'} a run, "
             f"precision {join('precision')}, torch {join('torch')}; page written {date.today().isoformat()}.")
 
 
