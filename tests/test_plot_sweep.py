@@ -87,14 +87,15 @@ def test_a_sweep_in_parallel_or_not_its_tables_and_its_grid(run_cli, mnist):
     # the paper's Figure 2 has neither α nor centers at λ = 0; Figure 3's panels have both
     assert panels[0][3].startswith("λ = 0 (softmax only)\nepoch 1, test acc") and panels[0][2] is None
     assert panels[1][3].startswith("λ = 0.1, α = 0.5\nepoch 1, test acc") and panels[1][2].shape == (10, 2)
-    result = run_cli("plot", *runs, "--grid", "--epoch", "last", "--split", "test", "-o", "fig.pdf")
+    low = ["--dpi", "30"]  # what these figures show does not depend on it, and 200 dpi costs seconds
+    result = run_cli("plot", *runs, "--grid", "--epoch", "last", "--split", "test", "-o", "fig.pdf", *low)
     assert result.exit_code == 0, result.output
     pdf = Path("fig.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and b"/Subtype /Image" not in pdf  # vector points, not a raster image
-    assert run_cli("plot", *runs, "--grid", "--split", "train", "-o", "fig.png").exit_code == 0
+    assert run_cli("plot", *runs, "--grid", "--split", "train", "-o", "fig.png", *low).exit_code == 0
     with Image.open("fig.png") as im:
         assert im.width > im.height  # two panels side by side
-    both = run_cli("plot", runs[0], "--grid", "--split", "both", "-o", "pair.png")
+    both = run_cli("plot", runs[0], "--grid", "--split", "both", "-o", "pair.png", *low)
     assert both.exit_code == 0, both.output
     pair, _ = grid_panels(runs[:1], "last", ("train", "test"))
     # each panel names its split once: a train panel by its train accuracy, a test panel by the test's
