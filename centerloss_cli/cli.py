@@ -17,6 +17,7 @@ from .schema import counted, schema
 if TYPE_CHECKING:
     from .runs import RunResult
     from .runtime import Runtime
+    from .sweep import SweepResult
 
 SWEEP_LAMBDAS = "0,0.0001,0.001,0.01,0.1"  # the paper's Figure 3 values, and softmax alone
 
@@ -200,12 +201,21 @@ def sweep(
     if result is None:  # Slurm jobs submitted, or still out
         return
     typer.echo(result.table)
-    runs = counted(len(result.results), "run")
+    typer.echo(sweep_ending(result))
+
+
+def sweep_ending(result: "SweepResult") -> str:
+    """A finished sweep's last lines: what it trained and where its tables are, and its figures unless
+    --no-plots; then figures left by an earlier call with --plots are named as that call's."""
+    from .sweep import FIGURES
+
+    runs = f"{counted(len(result.results), 'run')} ({result.trained_runs} trained now)"
     if result.results[0].config.plots:
-        typer.echo(f"{runs} ({result.trained_runs} trained now); figures and tables in {result.folder}/")
-    else:
-        typer.echo(f"no figures (--no-plots): the same sweep command with --plots draws them\n"
-                   f"{runs} ({result.trained_runs} trained now); tables in {result.folder}/")
+        return f"{runs}; figures and tables in {result.folder}/"
+    kept = [f for f in FIGURES if (result.folder / f).is_file()]
+    figures = (f"no new figures (--no-plots): {', '.join(kept)} are from an earlier call with --plots, which "
+               "draws them anew" if kept else "no figures (--no-plots): the same sweep command with --plots draws them")
+    return f"{figures}\n{runs}; tables in {result.folder}/"
 
 
 def sweep_values(resolved: Resolved, lambdas: str | None, alphas: str | None,

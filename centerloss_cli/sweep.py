@@ -347,6 +347,9 @@ def text_std(key: str, row: dict[str, float | str]) -> str:
     return f"{100 * std:.2f}" if key == "test_acc" else f"{std:.3f}"
 
 
+FIGURES = (*(f"grid_{split}.png" for split in SPLITS), "compactness.png")  # drawn below, unless --no-plots
+
+
 def write_sweep_outputs(folder: Path, results: Sequence[RunResult], trained_runs: int = 0) -> SweepResult:
     """summary.csv, summary.md and, unless the runs are --no-plots, grid_train.png, grid_test.png and
     compactness.png under `folder`, and the record of which runs they are made of."""

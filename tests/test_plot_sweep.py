@@ -80,6 +80,9 @@ def test_a_sweep_in_parallel_or_not_its_tables_and_its_grid(run_cli, mnist):
     for f in ("grid_train.png", "grid_test.png", "compactness.png"):
         assert (folder / f).is_file(), f
     assert checkpoints == {p: p.stat().st_mtime_ns for p in Path("outputs").glob("lambda*/checkpoint.pt")}
+    third = run_cli(*args)  # --no-plots again: the figures stay, and are said to be the earlier call's
+    assert "no new figures (--no-plots): grid_train.png, grid_test.png, compactness.png are from an earlier " \
+           "call with --plots" in third.output and (folder / "grid_test.png").is_file()
 
     runs = [f"outputs/{n}" for n in names]
     panels, _ = grid_panels(runs, "last", ("test",))
