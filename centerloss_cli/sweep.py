@@ -37,6 +37,8 @@ SPREAD = ["test_acc", "train_ratio", "test_ratio"]
 SUMMARY_COLUMNS = ["lambda", "alpha", "seed", "epochs", *METRICS, *(f"{k}_std" for k in SPREAD), "run"]
 MEAN = charts.MEAN_ROW
 LAUNCHERS = ("local", "slurm")
+GRID, COMPACTNESS = "grid_{split}.png", "compactness.png"  # a sweep's figures, unless its runs are --no-plots
+FIGURES = (*(GRID.format(split=split) for split in SPLITS), COMPACTNESS)
 
 
 def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda msg: None,
@@ -214,7 +216,7 @@ def check_sweep_folder(folder: Path) -> None:
         if (p.is_symlink() and not p.exists()) or (p.exists() and not p.is_dir()):
             raise CenterLossError(f"{p} is not a folder, where the sweep's outputs go; move it away, or give "
                                   "another --output-dir or --sweep-name")
-    figures.check_figure_path(folder / "grid_test.png")
+    figures.check_figure_path(folder / GRID.format(split="test"))
     entries = contents(folder) if folder.is_dir() else set()
     if entries and not ({MARK, RECORD} & entries):
         raise CenterLossError(f"{unproven(folder, entries)} the sweep's outputs never go there; give another "
@@ -347,9 +349,6 @@ def text_std(key: str, row: dict[str, float | str]) -> str:
     return f"{100 * std:.2f}" if key == "test_acc" else f"{std:.3f}"
 
 
-FIGURES = (*(f"grid_{split}.png" for split in SPLITS), "compactness.png")  # drawn below, unless --no-plots
-
-
 def write_sweep_outputs(folder: Path, results: Sequence[RunResult], trained_runs: int = 0) -> SweepResult:
     """summary.csv, summary.md and, unless the runs are --no-plots, grid_train.png, grid_test.png and
     compactness.png under `folder`, and the record of which runs they are made of."""
@@ -358,7 +357,7 @@ def write_sweep_outputs(folder: Path, results: Sequence[RunResult], trained_runs
     run_dirs = [r.run_dir for r in results]
     dpi, plots = results[0].config.plot_dpi, results[0].config.plots  # settings a sweep's runs share
     for split in SPLITS if plots else ():
-        figures.grid_of_runs(run_dirs, folder / f"grid_{split}.png", epoch="last", splits=(split,), dpi=dpi)
+        figures.grid_of_runs(run_dirs, folder / GRID.format(split=split), epoch="last", splits=(split,), dpi=dpi)
     rows = summary_rows(results)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
@@ -368,7 +367,7 @@ def write_sweep_outputs(folder: Path, results: Sequence[RunResult], trained_runs
     table = markdown_table(rows)
     atomic_write_text(folder / "summary.md", table)
     if plots:
-        charts.save_compactness_plot(folder / "compactness.png", rows, dpi=dpi)
+        charts.save_compactness_plot(folder / COMPACTNESS, rows, dpi=dpi)
     return SweepResult(folder=folder, results=list(results), rows=rows, trained_runs=trained_runs, table=table)
 
 
