@@ -16,7 +16,7 @@ from . import stop
 from .config import TrainConfig
 from .errors import ChildFailed, Interrupted
 from .processes import Channel, Child, Failure, ready
-from .runs import SWEEP_AGAIN, RunResult, Voice
+from .runs import RunResult, Voice
 from .runtime import Runtime
 
 
@@ -62,7 +62,7 @@ def train_in_processes(rt: Runtime, configs: Sequence[TrainConfig], jobs: int, p
                 except ChildFailed as e:  # killed (-9, the OOM killer): the others stop too, saving their runs
                     failure = failure or ChildFailed(
                         f"a sweep worker died: {e} while training {config.run_name}; its run resumes from its last "
-                        f"checkpoint: run {SWEEP_AGAIN}")
+                        f"checkpoint: run {rt.voice.sweep_again()}")
                     pass_on(signal.SIGTERM)
                     continue
                 if isinstance(reply, Failure):

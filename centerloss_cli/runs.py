@@ -55,9 +55,6 @@ class RunResult:
         return self.history[-1] if self.history else {}
 
 
-SWEEP_AGAIN = "the same sweep command again"  # how a sweep is resumed: it skips what is finished
-
-
 @dataclass(frozen=True)
 class Voice:
     """How refusals and hints name what the caller can do: flags for the command line, arguments for a
@@ -72,10 +69,14 @@ class Voice:
             return f"{name}={value}" if isinstance(value, str) else f"{name}={value!r}"
         return SCHEMA[name].flag if name in SCHEMA else f"--{name}"
 
+    def sweep_again(self) -> str:
+        """How a sweep is resumed: the same call again, which skips what is finished."""
+        return "the same run_sweep(...) call again" if self.python else "the same sweep command again"
+
     def resume_command(self, config: TrainConfig) -> str:
         """The call that continues this run; on the command line quoted so that it pastes into a shell."""
         if self.sweep:
-            return SWEEP_AGAIN
+            return self.sweep_again()
         if self.python:
             return "train(config, resume=True)"
         return shlex.join(["centerloss", "train", "--resume", "--output-dir", config.output_dir, "--name",

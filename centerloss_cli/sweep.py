@@ -26,7 +26,7 @@ from .errors import CenterLossError, ConfigError, Interrupted
 from .fetch import data_fingerprint
 from .local import train_in_processes, train_in_turn
 from .runfiles import MARK, RECORD, SPLITS, contents, recorded_runs, sweep_dir, unproven, write_mark
-from .runs import SWEEP_AGAIN, RunResult, acquire, data_suffix, named_for_data
+from .runs import RunResult, acquire, data_suffix, named_for_data
 from .runtime import Runtime, entered, show_bars
 from .schema import NAME_MAX_BYTES, is_folder_name, number_text
 from .storage import atomic_write_text
@@ -269,7 +269,7 @@ def _run_locally(rt: Runtime, configs: list[TrainConfig], fingerprint: str, jobs
         elif todo:
             _train_apart(rt, len(configs), todo, results, jobs, progress)
     except Interrupted as e:
-        raise Interrupted(f"sweep stopped: {e.message}", e.signum, resume=SWEEP_AGAIN) from None
+        raise Interrupted(f"sweep stopped: {e.message}", e.signum, resume=rt.voice.sweep_again()) from None
     return results, len(todo)
 
 

@@ -127,6 +127,9 @@ def test_the_resume_command_is_quoted_for_the_shell_or_python():
     config = DEFAULTS.with_(name="my run;rm", output_dir="out dir")
     assert Voice().resume_command(config) == "centerloss train --resume --output-dir 'out dir' --name 'my run;rm'"
     assert Voice(python=True).resume_command(config) == "train(config, resume=True)"
+    # a run of a sweep is resumed by its sweep, in the caller's words
+    assert Voice(sweep=True).resume_command(config) == "the same sweep command again"
+    assert Voice(python=True, sweep=True).resume_command(config) == "the same run_sweep(...) call again"
 
 
 def test_help_shows_every_setting_its_choices_and_its_default():
