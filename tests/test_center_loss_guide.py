@@ -2,6 +2,7 @@
 processes), each relation its migration table states holds against the re-implementations' own
 formulas, written out here, and misuse is loud."""
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -42,8 +43,17 @@ def test_the_guides_blocks_run(background):
     _, one = background["guide, one device"]
     assert one.returncode == 0 and "torch.Size([100, 16])" in one.stdout, one.stderr[-3000:]
     _, ranks = background["guide, DDP on two processes"]
-    for done in ranks:  # the block itself asserts that every rank holds the same centers
-        assert done.returncode == 0, done.stdout[-3000:]
+    for rank, done in enumerate(ranks):  # the block itself asserts that the ranks hold the same centers, weights
+        assert f"rank {rank}: the same centers and weights on 2 ranks" in done.stdout, done.stdout[-3000:]
+        assert done.returncode == 0 or ended_then_aborted(done), done.stdout[-3000:]
+
+
+def ended_then_aborted(done: subprocess.CompletedProcess) -> bool:
+    """gloo in torch 2.14 now and then aborts a process as the interpreter exits, after the script has ended
+    and destroyed its process group (once in a CI run; never in 90 runs here, alone or beside other work).
+    The block's own checks have passed by then, so only that abort, after its last line, is let through."""
+    return done.returncode == -signal.SIGABRT and done.stdout.endswith(
+        "ranks\nterminate called without an active exception\n")
 
 
 # --- the re-implementations, as they compute -----------------------------------------------------------
