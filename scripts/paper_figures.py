@@ -106,7 +106,7 @@ def run_facts(run: Path) -> dict:
     threads = torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu").get("threads")
     return {"epochs": len(history), "seconds": sum(r["seconds"] for r in history),
             "precision": record.get("precision"), "torch": record.get("torch_version"),
-            "device": record.get("resolved_device"), "threads": threads}
+            "device": record.get("resolved_device"), "device_name": record.get("device_name"), "threads": threads}
 
 
 def per_run_table(sweeps: list[Sweep], facts: dict[Path, dict]) -> list[str]:
@@ -126,13 +126,13 @@ def per_run_table(sweeps: list[Sweep], facts: dict[Path, dict]) -> list[str]:
 
 
 def machine(facts: list[dict]) -> str:
-    """The machine and arithmetic the runs record, and the CPU this page was written on."""
-    cpu = cpu_model()
+    """The machine and arithmetic the runs record (each at its start), and the machine that wrote the page."""
     join = lambda key: ", ".join(sorted({str(f[key]) for f in facts}))  # noqa: E731
     threads = join("threads")
-    return (f"Trained on {join('device')} ({cpu}, {os.cpu_count()} cores), {threads} "
-            f"{'thread' if threads == '1' else 'threads'} a run, "
-            f"precision {join('precision')}, torch {join('torch')}; page written {date.today().isoformat()}.")
+    return (f"Trained on {join('device')} ({join('device_name')}), {threads} "
+            f"{'thread' if threads == '1' else 'threads'} a run, precision {join('precision')}, "
+            f"torch {join('torch')}; page written {date.today().isoformat()} on {cpu_model()}, "
+            f"{os.cpu_count()} cores.")
 
 
 def figure(name: str, caption: str) -> list[str]:
