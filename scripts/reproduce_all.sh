@@ -4,7 +4,7 @@
 # and its tables, written from the run folders. A second call trains nothing that is finished.
 #
 #   scripts/reproduce_all.sh                                # CONFIG=fast: docs/results/fast/
-#   CONFIG=paper SEEDS=0 PARTS="figure2 figure3" scripts/reproduce_all.sh   # the paper's solver, one seed
+#   CONFIG=paper SEEDS=0 scripts/reproduce_all.sh          # the paper's solver, one seed: docs/results/paper/
 #
 #   PARTS       which of figure2, figure3 and alpha to run (default: all three)
 #   DOCS_DIR    where the page goes (default: docs/results/LABEL, LABEL from CONFIG: fast, paper, ...)
