@@ -30,12 +30,15 @@ def save_curves(out: str | os.PathLike, runs_: Sequence[tuple[str, Sequence[dict
     epoch's mean over its batches, test: after the epoch), train and test accuracy, and the intra/inter
     compactness ratio. One colour per run; solid lines are test, dashed train. Runs with no finished epoch
     have nothing to draw and are left out; None when no run is left. Several runs get one legend below
-    the panels, a line per run, so that long run names cover no curve."""
+    the panels, so that long run names cover no curve: a line per run, or side by side when the labels
+    are short (a sweep's "λ = 0.01")."""
     runs_ = [(label, rows) for label, rows in runs_ if rows]
     if not runs_:
         return None
     several = len(runs_) > 1
-    legend_in = 0.22 * len(runs_) + 0.2 if several else 0.0  # inches below the panels, for one line per run
+    columns = min(len(runs_), 5) if all(len(label) <= 24 for label, _ in runs_) else 1
+    lines = -(-len(runs_) // columns)
+    legend_in = 0.22 * lines + 0.2 if several else 0.0  # inches below the panels, for the legend's lines
     fig = new_figure(10.0, 7.0 + legend_in)
     panels = [("softmax loss", "softmax_loss", True), ("center loss", "center_loss", True),
               ("accuracy (%)", "acc", False), ("compactness: intra / inter", "ratio", False)]
@@ -63,7 +66,8 @@ def save_curves(out: str | os.PathLike, runs_: Sequence[tuple[str, Sequence[dict
     title = f"{len(runs_)} runs" if several else runs_[0][0]
     fig.suptitle(f"{title}: solid test, dashed train", fontsize=10)
     if several:
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=1, fontsize=7, frameon=False)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=columns, fontsize=7,
+                   frameon=False)
         fig.tight_layout(rect=(0, legend_in / (7.0 + legend_in), 1, 1))
     else:
         axes[0].legend(fontsize=7)
