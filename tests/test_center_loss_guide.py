@@ -44,7 +44,7 @@ def test_the_guides_blocks_run(background):
     assert one.returncode == 0 and "torch.Size([100, 16])" in one.stdout, one.stderr[-3000:]
     _, ranks = background["guide, DDP on two processes"]
     for rank, done in enumerate(ranks):  # the block itself asserts that the ranks hold the same centers, weights
-        assert f"rank {rank}: the same centers and weights on 2 ranks" in done.stdout, done.stdout[-3000:]
+        assert f"rank {rank} of 2: the same centers and weights on every rank" in done.stdout, done.stdout[-3000:]
         assert done.returncode == 0 or ended_then_aborted(done), done.stdout[-3000:]
 
 
@@ -53,7 +53,7 @@ def ended_then_aborted(done: subprocess.CompletedProcess) -> bool:
     and destroyed its process group (once in a CI run; never in 90 runs here, alone or beside other work).
     The block's own checks have passed by then, so only that abort, after its last line, is let through."""
     return done.returncode == -signal.SIGABRT and done.stdout.endswith(
-        "ranks\nterminate called without an active exception\n")
+        "every rank\nterminate called without an active exception\n")
 
 
 # --- the re-implementations, as they compute -----------------------------------------------------------
