@@ -1,8 +1,9 @@
 """Turning --device auto|cpu|cuda|cuda:N|mps into a torch.device, with errors that say what exists."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import torch
 
@@ -27,21 +28,59 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
+# bf16 emulated (where a CPU lacks its instructions, or a switch caps torch's kernels below them) costs this
+# many fp32 steps a step: bench/precision.py under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 on a
+# 2-core AMD EPYC, torch 2.14.1, measured a training step at 948 ms in fp32 against 7,611 ms in bf16
+# (bench/RESULTS.md, "AVX2").
+EMULATED_BF16_SLOWDOWN = 8
+
+# oneDNN (which runs the convolutions) caps its kernels at ONEDNN_MAX_CPU_ISA (or the older DNNL_MAX_CPU_ISA);
+# below AVX512_CORE_BF16 none of them has bf16 instructions, so bf16 is emulated whatever the CPU has.
+ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+# ATen's own vectorised kernels, capped by ATEN_CPU_CAPABILITY (torch.backends.cpu.get_cpu_capability
+# reports the cap): below AVX512 they convert bf16 to fp32 and back.
+ATEN_CAPABILITIES_WITHOUT_BF16 = ("DEFAULT", "NO AVX", "AVX2")
+
+
 def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bf16 in hardware: a CPU with AVX512_BF16 or AMX (as torch's own CPU
-    dispatch reports them), a CUDA device of compute capability 8.0 or newer. Elsewhere bf16 is emulated,
-    and slower than fp32."""
+    """Whether `device` computes bf16 in hardware: a CPU with AVX512_BF16 or AMX whose kernels are not capped
+    below them (emulated_bf16_reason), a CUDA device of compute capability 8.0 or newer. Elsewhere bf16
+    is emulated, and slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
-        return cpu_has_native_bf16()
+        return emulated_bf16_reason(os.environ) is None
     return False
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512_BF16 or AMX, as torch's CPU dispatch sees them (the instructions its bf16 kernels use)."""
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in
-               ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+def emulated_bf16_reason(env: Mapping[str, str]) -> str | None:
+    """Why this CPU emulates bf16, in a few words; None where it computes bf16 natively. `env` holds the
+    switches that cap torch's CPU kernels (the process's environment, which torch read at its start)."""
+    if not any(getattr(torch.cpu, probe, lambda: False)() for probe in
+               ("_is_avx512_bf16_supported", "_is_amx_tile_supported")):
+        return "this CPU has neither AVX512_BF16 nor AMX"
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        if env.get(name, "").strip().upper() in ONEDNN_ISAS_WITHOUT_BF16:
+            return f"{name}={env[name].strip()} caps oneDNN's kernels below bf16"
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.upper() in ATEN_CAPABILITIES_WITHOUT_BF16:
+        return f"torch's CPU kernels run at {capability} (ATEN_CPU_CAPABILITY), below bf16"
+    return None
+
+
+def emulated_bf16_warning(config: TrainConfig, device: torch.device, resumed: bool) -> str | None:
+    """The one line that says a run computes in bf16 where `device` emulates it, with the cost and the fast
+    way; None where it does not. A run started in bf16 stays bf16 on resume (its arithmetic is its identity)."""
+    if config.precision != "bf16" or device.type != "cpu":
+        return None
+    reason = emulated_bf16_reason(os.environ)
+    if reason is None:
+        return None
+    fast = "a new run with --precision fp32 (or auto) is the fast way" if resumed else \
+        "--precision fp32 (or auto) trains fast"
+    kept = "this run started in bf16 and goes on in it; " if resumed else ""
+    return (f"precision bf16 is emulated here ({reason}): about {EMULATED_BF16_SLOWDOWN}x slower than fp32 "
+            f"(bench/RESULTS.md); {kept}{fast}")
 
 
 def choose_precision(config: TrainConfig, device: torch.device, started: Callable[[TrainConfig], bool],
@@ -56,9 +95,8 @@ def choose_precision(config: TrainConfig, device: torch.device, started: Callabl
     other = native.with_(precision="fp32" if native.precision == "bf16" else "bf16")
     if started(native) or not started(other):
         return native
-    slower = ", emulated on this device: slower" if other.precision == "bf16" else ""
-    say(f"precision auto: {device} would take {native.precision}, but this was started in {other.precision} "
-        f"elsewhere; it goes on in {other.precision}{slower}")
+    if other.precision == "fp32":
+        say(f"precision auto: {device} would take bf16, but this was started in fp32 elsewhere; it goes on in fp32")
     return other
 
 

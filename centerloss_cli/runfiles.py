@@ -3,7 +3,8 @@
 OUTPUT_DIR/<name>/
   .lock                    the lock: a kernel lock on it is held while a process trains here (the file stays)
   .centerloss              the mark: this folder was made by centerloss (a folder without it is never written)
-  config.json              every resolved setting, the data's fingerprint, the folder's format, versions and device
+  config.json              every resolved setting, the data's fingerprint, the folder's format, the tool's
+                           version and commit, the libraries' versions and the device
   metrics.csv              one row per finished epoch, rewritten from the checkpoint's history
   checkpoint.pt            the whole training state (core.step.TrainState), and the authority on the run's settings
   features/epoch_NNN.npz   2-D features, labels and centers of that epoch
@@ -25,6 +26,7 @@ import io
 import json
 import platform
 import re
+import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -207,12 +209,33 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device) -> dict[str, str]:
-    """What config.json records of the machine beside the settings."""
+def source_commit() -> str | None:
+    """The git commit this package runs from, with "+changes" where its checkout had uncommitted changes
+    (`git status` lists any); None where it is not a git checkout of its own (an installed wheel)."""
+    top = Path(__file__).resolve().parent.parent
+    git = ["git", "-C", str(top)]
+    try:
+        found = subprocess.run([*git, "rev-parse", "--show-toplevel", "HEAD"], capture_output=True, text=True,
+                               timeout=10)
+        lines = found.stdout.split()
+        if found.returncode or len(lines) != 2 or Path(lines[0]).resolve() != top:
+            return None
+        changed = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return lines[1] + ("+changes" if changed.returncode or changed.stdout.strip() else "")
+
+
+def environment(device: torch.device) -> dict[str, str | None]:
+    """What config.json records of what made the run, beside the settings: this tool's version and commit,
+    the libraries', the machine's."""
     import torch
+
+    from . import __version__
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     return {
+        "centerloss_version": __version__, "centerloss_commit": source_commit(),
         # From the package's metadata: importing torchvision only for its version takes seconds.
         "torch_version": torch.__version__, "torchvision_version": importlib.metadata.version("torchvision"),
         "python_version": platform.python_version(), "resolved_device": str(device), "device_name": name,

@@ -152,11 +152,14 @@ def _named_runs(rt: Runtime, base: TrainConfig, lambdas: Sequence[float], alphas
         return recorded is not None and sorted(recorded) == sorted(r.run_name for r in sweep_configs(c, lambdas, alphas,
                                                                                                      seeds, fp))
 
+    from .devices import choose_precision, emulated_bf16_warning
+
     base = fitted(base, rt.say)
     if base.precision == "auto":
-        from .devices import choose_precision
-
         base = choose_precision(base, device, started, rt.say)
+    warning = emulated_bf16_warning(base, device, started(base)) if device is not None else None
+    if warning:
+        rt.say(warning)
     return sweep_configs(base, lambdas, alphas, seeds, fp), folder_of(base), fp
 
 
@@ -174,8 +177,6 @@ def _local_device(base: TrainConfig, launcher: str):
         except CenterLossError:
             raise ConfigError(f"precision = 'auto' with --launcher slurm is resolved here, where the runs are named, "
                               f"and this machine has no {base.device}: give --precision bf16 or fp32") from None
-    if base.device in ("auto", "cpu") and base.precision != "auto":
-        return None
     return resolve_device(base.device)
 
 

@@ -19,7 +19,7 @@ from .core.schedule import total_steps
 from .core.stacked import MEMBER_SETTINGS
 from .core.step import TrainState, new_state
 from .data import LoadedData, load_dataset
-from .devices import choose_precision, resolve_device
+from .devices import choose_precision, emulated_bf16_warning, resolve_device
 from .errors import CenterLossError, Interrupted
 from .fetch import DATASETS, data_root, find_files
 from .loop import run_epochs
@@ -202,6 +202,9 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
                 rt.draw_missing(f.path, f.config, len(f.history))
                 results[f.path] = f.result()
         todo = [f for f in folders if not f.complete]
+        warning = emulated_bf16_warning(todo[0].config, device, todo[0].checkpoint is not None) if todo else None
+        if warning and not rt.voice.sweep:  # a sweep says it once for all its runs
+            rt.say(warning)
         if todo:
             results |= train_folders(rt, stack, todo, device, progress, position)
         return [results[f.path] for f in folders]

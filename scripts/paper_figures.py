@@ -105,8 +105,18 @@ def run_facts(run: Path) -> dict:
     history, record = read_metrics(run), read_record(run)
     threads = torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu").get("threads")
     return {"epochs": len(history), "seconds": sum(r["seconds"] for r in history),
-            "precision": record.get("precision"), "torch": record.get("torch_version"),
+            "precision": record.get("precision"), "torch": record.get("torch_version"), "tool": made_by(record),
             "device": record.get("resolved_device"), "device_name": record.get("device_name"), "threads": threads}
+
+
+def made_by(record: dict) -> str:
+    """The tool's version and commit a run's config.json records ("+changes": its checkout had uncommitted
+    changes); runs made before the tool recorded itself say neither."""
+    if "centerloss_version" not in record:
+        return "a version that did not record itself"
+    commit = record.get("centerloss_commit")
+    at = f" at {commit[:12]}{'+changes' * commit.endswith('+changes')}" if commit else " (no git checkout)"
+    return f"centerloss {record['centerloss_version']}{at}"
 
 
 def per_run_table(sweeps: list[Sweep], facts: dict[Path, dict]) -> list[str]:
@@ -131,7 +141,7 @@ def machine(facts: list[dict]) -> str:
     threads = join("threads")
     return (f"Trained on {join('device')} ({join('device_name')}), {threads} "
             f"{'thread' if threads == '1' else 'threads'} a run, precision {join('precision')}, "
-            f"torch {join('torch')}; page written {date.today().isoformat()} on {cpu_model()}, "
+            f"torch {join('torch')}, {join('tool')}; page written {date.today().isoformat()} on {cpu_model()}, "
             f"{os.cpu_count()} cores.")
 
 

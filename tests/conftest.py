@@ -152,6 +152,17 @@ def tiny(**changes) -> list[str]:
 TINY = tiny()
 
 
+def cpu_bf16(monkeypatch, avx512_bf16: bool, amx: bool = False) -> None:
+    """This CPU as torch would report it, with or without each bf16 instruction set, and no switch capping its
+    kernels: a test of what --precision auto picks fixes the answer itself, so that its verdict is the same on
+    every CPU (CI's first pass plays an AVX2 machine through ONEDNN_MAX_CPU_ISA and ATEN_CPU_CAPABILITY)."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+
+
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DOCS, README, TINY, in_background, python_blocks, run_process, tiny
+from conftest import DOCS, README, ROOT, TINY, cpu_bf16, in_background, python_blocks, run_process, tiny
 
+from centerloss_cli import __version__
 from centerloss_cli.config import resolve_config
 from centerloss_cli.runfiles import read_metrics
 
@@ -29,6 +30,10 @@ def test_one_epoch_run_writes_every_file(run_path, run_cli, mnist):
     config = json.loads((run_path / "config.json").read_text())
     assert config["lambda"] == 0.01 and config["alpha"] == 0.5 and config["train_limit"] == 64
     assert {"torch_version", "torchvision_version", "python_version", "resolved_device"} <= set(config)
+    # what made it: this tool's version, and the commit of this checkout ("+changes" where it had uncommitted ones)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert config["centerloss_version"] == __version__
+    assert config["centerloss_commit"] in (head, head + "+changes"), config["centerloss_commit"]
     rows = read_metrics(run_path)
     assert [r["epoch"] for r in rows] == [1.0] and rows[0]["step"] == 4 and rows[0]["lr"] == 0.01
     assert 0 <= rows[0]["test_acc"] <= 1 and rows[0]["test_ratio"] > 0
@@ -180,7 +185,7 @@ def test_piped_output_has_one_plain_line_per_epoch(background, mnist):
 
 def test_the_fast_recipe_resolves_and_trains(run_cli, mnist, monkeypatch):
     """--config fast on a tiny run: its settings resolve, name the run, and set each epoch's rate."""
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # its precision auto takes bf16
+    cpu_bf16(monkeypatch, avx512_bf16=True)  # its precision auto takes bf16
     fast = resolve_config("fast")
     assert (fast.lr_schedule, fast.warmup, fast.grad_clip, fast.label_smoothing, fast.iterations) == (
         "linear", 100, 2.0, 0.05, 1400)

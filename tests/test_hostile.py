@@ -14,9 +14,10 @@ import pytest
 import torch
 from conftest import TINY, checkpoint, files_of, in_background, one_line, run_process, tiny
 
-from centerloss_cli import training
+from centerloss_cli import __version__, training
 from centerloss_cli.config import TrainConfig
 from centerloss_cli.core.center_loss import CenterLoss
+from centerloss_cli.devices import resolve_precision
 from centerloss_cli.errors import CenterLossError
 from centerloss_cli.runfiles import cpu_model, read_metrics
 from centerloss_cli.storage import TEMP_MARK
@@ -365,7 +366,10 @@ def test_the_one_command_writes_every_figure_and_table_of_the_results_page(backg
     for name in promised:
         assert f"]({name})" in page and (docs / name).stat().st_size > 10_000, name
     assert "    CONFIG=fast SEEDS=0,1 DEVICE=cpu EXTRA_ARGS=" in page  # the command that made it
-    assert f"Trained on cpu ({cpu_model()}), " in page and " a run, precision bf16, " in page  # as recorded
+    # as recorded: what --precision auto took on this CPU (bf16 where it is native; fp32 on AVX2, as in CI)
+    picked = resolve_precision("auto", torch.device("cpu"))
+    assert f"Trained on cpu ({cpu_model()}), " in page and f" a run, precision {picked}, " in page
+    assert f", centerloss {__version__} at " in page  # the tool's version and commit, as each run recorded them
     # a table row per value, with mean ± std over the 2 seeds, and a verdict per step between values
     for row in ("| 0 | 2 | ", "| 0.01 | 2 | ", "| 0.1 | 2 | ", "| 0.5 | 2 | "):
         assert row in page and " ± " in page.split(row)[1].split("\n")[0], row

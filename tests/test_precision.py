@@ -5,18 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny
+from conftest import cpu_bf16, tiny
 
-from centerloss_cli.devices import resolve_precision
+from centerloss_cli.devices import EMULATED_BF16_SLOWDOWN, resolve_precision
 from centerloss_cli.runfiles import read_metrics
 
 CPU = torch.device("cpu")
-
-
-def cpu_bf16(monkeypatch, avx512_bf16: bool, amx: bool = False) -> None:
-    """This CPU, as torch's dispatch would report it: with or without each bf16 instruction set."""
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
 
 
 @pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16"), (False, True, "bf16"),
@@ -25,6 +19,37 @@ def test_auto_takes_bf16_only_where_the_cpu_has_it(monkeypatch, avx512_bf16, amx
     cpu_bf16(monkeypatch, avx512_bf16, amx)
     assert resolve_precision("auto", CPU) == expected
     assert [resolve_precision(p, CPU) for p in ("fp32", "tf32", "bf16")] == ["fp32", "tf32", "bf16"]
+
+
+@pytest.mark.parametrize("env, capability, expected", [
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "AVX512", "fp32"), ({"DNNL_MAX_CPU_ISA": "avx512_core"}, "AVX512", "fp32"),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, "AVX512", "bf16"), ({"ONEDNN_MAX_CPU_ISA": "ALL"}, "AVX512", "bf16"),
+    ({}, "AVX2", "fp32"), ({}, "AVX512", "bf16")])
+def test_auto_honours_the_switches_that_cap_the_cpus_kernels(monkeypatch, env, capability, expected):
+    """ONEDNN_MAX_CPU_ISA=AVX2 or ATEN_CPU_CAPABILITY=avx2 on a bf16 CPU: torch emulates bf16, so auto takes fp32
+    (which lets CI play an AVX2 machine on any CPU)."""
+    cpu_bf16(monkeypatch, avx512_bf16=True)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert resolve_precision("auto", CPU) == expected
+
+
+def test_bf16_where_it_is_emulated_says_so_once_and_still_trains(run_cli, mnist, monkeypatch):
+    cpu_bf16(monkeypatch, avx512_bf16=True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    result = run_cli("train", "--precision", "bf16", "--device", "cpu", *mnist.args, *tiny())
+    assert result.exit_code == 0, result.output
+    line = (f"precision bf16 is emulated here (ONEDNN_MAX_CPU_ISA=AVX2 caps oneDNN's kernels below bf16): about "
+            f"{EMULATED_BF16_SLOWDOWN}x slower than fp32 (bench/RESULTS.md); --precision fp32 (or auto) trains fast")
+    assert result.output.count(line) == 1, result.output
+    assert len(read_metrics(mnist.run(precision="bf16"))) == 1
+    sweep = run_cli("sweep", "--lambda", "0,0.1", "--precision", "bf16", "--device", "cpu", *mnist.args, *tiny())
+    assert sweep.exit_code == 0, sweep.output
+    assert sweep.output.count("precision bf16 is emulated here") == 1, sweep.output  # once for its two runs
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")  # the same CPU without the switch: bf16 is native, nothing said
+    native = run_cli("train", "--precision", "bf16", "--device", "cpu", "--seed", "1", *mnist.args, *tiny())
+    assert native.exit_code == 0 and "emulated" not in native.output, native.output
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -50,7 +75,10 @@ def test_auto_names_and_records_what_it_chose_and_a_resume_keeps_it(run_cli, mni
     cpu_bf16(monkeypatch, avx512_bf16=False)
     resumed = run_cli("train", "--precision", "auto", "--device", "cpu", "--resume", *mnist.args, *tiny(epochs=2))
     assert resumed.exit_code == 0, resumed.output
-    assert "started in bf16 elsewhere; it goes on in bf16, emulated on this device: slower" in resumed.output
+    warning = f"precision bf16 is emulated here (this CPU has neither AVX512_BF16 nor AMX): about " \
+              f"{EMULATED_BF16_SLOWDOWN}x slower than fp32 (bench/RESULTS.md); this run started in bf16 and goes " \
+              "on in it; a new run with --precision fp32 (or auto) is the fast way"
+    assert resumed.output.count(warning) == 1, resumed.output
     assert [r["epoch"] for r in read_metrics(run)] == [1.0, 2.0]
     assert not mnist.run(epochs=2).exists()
     fresh = run_cli("train", "--precision", "auto", "--device", "cpu", *mnist.args, *tiny())
