@@ -322,7 +322,7 @@ def plot_curves(run_dirs: list[Path], out: Path | None, dpi: int) -> None:
 
 @app.command()
 def data(
-    dataset: Optional[str] = setting_option("dataset")[1],
+    dataset: setting_option("dataset")[0] = setting_option("dataset")[1],  # its choices, as train --help lists them
     data_dir: Optional[str] = setting_option("data_dir")[1],
     verify: Optional[bool] = setting_option("verify")[1],
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
@@ -355,8 +355,9 @@ def list_runs(
     output_dir: Path = typer.Argument(Path("outputs"), metavar="DIR", show_default=False, help="The output folder."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ) -> None:
-    """One line per run folder under DIR: name, dataset, λ, α, seed, epochs done of total, the last test
-    accuracy and compactness ratio, and whether it is finished, stopped, running or diverged; sweeps grouped.
+    """One line per run folder under DIR, at any depth (DIR/notebook/RUN too): its path under DIR, dataset,
+    λ, α, seed, epochs done of total, the last test accuracy and compactness ratio, and whether it is
+    finished, stopped, running or diverged; sweeps grouped; then how many folders it looked in.
 
     \b
     Examples:

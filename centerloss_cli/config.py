@@ -40,8 +40,9 @@ DATASET_NAMES = ("mnist", "fashion-mnist")  # fetch.DATASETS describes each
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 LR_SCHEDULES = ("step", "linear", "cosine")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
-PATH_ACCEPTED = (f"a non-empty path without NUL bytes, of at most {PATH_MAX_BYTES:,} bytes, each part at most "
-                 f"{NAME_MAX_BYTES}")
+PATH_ACCEPTED = (f"a non-empty path of printable UTF-8 characters, of at most {PATH_MAX_BYTES:,} bytes, each part "
+                 f"at most {NAME_MAX_BYTES}")
+NAME_ACCEPTED = f"a folder name of printable UTF-8 characters without '/', of at most {NAME_MAX_BYTES} bytes"
 # Bounds that only a typo crosses: they stop it before it allocates or loops for days (the data and
 # the machine bound the batch size further, once they are known: see training.check_fits).
 MAX_STEPS = 100_000_000  # 4 days at 300 steps/s, the fastest measured
@@ -158,7 +159,7 @@ class TrainConfig(Checked):
                               accepted=PATH_ACCEPTED, check=is_path, resumable=True,
                               metavar="DIR")
     name: str | None = setting(None, "name", "The run folder's name.",
-                               accepted=f"a folder name without '/' of at most {NAME_MAX_BYTES} bytes",
+                               accepted=NAME_ACCEPTED,
                                check=is_folder_name,
                                default_text="from the settings, e.g. lambda0.01_alpha0.5_seed0_n2000")
 

@@ -29,10 +29,10 @@ def resolve_device(spec: str) -> torch.device:
 
 
 # bf16 emulated (where a CPU lacks its instructions, or a switch caps torch's kernels below them) costs this
-# many fp32 steps a step: bench/precision.py under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 on a
-# 2-core AMD EPYC, torch 2.14.1, measured a training step at 948 ms in fp32 against 7,611 ms in bf16
-# (bench/RESULTS.md, "AVX2").
-EMULATED_BF16_SLOWDOWN = 8
+# many fp32 steps a step: `bench/precision.py --repeat 25` under ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+# on a 2-core AMD EPYC, torch 2.14.1, timed a training step at 378 ms in fp32 and 4,671 ms in bf16
+# (bench/RESULTS.md, "An AVX2 CPU").
+EMULATED_BF16_SLOWDOWN = 12
 
 # oneDNN (which runs the convolutions) caps its kernels at ONEDNN_MAX_CPU_ISA (or the older DNNL_MAX_CPU_ISA);
 # below AVX512_CORE_BF16 none of them has bf16 instructions, so bf16 is emulated whatever the CPU has.

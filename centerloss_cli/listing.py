@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from .runfiles import (
     recorded_runs,
     settings_of,
 )
-from .schema import number_text
+from .schema import counted, number_text, printable
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Listed:
     state: str  # finished, stopped, running or diverged
 
     def line(self) -> str:
+        """name, dataset, λ, α, seed, epochs done of total, the last result, the state."""
         c = self.config
         result = (f"{100 * self.last['test_acc']:6.2f}%  ratio {self.last['test_ratio']:.3f}" if self.last
                   else "no epoch finished yet")
@@ -46,12 +48,15 @@ class Listed:
 
 
 def is_locked(run_dir: Path) -> bool:
-    """Whether a process holds the run's lock (it is training), asked without taking or writing it."""
+    """Whether a process holds the run's lock (it is training), asked without taking or writing it, and
+    without waiting: a lock that is not a regular file (a FIFO would block the open) holds no run."""
     try:
-        fd = os.open(run_dir / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(run_dir / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False
     except OSError:
@@ -60,7 +65,7 @@ def is_locked(run_dir: Path) -> bool:
         os.close(fd)  # closing drops a lock this took
 
 
-def describe(run_dir: Path) -> Listed:
+def describe(run_dir: Path, name: str) -> Listed:
     """A run folder's line; CenterLossError where its config.json or metrics.csv cannot be read."""
     config = settings_of(read_record(run_dir), run_dir / CONFIG_JSON)
     history = read_metrics(run_dir) if (run_dir / METRICS_CSV).is_file() else []
@@ -75,40 +80,67 @@ def describe(run_dir: Path) -> Listed:
         state = "finished"
     else:
         state = "stopped"
-    return Listed(run_dir.name, config, len(history), epochs_left(0, total, steps_per_epoch(config, n_train)), last,
-                  state)
+    return Listed(name, config, len(history), epochs_left(0, total, steps_per_epoch(config, n_train)), last, state)
 
 
-def sweeps_of(root: Path) -> dict[str, list[str]]:
-    """Each sweep folder's name and the names of the runs its record lists (none where it is damaged)."""
-    found = {}
-    for record in sorted((root / SWEEPS).glob(f"*/{RECORD}")):
-        try:
-            found[record.parent.name] = recorded_runs(record.parent) or []
-        except CenterLossError:
-            found[record.parent.name] = []
-    return found
+def walk(root: Path) -> tuple[list[Path], list[Path], int]:
+    """Every run folder (one with a config.json) and every sweep folder (one with a sweep record) under
+    `root`, at any depth, and how many folders were looked in. A run's own folders are not searched, and
+    links to folders are not followed (a link back up would never end)."""
+    runs, sweeps, looked = [], [], 0
+    for top, dirs, files in os.walk(root):
+        looked += 1
+        here = Path(top)
+        dirs.sort()
+        if CONFIG_JSON in files:
+            runs.append(here)
+            dirs.clear()
+        elif RECORD in files and here.parent.name == SWEEPS:
+            sweeps.append(here)
+            dirs.clear()
+    return runs, sweeps, looked
 
 
 def listing(root: Path) -> list[str]:
-    """The lines `centerloss list` prints: each sweep with its runs, then the runs of no sweep."""
+    """The lines `centerloss list` prints: each sweep with its runs, then the runs of no sweep, each named
+    by its path under `root`, then what was looked at. It reads every file as untrusted: a damaged run is
+    one line, and the others are still listed."""
     if not root.is_dir():
-        raise CenterLossError(f"{root} is not a folder; expected an output folder such as outputs")
-    runs: dict[str, Listed | str] = {}
-    for d in sorted(p for p in root.iterdir() if (p / CONFIG_JSON).is_file()):
-        try:
-            runs[d.name] = describe(d)
-        except CenterLossError as e:
-            runs[d.name] = f"{d.name}  cannot be read: {e}"
+        raise CenterLossError(f"{printable(str(root))} is not a folder; expected an output folder such as outputs")
+    run_dirs, sweep_dirs, looked = walk(root)
+    runs: dict[Path, str] = {d: line_of(d, root) for d in run_dirs}
     lines, shown = [], set()
-    for sweep, names in sweeps_of(root).items():
-        lines.append(f"sweep {sweep}/ ({len(names)} run{'s' if len(names) != 1 else ''})")
+    for folder in sweep_dirs:
+        try:
+            names = recorded_runs(folder) or []
+        except CenterLossError:
+            names = []
+        lines.append(f"sweep {shown_path(folder, root)}/ ({counted(len(names), 'run')})")
         for name in names:
-            entry = runs.get(name, f"{name}  missing")
-            lines.append("  " + (entry.line() if isinstance(entry, Listed) else entry))
-            shown.add(name)
-    alone = [entry for name, entry in runs.items() if name not in shown]
+            run = folder.parent.parent / name
+            lines.append("  " + runs.get(run, f"{shown_path(run, root)}  missing"))
+            shown.add(run)
+    alone = [line for d, line in runs.items() if d not in shown]
     if alone and lines:
         lines.append("runs of no sweep:")
-    lines += [("  " if len(lines) else "") + (e.line() if isinstance(e, Listed) else e) for e in alone]
-    return lines or [f"no runs under {root}/ yet: centerloss train puts them there"]
+    lines += [("  " if lines else "") + line for line in alone]
+    under = f"under {printable(str(root))}/"
+    if not runs:
+        return [f"no runs {under} yet (looked in {counted(looked, 'folder')}): centerloss train puts them there"]
+    return [*lines, f"{counted(len(runs), 'run')}, {counted(len(sweep_dirs), 'sweep')}; looked in "
+                    f"{counted(looked, 'folder')} {under}"]
+
+
+def line_of(run_dir: Path, root: Path) -> str:
+    """A run's line, or the line that says why it cannot be read: a damaged file never stops the listing."""
+    name = shown_path(run_dir, root)
+    try:
+        return describe(run_dir, name).line()
+    except (CenterLossError, OSError, ValueError, KeyError, TypeError) as e:
+        return f"{name}  cannot be read: {printable(str(e))}"
+
+
+def shown_path(folder: Path, root: Path) -> str:
+    """A folder as `list` names it: its path under the root (the root itself by its own name), printable."""
+    relative = folder.relative_to(root)
+    return printable(str(relative) if relative.parts else folder.name)

@@ -60,6 +60,8 @@ SPLITS = ("train", "test")
 # What a checkpoint holds (checkpoint_of); one without them was not written by this version.
 CHECKPOINT_KEYS = frozenset({"format", "config", "n_train", "model", "center_loss", "optimizer", "epoch", "step",
                              "batch", "loss_sums", "seconds", "threads", "history", "rng"})
+# What every row of metrics.csv has, whichever version wrote it: what `list`, the curves and the pages read.
+REQUIRED_METRICS = {"epoch", "step", "test_acc", "test_ratio"}
 METRIC_COLUMNS = [
     "epoch", "step", "lr", "seconds",
     "train_softmax_loss", "train_center_loss", "train_acc",
@@ -190,10 +192,14 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-        missing = sorted({"epoch", "test_acc", "test_ratio"} - set(rows[0] if rows else METRIC_COLUMNS))
+        missing = sorted(REQUIRED_METRICS - set(rows[0] if rows else METRIC_COLUMNS))
         if missing:
             raise ValueError(f"no column {', '.join(missing)}")
-        return [{k: float(v) for k, v in row.items() if k is not None and v not in (None, "")} for row in rows]
+        parsed = [{k: float(v) for k, v in row.items() if k is not None and v not in (None, "")} for row in rows]
+        for n, row in enumerate(parsed, start=2):  # line 1 is the header
+            if not REQUIRED_METRICS <= set(row):
+                raise ValueError(f"line {n} has no {', '.join(sorted(REQUIRED_METRICS - set(row)))}")
+        return parsed
     except (OSError, ValueError, TypeError, csv.Error) as e:
         reason = getattr(e, "strerror", None) or (e if not isinstance(e, UnicodeDecodeError) else "not UTF-8 text")
         raise CenterLossError(f"{path}: cannot be read ({reason}); is {run_dir} a run folder?") from None

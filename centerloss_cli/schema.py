@@ -12,6 +12,7 @@ import math
 import numbers
 import os
 import typing
+import unicodedata
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
 from typing import Any, Callable
@@ -166,16 +167,31 @@ def default_text(cls: type, name: str) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+# Characters that would let a name break a line, hide a part of itself or reorder what follows it: control
+# characters (a newline), format characters (the right-to-left override, zero-width ones), line and
+# paragraph separators, and the surrogates that stand for a file name's bytes that are not UTF-8.
+UNSAFE_CATEGORIES = ("Cc", "Cf", "Cs", "Zl", "Zp")
+
+
+def printable(text: str) -> str:
+    """`text` as one honest line: each unsafe character (UNSAFE_CATEGORIES) written as its escape (\\n,
+    \\u202e, \\udcff), so that a folder another program named cannot break or disguise a line we print."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in UNSAFE_CATEGORIES
+                   else c for c in text)
+
+
 def is_folder_name(name: str) -> bool:
-    """One folder name: not empty, no '/' or NUL, not . or .., and short enough for the file system."""
-    return (bool(name) and "/" not in name and "\0" not in name and name not in (".", "..")
+    """One folder name: not empty, no '/', not . or .., printable (no unsafe character, NUL included), and
+    short enough for the file system."""
+    return (bool(name) and "/" not in name and name not in (".", "..") and printable(name) == name
             and len(name.encode()) <= NAME_MAX_BYTES)
 
 
 def is_path(text: str) -> bool:
-    """A path the OS can take: not empty ('' would silently mean the default), no NUL byte, no part longer
-    than a file name may be, and room below it for the run's own names."""
-    return (bool(text) and "\0" not in text and len(text.encode()) <= PATH_MAX_BYTES
+    """A path the OS can take and a line can show: not empty ('' would silently mean the default),
+    printable (no NUL byte, no unsafe character), no part longer than a file name may be, and room below
+    it for the run's own names."""
+    return (bool(text) and printable(text) == text and len(text.encode()) <= PATH_MAX_BYTES
             and all(len(part.encode()) <= NAME_MAX_BYTES for part in text.split("/")))
 
 

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Sequence
 from tqdm import tqdm
 
 from . import charts, figures
-from .config import SlurmConfig, TrainConfig
+from .config import NAME_ACCEPTED, SlurmConfig, TrainConfig
 from .errors import CenterLossError, ConfigError, Interrupted
 from .fetch import data_fingerprint
 from .local import train_in_processes, train_in_turn
@@ -203,8 +203,7 @@ def _check_options(base: TrainConfig, lambdas: Sequence[float], alphas: Sequence
     if batched and jobs > 1:
         raise ConfigError("--batched trains every run in one process: it does not combine with --jobs")
     if name is not None and not is_folder_name(name):
-        raise ConfigError(
-            f"--sweep-name {name!r}: expected a folder name without '/' of at most {NAME_MAX_BYTES} bytes")
+        raise ConfigError(f"--sweep-name {name!r}: expected {NAME_ACCEPTED}")
     if not base.uses_alpha and len(alphas) > 1:
         raise ConfigError(f"--alpha {','.join(map(number_text, alphas))}: the caffe center update does not use α; "
                           "give one value")

@@ -1,7 +1,7 @@
 """A results page of the docs, written from the run folders: the figures, the tables and what they show.
 
     python scripts/paper_figures.py --out docs/results/fast --label fast --command "..." \
-        [--figure2 RUN] [--lambda-sweep SWEEP] [--alpha-sweep SWEEP]
+        [--figure2 RUN] [--lambda-sweep SWEEP] [--alpha-sweep SWEEP] [--seeds-sweep SWEEP]
 
 scripts/reproduce_all.sh trains the runs and calls this; nothing on the page is typed by hand, so running
 that command again regenerates it. The page names the command, the machine, the seeds and threads.
@@ -180,6 +180,28 @@ def sweep_section(out: Path, sweep: Sweep) -> list[str]:
             "", *beyond_spread(sweep), ""]
 
 
+def seeds_section(out: Path, sweep: Sweep) -> list[str]:
+    """The settings themselves over seeds (a demo, a recipe): one panel and one curve per seed, a row per seed
+    and their mean ± std: the spread to expect on another machine."""
+    rows = sorted(sweep.rows, key=lambda r: r["seed"])
+    runs = [sweep.run_dir(r) for r in rows]
+    lam, alpha = rows[0]["lambda"], rows[0]["alpha"]
+    figures.grid_of_runs(runs, out / "seeds_grid.png", splits=("test",))
+    charts.save_curves(out / "seeds_curves.png",
+                       [(f"seed {r['seed']}", read_metrics(run)) for r, run in zip(rows, runs)])
+    lines = ["| seed | " + " | ".join(h for _, h, _ in STATS) + " |", "|" + "---|" * (len(STATS) + 1)]
+    lines += [f"| {r['seed']} | " + " | ".join(show(r[key]) for key, _, show in STATS) + " |" for r in rows]
+    if len(rows) > 1:
+        spread = [mean_std(rows, key) for key, _, _ in STATS]
+        lines.append("| **mean ± std** | " + " | ".join(f"**{show(m)} ± {show(sd)}**" for (_, _, show), (m, sd)
+                                                        in zip(STATS, spread)) + " |")
+    return [f"## λ = {lam:g}, α = {alpha:g}, over seeds", "",
+            *figure("seeds_grid.png", "One panel per seed: test features at the last epoch"),
+            *figure("seeds_curves.png", "Epoch by epoch, one line per seed: losses, accuracy and compactness "
+                                        "(solid test, dashed train)"),
+            *lines, ""]
+
+
 def page(out: Path, label: str, command: str, figure2: Path | None, sweeps: list[Sweep]) -> str:
     """The whole page, drawing its figures into `out` on the way."""
     seeds = sorted({r["seed"] for sweep in sweeps for r in sweep.rows})
@@ -191,7 +213,7 @@ def page(out: Path, label: str, command: str, figure2: Path | None, sweeps: list
     if figure2 is not None:
         lines += figure2_section(out, figure2)
     for sweep in sweeps:
-        lines += sweep_section(out, sweep)
+        lines += seeds_section(out, sweep) if sweep.key == "seed" else sweep_section(out, sweep)
     if sweeps:
         lines += ["## Every run", "", *per_run_table(sweeps, facts), ""]
     return "\n".join(lines)
@@ -205,11 +227,12 @@ def main() -> None:
     ap.add_argument("--figure2", type=Path, help="the softmax-only run of Figure 2")
     ap.add_argument("--lambda-sweep", type=Path, help="the sweep folder of Figure 3's λ family")
     ap.add_argument("--alpha-sweep", type=Path, help="the sweep folder of the α sweep")
+    ap.add_argument("--seeds-sweep", type=Path, help="the sweep folder of the settings themselves over seeds")
     args = ap.parse_args()
-    for given in (args.figure2, args.lambda_sweep, args.alpha_sweep):
+    for given in (args.figure2, args.lambda_sweep, args.alpha_sweep, args.seeds_sweep):
         if given is not None and not given.is_dir():
             raise SystemExit(f"paper_figures.py: {str(given)!r} is not a run or sweep folder")
-    sweeps = [Sweep.read(folder, key) for key, folder in (("lambda", args.lambda_sweep),
+    sweeps = [Sweep.read(folder, key) for key, folder in (("seed", args.seeds_sweep), ("lambda", args.lambda_sweep),
                                                           ("alpha", args.alpha_sweep)) if folder]
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "README.md", page(args.out, args.label, args.command, args.figure2, sweeps))

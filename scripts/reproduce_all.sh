@@ -6,7 +6,8 @@
 #   scripts/reproduce_all.sh                                # CONFIG=fast: docs/results/fast/
 #   CONFIG=paper SEEDS=0 scripts/reproduce_all.sh          # the paper's solver, one seed: docs/results/paper/
 #
-#   PARTS       which of figure2, figure3 and alpha to run (default: all three)
+#   PARTS       which of figure2, figure3, alpha and seeds to run (default: the first three; seeds: the config's
+#               own lambda and alpha over SEEDS, as for make demo's page)
 #   DOCS_DIR    where the page goes (default: docs/results/LABEL, LABEL from CONFIG: fast, paper, ...)
 # and the settings of scripts/common.sh (CONFIG, EPOCHS, DEVICE, DATA_DIR, OUTPUT_DIR, EXTRA_ARGS) and of
 # each part (LAMBDAS, ALPHAS).
@@ -17,11 +18,13 @@ source "$here/common.sh"
 PARTS=${PARTS:-figure2 figure3 alpha}
 DOCS_DIR=${DOCS_DIR:-docs/results/$(config_label)}
 for part in $PARTS; do
-  case $part in figure2|figure3|alpha) ;; *) echo "PARTS: '$part' is not one of figure2, figure3, alpha" >&2; exit 2;; esac
+  case $part in figure2|figure3|alpha|seeds) ;; *) echo "PARTS: '$part' is not one of figure2, figure3, alpha, seeds" >&2; exit 2;; esac
 done
 
 # The command the page says made it: the settings that change what is trained (not where the data is).
 command="CONFIG=$CONFIG SEEDS=$SEEDS"
+# The switches that cap torch's CPU kernels change what --precision auto takes (an AVX2 machine, played).
+for cap in ONEDNN_MAX_CPU_ISA ATEN_CPU_CAPABILITY; do [[ -n ${!cap:-} ]] && command="$cap=${!cap} $command"; done
 [[ $PARTS != "figure2 figure3 alpha" ]] && command+=" PARTS=\"$PARTS\""
 [[ -n $EPOCHS ]] && command+=" EPOCHS=$EPOCHS"
 [[ $DEVICE != auto ]] && command+=" DEVICE=$DEVICE"
@@ -40,5 +43,9 @@ fi
 if [[ " $PARTS " == *" alpha "* ]]; then
   out=$(part sweep_alpha.sh)
   args+=(--alpha-sweep "$(sed -n 's|^Alpha sweep: \(.*\)/ (.*|\1|p' <<<"$out")")
+fi
+if [[ " $PARTS " == *" seeds "* ]]; then
+  out=$(part sweep_seeds.sh)
+  args+=(--seeds-sweep "$(sed -n 's|^Seeds: \(.*\)/ (.*|\1|p' <<<"$out")")
 fi
 "${PYTHON[@]}" "$here/paper_figures.py" "${args[@]}"

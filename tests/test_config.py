@@ -141,6 +141,8 @@ def test_help_shows_every_setting_its_choices_and_its_default():
     assert "--center-update <paper|sgd|caffe>" in text and "--precision <auto|fp32|tf32|bf16>" in text
     sweep = CliRunner().invoke(app, ["sweep", "--help"], terminal_width=200).output
     assert "--name" not in sweep and "--lambda" in sweep and "--lr-milestones" in sweep
+    data = CliRunner().invoke(app, ["data", "--help"], terminal_width=200).output
+    assert "--dataset <mnist|fashion-mnist>" in data and "--dataset <mnist|fashion-mnist>" in text  # alike
 
 
 def test_the_options_table_agrees_with_the_schema():
