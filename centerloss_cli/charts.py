@@ -70,7 +70,7 @@ def save_curves(out: str | os.PathLike, runs_: Sequence[tuple[str, Sequence[dict
                    frameon=False)
         fig.tight_layout(rect=(0, legend_in / (7.0 + legend_in), 1, 1))
     else:
-        axes[0].legend(fontsize=7)
+        axes[0].legend(fontsize=7, handlelength=4)  # long enough handles that the train line shows its dashes
         fig.tight_layout()
     return save_figure(fig, out, dpi)
 

@@ -228,6 +228,11 @@ DATASETS = {
 }
 
 
+def shortened(text: str, limit: int) -> str:
+    """`text` up to `limit` characters, cut at a word and marked as cut; whole where it fits."""
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " [...]"
+
+
 def _root_options(dataset: str) -> str:
     """What names the data root of `dataset` (data_root): $CENTERLOSS_DATA stands for MNIST only."""
     return "--data-dir or $CENTERLOSS_DATA" if dataset == "mnist" else "--data-dir"
@@ -269,8 +274,9 @@ def ensure_dataset(root: Path, fetchers: Sequence[tuple[str, Fetcher]] | None = 
         try:
             fetch(root)
         except Exception as e:  # every failure of a source just moves on to the next one
-            # The whole message on one line: torchvision's first line ends in ":", and the reason follows it.
-            tried.append(f"{label}: {' '.join(str(e).split()) or type(e).__name__}"[:240])
+            # The whole message on one line: torchvision's first line ends in ":", and the reason follows it;
+            # it names each mirror it tried and why that failed, so it is kept whole up to a generous bound.
+            tried.append(shortened(f"{label}: {' '.join(str(e).split()) or type(e).__name__}", 1000))
             say(f"  {tried[-1]}")
             continue
         files = find_files(root, dataset)

@@ -162,13 +162,15 @@ def test_a_failed_download_says_why(tmp_path):
     only the first line used to be kept, so the user saw no reason."""
     from centerloss_cli.fetch import ensure_dataset
 
-    def torchvision_like(root):
+    def torchvision_like(root):  # two mirrors, as torchvision tries them: the second's reason used to be cut off
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n"
-                           "<urlopen error [Errno -2] Name or service not known>\n")
+                           "<urlopen error [Errno -2] Name or service not known>\n"
+                           f"Tried http://{'second-' * 20}mirror/, got:\n<urlopen error timed out>\n")
 
     heard = []
     with pytest.raises(DataError) as refused:
         ensure_dataset(tmp_path, [("torchvision download", torchvision_like)], say=heard.append)
     assert "Error downloading train-images-idx3-ubyte.gz: Tried https://mirror/, got: <urlopen error [Errno -2] " \
            "Name or service not known>" in str(refused.value)
+    assert "mirror/, got: <urlopen error timed out>" in str(refused.value)
     assert any("Name or service not known" in line for line in heard)
