@@ -28,7 +28,7 @@ from .local import train_in_processes, train_in_turn
 from .runfiles import MARK, RECORD, SPLITS, contents, recorded_runs, sweep_dir, unproven, write_mark
 from .runs import RunResult, acquire, data_suffix, named_for_data
 from .runtime import Runtime, entered, show_bars
-from .schema import NAME_MAX_BYTES, is_folder_name, number_text
+from .schema import NAME_MAX_BYTES, counted, is_folder_name, number_text
 from .storage import atomic_write_text
 
 METRICS = ["test_acc", "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio"]
@@ -258,6 +258,8 @@ def _run_locally(rt: Runtime, configs: list[TrainConfig], fingerprint: str, jobs
         if (done := rt.completed(c, fingerprint)) is not None:
             results[c.run_name] = done
     todo = [c for c in configs if c.run_name not in results]
+    if todo:
+        rt.say(f"sweep: {counted(len(configs), 'run')}, {len(results)} finished before, {len(todo)} to train")
     try:
         if batched:
             from .training import train_stacked
@@ -283,6 +285,8 @@ def _train_apart(rt: Runtime, total: int, todo: list[TrainConfig], results: dict
     def done(r: RunResult) -> None:
         results[r.run_dir.name] = r
         bar.update(1)
+        if bar.disable:  # in a log file, where no bar is drawn, a line says how far the sweep is
+            rt.say(f"sweep: {len(results)} of {counted(total, 'run')} done")
 
     with bar:
         if jobs > 1:

@@ -29,8 +29,18 @@ RUN_ARGS=(--device "$DEVICE" --output-dir "$OUTPUT_DIR")
 [[ -n $CONFIG ]] && RUN_ARGS+=(--config "$CONFIG")
 [[ -n $EPOCHS ]] && RUN_ARGS+=(--epochs "$EPOCHS")
 [[ -n $DATA_DIR ]] && RUN_ARGS+=(--data-dir "$DATA_DIR")
-# EXTRA_ARGS is split on spaces on purpose: it holds several flags.
+# EXTRA_ARGS is split on spaces on purpose: it holds several flags. The flags that decide what a script
+# trains and where its results go are the scripts' own: given here they would win over them (the last flag
+# wins), and a page would caption a run with settings it was not trained with.
 read -r -a EXTRA <<<"$EXTRA_ARGS"
+for arg in "${EXTRA[@]}"; do
+  case ${arg%%=*} in
+    --lambda|--alpha|--seed|--name|--sweep-name|--output-dir|--config|--resume|--overwrite)
+      echo "EXTRA_ARGS: ${arg%%=*} is the scripts' own (LAMBDAS, ALPHAS, SEEDS, OUTPUT_DIR and CONFIG" \
+           "set it); give it there instead" >&2
+      exit 2;;
+  esac
+done
 RUN_ARGS+=("${EXTRA[@]}")
 
 # The run folder that `centerloss train` printed last ("  files: DIR/ (...)"), and the sweep folder that

@@ -29,23 +29,29 @@ for cap in ONEDNN_MAX_CPU_ISA ATEN_CPU_CAPABILITY; do [[ -n ${!cap:-} ]] && comm
 [[ -n $EPOCHS ]] && command+=" EPOCHS=$EPOCHS"
 [[ $DEVICE != auto ]] && command+=" DEVICE=$DEVICE"
 [[ -n $EXTRA_ARGS ]] && command+=" EXTRA_ARGS=\"$EXTRA_ARGS\""
-# Each part shows its whole output on stderr itself; its last line, the summary, is shown here too.
-part() { local out; out=$("$here/$1"); tail -n 1 <<<"$out" >&2; echo "$out"; }
+# Each part: its script, the start of the last line it prints (which names its folder), and the page's flag.
+declare -A SCRIPT=([figure2]=reproduce_figure2.sh [figure3]=reproduce_figure3.sh [alpha]=sweep_alpha.sh
+                   [seeds]=sweep_seeds.sh)
+declare -A SAYS=([figure2]="Figure 2" [figure3]="Figure 3" [alpha]="Alpha sweep" [seeds]="Seeds")
+declare -A FLAG=([figure2]=--figure2 [figure3]=--lambda-sweep [alpha]=--alpha-sweep [seeds]=--seeds-sweep)
 args=(--out "$DOCS_DIR" --label "$(config_label)" --command "$command scripts/reproduce_all.sh")
-if [[ " $PARTS " == *" figure2 "* ]]; then
-  out=$(part reproduce_figure2.sh)
-  args+=(--figure2 "$(sed -n 's|^Figure 2: .* (run \(.*\); per-epoch.*|\1|p' <<<"$out")")
-fi
-if [[ " $PARTS " == *" figure3 "* ]]; then
-  out=$(part reproduce_figure3.sh)
-  args+=(--lambda-sweep "$(sed -n 's|^Figure 3: \(.*\)/ (.*|\1|p' <<<"$out")")
-fi
-if [[ " $PARTS " == *" alpha "* ]]; then
-  out=$(part sweep_alpha.sh)
-  args+=(--alpha-sweep "$(sed -n 's|^Alpha sweep: \(.*\)/ (.*|\1|p' <<<"$out")")
-fi
-if [[ " $PARTS " == *" seeds "* ]]; then
-  out=$(part sweep_seeds.sh)
-  args+=(--seeds-sweep "$(sed -n 's|^Seeds: \(.*\)/ (.*|\1|p' <<<"$out")")
-fi
+read -r -a parts <<<"$PARTS"
+for i in "${!parts[@]}"; do
+  name=${parts[$i]}
+  echo "== part $((i + 1)) of ${#parts[@]}: $name (${SCRIPT[$name]})" >&2
+  # Each part shows its whole output on stderr itself; its last line, the summary, is shown here too. A part
+  # that fails stops everything here, before the page is touched.
+  if ! out=$("$here/${SCRIPT[$name]}"); then
+    echo "reproduce_all.sh: part $name (${SCRIPT[$name]}) failed, as the lines above say; the page was not written" >&2
+    exit 1
+  fi
+  tail -n 1 <<<"$out" >&2
+  if [[ $name == figure2 ]]; then folder=$(sed -n 's|^Figure 2: .* (run \(.*\); per-epoch.*|\1|p' <<<"$out")
+  else folder=$(sed -n "s|^${SAYS[$name]}: \\(.*\\)/ (.*|\\1|p" <<<"$out"); fi
+  if [[ -z $folder ]]; then
+    echo "reproduce_all.sh: part $name printed no '${SAYS[$name]}: ...' line naming its folder; the page was not written" >&2
+    exit 1
+  fi
+  args+=("${FLAG[$name]}" "$folder")
+done
 "${PYTHON[@]}" "$here/paper_figures.py" "${args[@]}"

@@ -138,7 +138,7 @@ def test_a_long_default_sweep_name_still_fits_the_file_system():
 
 @pytest.mark.parametrize("args,message", [
     (["--lambda", ""], "--lambda '': expected a comma-separated list"),
-    (["--sweep-name", "../x"], "--sweep-name '../x': expected a folder name without '/'"),
+    (["--sweep-name", "../x"], "--sweep-name '../x': expected a folder name of printable UTF-8 characters without '/'"),
     (["--sweep-name", "/abs"], "--sweep-name '/abs': expected a folder name"),
     (["--lambda", "0.1,,0.2"], "expected a comma-separated list"),
     (["--lambda", "0.1,-0.01"], "lambda = -0.01: expected a number >= 0"),

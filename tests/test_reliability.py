@@ -372,11 +372,15 @@ def test_overwrite_with_bad_data_deletes_nothing(run_path, run_cli, mnist, tmp_p
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--data-dir", ""], "data_dir = '': expected a non-empty path without NUL bytes"),
-    (["--output-dir", "a\0b"], "expected a non-empty path without NUL bytes"),
+    (["--data-dir", ""], "data_dir = '': expected a non-empty path of printable UTF-8 characters"),
+    (["--output-dir", "a\0b"], "expected a non-empty path of printable UTF-8 characters"),
     (["--output-dir", "dangling"], "dangling is a symbolic link to nothing"),
     (["--output-dir", "loop/out"], "loop is a symbolic link to nothing (dangling, or a loop)"),
     (["--output-dir", "/proc/centerloss"], "run folder /proc/centerloss"),
+    # a non-UTF-8 byte (as a shell passes it: a surrogate) used to end in a UnicodeEncodeError traceback
+    (["--output-dir", "out\udcff"], "output_dir = 'out\\udcff': expected a non-empty path of printable UTF-8"),
+    (["--name", "a\nb"], "name = 'a\\nb': expected a folder name of printable UTF-8 characters"),
+    (["--name", "run\u202etxt.exe"], "name = 'run\\u202etxt.exe': expected a folder name of printable UTF-8"),
 ])
 def test_bad_paths_are_one_line(run_cli, mnist, args, message):
     os.symlink("nowhere", "dangling")
