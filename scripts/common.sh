@@ -54,3 +54,14 @@ sweep_files() {
 }
 # The name the results of a config go under: "fast" for CONFIG=fast or configs/fast.toml, "paper" without one.
 config_label() { local name; name=$(basename "${CONFIG:-paper}"); echo "${name%.toml}"; }
+# The paper's Figure 3 family (softmax alone and its four values), with the config's own lambda added where it
+# is another one, read from the config itself so that it is declared in one place.
+family_and_own_lambda() {
+  "${PYTHON[@]}" - "${CONFIG:-paper}" <<'PY'
+import sys
+from centerloss_cli.config import resolve_config
+family = [0, 0.0001, 0.001, 0.01, 0.1]
+own = resolve_config(sys.argv[1]).lam
+print(",".join(f"{v:g}" for v in sorted(set(family) | {own})))
+PY
+}
