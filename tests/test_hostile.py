@@ -516,5 +516,6 @@ def test_an_output_folder_too_long_for_the_file_system_is_one_line(run_cli, mnis
     """A 4 KB --output-dir gave OSError 36 (file name too long)."""
     for path in ("a" * 4000, "b" * 300, "x/" + "c" * 256):
         line = one_line(run_cli("train", *mnist.args, *TINY, "--output-dir", path))
-        assert "expected a non-empty path of printable UTF-8 characters, of at most 3,000 bytes, each part at most 255" in line
+        assert "expected a non-empty path of printable UTF-8 characters, of at most 3,000 bytes, each part at most " \
+               "255" in line
     assert not list(Path(".").iterdir())
