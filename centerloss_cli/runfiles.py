@@ -68,6 +68,13 @@ METRIC_COLUMNS = [
     "test_softmax_loss", "test_center_loss", "test_acc",
     "train_intra", "train_inter", "train_ratio", "test_intra", "test_inter", "test_ratio",
 ]
+# What every config.json of the tool's has recorded, from the first folder format on: settings by the tool's
+# own names (plot_train_samples, center_update, log_every ...) and the torch they ran on. All of them together
+# prove that a folder made before the mark was the tool's (runs.py); a few keys that many training scripts
+# log (lambda, alpha, seed, torch_version) do not.
+OWN_KEYS = frozenset({"lambda", "alpha", "center_update", "batch_size", "lr", "momentum", "weight_decay",
+                      "classifier_bias", "seed", "train_limit", "test_limit", "plot_train_samples", "data_dir",
+                      "output_dir", "log_every", "torch_version"})
 TOOL_ENTRIES = frozenset({LOCK, MARK, CONFIG_JSON, METRICS_CSV, CHECKPOINT, DIVERGED, FEATURES, PLOTS, TENSORBOARD})
 # The files the tool makes, by folder: --overwrite deletes exactly these (and the tool's own temp files).
 FILES = {"": re.compile("|".join(map(re.escape, (CONFIG_JSON, METRICS_CSV, CHECKPOINT, DIVERGED)))),
@@ -262,7 +269,13 @@ def contents(folder: Path) -> set[str]:
 def unproven(folder: Path, names: set[str]) -> str:
     """The start of the refusal of a folder that holds `names` and no proof that the tool made it."""
     shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
-    return f"{folder} holds {shown}, but nothing that shows centerloss made it (no {MARK}), so"
+    mark = Path(folder) / MARK
+    if mark.is_symlink() or mark.exists():
+        kind = "a symbolic link" if mark.is_symlink() else "a folder" if mark.is_dir() else "not a regular file"
+        why = f"its {MARK} is {kind}, not the file the tool writes, and no checkpoint or config.json of the tool's"
+    else:
+        why = f"no {MARK}"
+    return f"{folder} holds {shown}, but nothing that shows centerloss made it ({why}), so"
 
 
 def write_mark(folder: Path) -> None:

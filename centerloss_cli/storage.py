@@ -90,7 +90,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) 
         write(f)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` may still be running (another user's is taken as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -109,7 +110,7 @@ def remove_dead_writers_files(folder: Path, recursive: bool = False) -> int:
     removed = 0
     for p in folder.rglob(f"*{TEMP_MARK}*") if recursive else folder.glob(f"*{TEMP_MARK}*"):
         pid = writer_of(p)
-        if pid is not None and p.is_file() and not p.is_symlink() and not _alive(pid):
+        if pid is not None and p.is_file() and not p.is_symlink() and not alive(pid):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
                 removed += 1

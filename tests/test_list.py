@@ -4,7 +4,8 @@ import os
 from pathlib import Path
 
 from conftest import TINY
-from filelock import FileLock
+
+from centerloss_cli.runs import acquire
 
 
 def test_list_shows_every_run_in_its_state_and_groups_sweeps(run_cli, mnist, trained):
@@ -18,10 +19,12 @@ def test_list_shows_every_run_in_its_state_and_groups_sweeps(run_cli, mnist, tra
     Path("outputs/sweeps/s1").mkdir(parents=True)
     Path("outputs/sweeps/s1/sweep.json").write_text(json.dumps({"runs": ["fin", "stop"]}))
     Path("outputs/notes").mkdir()  # not a run folder: not listed
-    before = {p: p.stat().st_mtime_ns for p in Path("outputs").rglob("*")}
-
-    with FileLock(running / ".lock"):
+    lock = acquire(running, "run folder")  # as a training process holds it
+    try:
+        before = {p: p.stat().st_mtime_ns for p in Path("outputs").rglob("*")}
         result = run_cli("list")
+    finally:
+        lock.release()
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == "sweep sweeps/s1/ (2 runs)"  # each folder by its path under the one given

@@ -21,6 +21,9 @@ from centerloss_cli.errors import CenterLossError
     {"metrics.csv": "epoch,step\n1,1\n"},  # a user's file of a tool's name, alone
     {"plots/curves.png": "png"},
     {"features/epoch_001.npz": "npz"},
+    # keys that many training scripts log: they used to pass for an older run of ours, and --overwrite replaced them
+    {"config.json": '{"lambda": 0.01, "alpha": 0.5, "seed": 0, "torch_version": "2.1.0", "lr": 0.1}',
+     "metrics.csv": "epoch,step,test_acc\n1,100,0.9\n"},
 ])
 @pytest.mark.parametrize("how", ["--overwrite", "--resume"])
 def test_a_folder_without_proof_is_never_written_whatever_its_files_are_named(run_cli, mnist, planted, how):
@@ -132,3 +135,64 @@ def test_the_memory_check_heeds_the_process_limit():
     finally:
         resource.setrlimit(resource.RLIMIT_AS, previous)
     assert abs(left - 2**30) < 2**27 and address_space_left() is None
+
+
+@pytest.mark.parametrize("kind", ["link", "folder"])
+def test_a_run_whose_mark_is_not_a_file_is_proven_by_its_checkpoint_and_refused_in_one_true_line(
+        run_path, run_cli, mnist, trained, kind):
+    """It was refused with 'holds .centerloss ... (no .centerloss)': a line that contradicts itself."""
+    trained.copy()
+    (run_path / ".centerloss").unlink()
+    if kind == "link":
+        (run_path / ".centerloss").symlink_to("elsewhere")
+    else:
+        (run_path / ".centerloss").mkdir()
+    before = files_of(run_path)
+    said = one_line(run_cli("train", *mnist.args, *TINY, "--epochs", "2", "--resume"))
+    assert said.endswith(f".centerloss is {'a symbolic link' if kind == 'link' else 'a folder'}, where the tool keeps "
+                         "its own file; move it away, or choose another name"), said
+    assert "no .centerloss" not in said and files_of(run_path) == before
+
+
+def test_a_hard_link_snapshot_of_a_run_resumes_and_leaves_the_run_it_copied_alone(run_path, run_cli, mnist, trained):
+    """`cp -al run backup` (as rsnapshot makes): resume and --overwrite were refused for the shared .lock, then for
+    every file, though each is replaced by a rename."""
+    trained.copy()
+    subprocess.run(["cp", "-al", str(run_path), "outputs/backup"], check=True)
+    original = files_of(run_path)
+    resumed = run_cli("train", *mnist.args, *TINY, "--epochs", "2", "--name", "backup", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert checkpoint(Path("outputs/backup"))["epoch"] == 2 and files_of(run_path) == original
+    assert (run_path / ".lock").stat().st_nlink == 1 and Path("outputs/backup/.lock").stat().st_nlink == 1
+    again = run_cli("train", *mnist.args, *TINY, "--name", "backup", "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert checkpoint(Path("outputs/backup"))["epoch"] == 1 and files_of(run_path) == original
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (reaped, so not reused at once)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("committed", [False, True])
+def test_a_killed_overwrite_is_undone_or_finished_by_the_next_call(run_path, run_cli, mnist, trained, committed):
+    """A kill -9 inside --overwrite left the hidden trash folder (the old run) for good. Before every file was
+    moved aside the overwrite had not happened: the files go back; after, it had: the trash goes."""
+    trained.copy(1)
+    before = files_of(run_path)
+    trash = run_path / f".overwrite.centerloss-tmp-{dead_pid()}-0123456789ab"
+    for name in ("checkpoint.pt", "features/epoch_001.npz"):  # moved aside, as --overwrite does, then killed
+        (trash / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_path / name).rename(trash / name)
+    if committed:
+        (trash / ".committed").touch()
+    result = run_cli("train", *mnist.args, *TINY, "--epochs", "2", "--resume")
+    assert not trash.exists()
+    if committed:  # the old checkpoint was deleted as asked, metrics.csv still records its epoch: refused
+        assert result.exit_code != 0 and "its checkpoint.pt is missing" in result.output, result.output
+    else:
+        assert result.exit_code == 0, result.output
+        assert checkpoint(run_path)["epoch"] == 2
+        assert files_of(run_path)[run_path / "features/epoch_001.npz"] == before[run_path / "features/epoch_001.npz"]
