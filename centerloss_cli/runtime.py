@@ -10,6 +10,7 @@ this is module state: two runtimes in one process (a notebook's, a test's) share
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from contextlib import ExitStack, contextmanager
@@ -31,7 +32,10 @@ STOPPED_PLOT_WAIT_S = 20.0  # an epoch's plots take a few seconds; a stop waits 
 
 
 def _print(message: str) -> None:
-    """A line on stdout, above any progress bar (which tqdm draws on stderr)."""
+    """A line on stdout, above any progress bar (which tqdm draws on stderr). A process started with its
+    stdout closed (`cmd >&-`, as a daemon leaves it) has none: that is an OSError like a closed pipe's."""
+    if sys.stdout is None:
+        raise OSError(errno.EBADF, "stdout is closed")
     tqdm.write(message, file=sys.stdout)
     sys.stdout.flush()
 
@@ -43,7 +47,7 @@ def _silence_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError):  # a stdout without a file descriptor (a test's capture): nothing to redirect
+    except (OSError, ValueError, AttributeError):  # no stdout, or one without a descriptor (a test's capture)
         pass
 
 
@@ -74,7 +78,8 @@ class Runtime:
             self._mute = True
             _silence_stdout()
             try:
-                print(f"centerloss: output stopped ({e.strerror or e}); training goes on", file=sys.stderr)
+                if sys.stderr is not None:
+                    print(f"centerloss: output stopped ({e.strerror or e}); training goes on", file=sys.stderr)
             except OSError:
                 pass
 
@@ -162,4 +167,4 @@ def entered(runtime: Runtime | None, sweep: bool = False) -> Iterator[Runtime]:
 def show_bars(progress: bool) -> bool:
     """Progress bars only on a terminal: in a log file (nohup, a cluster job) they are lines joined by \\r,
     and the one line per epoch says what matters there."""
-    return progress and sys.stderr.isatty()
+    return progress and sys.stderr is not None and sys.stderr.isatty()
