@@ -20,7 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .core.schedule import total_steps
+from .core.schedule import total_steps, warmup_steps
 from .core.settings import CENTER_UPDATES, NETS
 from .errors import ConfigError
 from .schema import (
@@ -269,17 +269,17 @@ def planned_train_images(config: TrainConfig) -> int:
 
 def fit_to_run(config: TrainConfig) -> tuple[TrainConfig, list[str]]:
     """A config made for a longer run (a built-in one shrunk by --train-limit or --epochs), fitted to this
-    run, and a line for each change or trap: a warm-up at least as long as the run is clipped to half of it
-    (else the rate never peaks nor decays), plot samples beyond the training images are clipped to them
-    (so the name says what is plotted), and milestones of the user's past the last step are named, since
-    they never act."""
+    run, and a line for each change or trap: plot samples beyond the training images are clipped to them
+    (so the name says what is plotted), a warm-up at least as long as the run is said to be halved (the
+    schedule halves it, schedule.warmup_steps, and the setting stays as given: the run's name and a later
+    resume go by what was asked), and milestones of the user's past the last step are named, since they
+    never act."""
     n_train = planned_train_images(config)
     total = total_steps(config, n_train)
     changes, notes = {}, []
-    if config.warmup >= total > 1:
-        changes["warmup"] = total // 2
+    if (warmup := warmup_steps(config, total)) != config.warmup:
         notes.append(f"warmup = {config.warmup} is not shorter than this run's {total} steps, so the rate would "
-                     f"never reach lr nor decay: clipped to {total // 2}, half the run")
+                     f"never reach lr nor decay: this run warms up over {warmup} steps, half of it")
     if config.train_limit is not None and config.plot_train_samples > n_train and \
             config.plot_train_samples != DEFAULTS.plot_train_samples:
         changes["plot_train_samples"] = n_train

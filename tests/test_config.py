@@ -14,6 +14,7 @@ from centerloss_cli import sweep
 from centerloss_cli.cli import app
 from centerloss_cli.config import DEFAULTS, SCHEMA, SLURM_DEFAULTS, TrainConfig, resolve, resolve_config, sbatch_options
 from centerloss_cli.errors import CenterLossError, ConfigError
+from centerloss_cli.runfiles import read_metrics, read_record
 from centerloss_cli.runs import Voice, reconcile
 from centerloss_cli.schema import default_text, to_dict
 from centerloss_cli.schema import from_dict as from_dict_of
@@ -211,8 +212,18 @@ def test_a_shrunk_config_is_fitted_to_its_run_and_says_so(run_cli, mnist):
                      *mnist.args, "--train-limit", "64", "--epochs", "1", "--batch-size", "16", "--test-limit", "32",
                      "--plot-dpi", "30", "-q")
     assert result.exit_code == 0, result.output
-    assert "warmup = 50 is not shorter than this run's 4 steps" in result.output and "clipped to 2" in result.output
+    assert "warmup = 50 is not shorter than this run's 4 steps, so the rate would never reach lr nor decay: this " \
+           "run warms up over 2 steps, half of it" in result.output
     assert "plot_train_samples = 5000 is more than the 64 training images: clipped to 64" in result.output
     assert "lr_milestones 100 fall at or after this run's last step (4)" in result.output
     [run] = Path("outputs").iterdir()
-    assert "_plot64_" in run.name and "_warmup2" in run.name and "plot5000" not in run.name
+    assert "_plot64_" in run.name and "plot5000" not in run.name
+    # The warm-up is halved by the schedule, not in the settings: the run is named by what was asked for
+    # (it was saved as 2, so --epochs decided the name, and the same flags with --resume --epochs 3 were refused).
+    assert "_warmup50_" in run.name and read_record(run)["warmup"] == 50
+    assert read_metrics(run)[0]["lr"] == pytest.approx(0.1 * 0.8)  # warmed up over 2 steps, then milestone 2 passed
+    longer = run_cli("train", "--config", "quick", "--lr-schedule", "step", "--lr-milestones", "2,100",
+                     *mnist.args, "--train-limit", "64", "--epochs", "3", "--batch-size", "16", "--test-limit", "32",
+                     "--plot-dpi", "30", "-q", "--resume")
+    assert longer.exit_code == 0, longer.output
+    assert [p.name for p in Path("outputs").iterdir()] == [run.name] and len(read_metrics(run)) == 3

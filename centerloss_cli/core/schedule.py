@@ -37,15 +37,24 @@ def epochs_left(start: int, total: int, per_epoch: int) -> int:
     return (total - 1) // per_epoch - start // per_epoch + 1
 
 
+def warmup_steps(config: Settings, total: int) -> int:
+    """The steps the rate warms up over in a run of `total` steps: --warmup, or half the run where --warmup
+    is not shorter than it (else the rate would never peak nor decay). The setting stays as given, so a run
+    is named and resumed by what the user asked for, and a resume that extends the run warms up as asked."""
+    return config.warmup if config.warmup < total or total <= 1 else total // 2
+
+
 def lr_factor(config: Settings, step: int, total: int) -> float:
     """The learning rate of step `step` (counted from 0) of `total` as a multiple of --lr.
 
-    --warmup first: (step + 1) / warmup over its steps. Then step (the official solver's): --lr-gamma for
-    each of --lr-milestones passed; linear or cosine: from 1 down to 0 at step `total`, over the steps
-    after the warm-up. A resume that extends the run stretches that decay over the new total."""
-    if step < config.warmup:
-        return (step + 1) / config.warmup
+    The warm-up first (warmup_steps): (step + 1) / warmup over its steps. Then step (the official
+    solver's): --lr-gamma for each of --lr-milestones passed; linear or cosine: from 1 down to 0 at step
+    `total`, over the steps after the warm-up. A resume that extends the run stretches that decay over the
+    new total."""
+    warmup = warmup_steps(config, total)
+    if step < warmup:
+        return (step + 1) / warmup
     if config.lr_schedule == "step":
         return config.lr_gamma ** bisect_right(sorted(config.lr_milestones), step)
-    t = min(1.0, (step - config.warmup) / max(1, total - config.warmup))
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
     return 1 - t if config.lr_schedule == "linear" else 0.5 * (1 + math.cos(math.pi * t))
