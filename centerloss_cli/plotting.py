@@ -19,6 +19,9 @@ from .processes import Channel, Child, Failure, ready
 from .runfiles import CHECKPOINT, SPLITS, EpochFeatures, curves_path, features_path, plot_path
 
 PENDING_EPOCHS = 2  # epochs a process may have outstanding: each holds up to 20k features
+# A plot takes seconds (a 10k-point scatter or the curves at 200 dpi: 1-5 s on 2 busy cores); a process that
+# answers nothing for this long is taken for stopped (kill -STOP) or hung, killed, and its plots drawn later.
+PLOT_STALL_S = 120.0
 # The drawings a plotting process makes (`draw`), by name: the trainer never loads matplotlib.
 SCATTER = "scatter"  # (run_dir, feats, splits, centers, dpi)
 SAVED_SCATTER = "saved scatter"  # (run_dir, epoch, splits, dpi)
@@ -32,9 +35,13 @@ class PlotService:
     PENDING_EPOCHS epochs per process are outstanding: `submit` waits beyond that. `wait` returns once
     every plot is written; a failure is raised there or at the next submit."""
 
-    def __init__(self, processes: int = 1, say: Callable[[str], None] = lambda message: None):
+    def __init__(self, processes: int = 1, say: Callable[[str], None] = lambda message: None,
+                 patience: Callable[[], float] = lambda: PLOT_STALL_S):
         self.processes = max(1, processes)
         self._say = say  # the runtime's voice: a plotting process that died is news, not an error
+        # How long a process with work may answer nothing before it is killed and replaced (asked anew while
+        # waiting: the runtime waits less once a stop is asked for).
+        self._patience = patience
         self._children: list[Child] = []
         self._pending: dict[int, deque[str]] = {}  # child index -> what it was sent, oldest first
         self._curves_owner: dict[Path, int] = {}
@@ -54,10 +61,11 @@ class PlotService:
         self._children[index].send((drawing, args))
         self._pending[index].append(what)
 
-    def _collect(self, timeout: float | None) -> None:
-        """Take in the replies waiting (waiting up to `timeout` for one)."""
+    def _collect(self, timeout: float | None) -> int:
+        """Take in the replies waiting (waiting up to `timeout` for one); returns how many came."""
         busy = [c for i, c in enumerate(self._children) if self._pending[i]]
-        for child in ready(busy, timeout):
+        came = ready(busy, timeout)
+        for child in came:
             index = self._children.index(child)
             try:
                 reply = child.recv()
@@ -75,6 +83,20 @@ class PlotService:
                 self._say(reply)
             if isinstance(reply, Failure) and self._failure is None:
                 self._failure = PlotError(f"drawing plots failed ({what}): {reply.text.splitlines()[-1]}")
+        return len(came)
+
+    def _drain(self, done: Callable[[], bool]) -> None:
+        """Take in replies until `done()`. Every wait ends: processes that answer nothing for the runtime's
+        patience (stopped with kill -STOP, say, or hung) are killed, and their plots left to be drawn again."""
+        last = time.monotonic()
+        while not done():
+            patience = self._patience()
+            left = last + patience - time.monotonic()
+            if left <= 0:
+                self._abandon(patience)
+                return
+            if self._collect(min(left, 1.0)):  # in slices, so that a stop asked for meanwhile shortens the wait
+                last = time.monotonic()
 
     def _raise(self) -> None:
         if self._failure is not None:
@@ -89,9 +111,9 @@ class PlotService:
         self.start()
         run_dir = Path(run_dir).absolute()  # a plotting process outlives the working folder of one run
         limit = (len(SPLITS) + 1) * PENDING_EPOCHS * self.processes
-        while sum(map(len, self._pending.values())) >= limit:
-            self._collect(None)
+        self._drain(lambda: sum(map(len, self._pending.values())) < limit)
         self._collect(0)
+        self.start()  # again: a stalled process was just abandoned
         self._raise()
         for split in SPLITS:
             self._send(self._least_busy(), f"{split} plot of epoch {feats.epoch}", SCATTER, run_dir, feats, (split,),
@@ -120,20 +142,13 @@ class PlotService:
                 self._send(owner if drawing == CURVES else self._least_busy(), what, drawing, *args)
         return len(jobs)
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Return once every queued plot is written, or after `timeout` seconds: then the processes still
-        drawing (stopped with kill -STOP, say) are killed, and their plots left to be drawn again when the
-        run is next opened. Raise if any plot failed."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while any(self._pending.values()):
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                self._abandon(timeout)
-                break
-            self._collect(left)
+    def wait(self) -> None:
+        """Return once every queued plot is written, or once the processes still drawing have answered nothing
+        for the runtime's patience (_drain); raise if any plot failed."""
+        self._drain(lambda: not any(self._pending.values()))
         self._raise()
 
-    def _abandon(self, waited: float | None) -> None:
+    def _abandon(self, waited: float) -> None:
         """Kill the processes that did not finish in time, end the others; new ones start when next needed."""
         lost = [what for pending in self._pending.values() for what in pending]
         for i, child in enumerate(self._children):
@@ -141,8 +156,8 @@ class PlotService:
                 child.process.kill()
             child.close()
         self._children, self._pending = [], {}
-        self._say(f"the plotting process did not finish within {waited:g} s: its plots ({', '.join(lost)}) are "
-                  "drawn again when the run is next opened, or by centerloss plot RUN_DIR")
+        self._say(f"the plotting process answered nothing for {waited:g} s (stopped, or hung): killed; its plots "
+                  f"({', '.join(lost)}) are drawn again when the run is next opened, or by centerloss plot RUN_DIR")
 
     def close(self) -> None:
         """End the plotting processes, once they have drawn what they were sent."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from tqdm import tqdm
 
 from .errors import PlotError
-from .plotting import PlotService
+from .plotting import PLOT_STALL_S, PlotService
 from .runs import RunFolder, RunResult, Voice
 from .stop import StopController
 
@@ -61,7 +61,7 @@ class Runtime:
         self._say = say  # where the lines for the user go: epochs, notes (a resume that starts a run, say)
         self._mute = False
         self.stop = StopController()
-        self.plots = PlotService(plot_processes, say=self.say)
+        self.plots = PlotService(plot_processes, say=self.say, patience=self._plot_patience)
         self._data: dict[tuple, Any] = {}
         self._depth = 0
         self._signals: ExitStack | None = None
@@ -98,7 +98,7 @@ class Runtime:
         try:
             # The plots of finished epochs still get written, stopped or not; after a stop, a plotter that does
             # not finish soon (stopped by kill -STOP, say) must not keep the process from ending.
-            self.plots.wait(STOPPED_PLOT_WAIT_S if self.stop.requested else None)
+            self.plots.wait()
         except PlotError:
             if exc_type is None:
                 raise  # else the error already on its way out matters more
@@ -107,6 +107,10 @@ class Runtime:
 
     def close(self) -> None:
         self.plots.close()
+
+    def _plot_patience(self) -> float:
+        """How long a plotting process may answer nothing: less once a stop is asked for, which should end soon."""
+        return STOPPED_PLOT_WAIT_S if self.stop.requested else PLOT_STALL_S
 
     def plot_processes_for(self, device_type: str) -> None:
         """Plot with more processes where training outruns one: on a GPU an epoch takes seconds, and its

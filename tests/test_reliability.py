@@ -607,25 +607,37 @@ def test_a_killed_plotting_process_is_replaced_and_training_goes_on(tmp_path):
     assert (run / "plots" / "test_epoch_002.png").is_file()
 
 
-def test_a_stopped_plotting_process_keeps_a_stop_from_ending_for_a_bounded_time_only(tmp_path):
-    """A plotting process stopped with kill -STOP used to keep a SIGTERM'd trainer waiting for it, after
-    "checkpoint saved", for over 90 s. After a stop, the runtime waits runtime.STOPPED_PLOT_WAIT_S at most."""
+def test_a_stopped_plotting_process_holds_a_run_for_a_bounded_time_only(tmp_path):
+    """A plotting process stopped with kill -STOP, and nothing else: the run trained every epoch, then waited
+    for its plots forever, and a SIGTERM did not end that either. Every wait now ends once the process has
+    answered nothing for the runtime's patience: PLOT_STALL_S, or STOPPED_PLOT_WAIT_S once a stop is asked."""
+    from centerloss_cli.plotting import PLOT_STALL_S, PlotService
     from centerloss_cli.runfiles import EpochFeatures
-    from centerloss_cli.runtime import Runtime
+    from centerloss_cli.runtime import STOPPED_PLOT_WAIT_S, Runtime
 
     heard: list[str] = []
-    rt = Runtime(say=heard.append)
+    patience = [0.5]
+    plots = PlotService(say=heard.append, patience=lambda: patience[0])
     zeros, labels = np.zeros((10, 2), np.float32), np.arange(10, dtype=np.uint8)
     try:
-        rt.plots.start()
-        [stopped] = rt.plots._children
+        plots.start()
+        [stopped] = plots._children
         os.kill(stopped.pid, signal.SIGSTOP)
-        rt.plots.submit_epoch(tmp_path, EpochFeatures(zeros, labels, zeros, labels, zeros, 1, 0.01, 0.5, 0.1), [], 30)
-        rt.plots.wait(timeout=0.5)
-        assert stopped.process.poll() is not None, "the stopped plotting process was left behind"
-        assert len(heard) == 1 and "did not finish within 0.5 s: its plots (train plot of epoch 1" in heard[0]
-        rt.plots.submit_epoch(tmp_path, EpochFeatures(zeros, labels, zeros, labels, zeros, 2, 0.01, 0.5, 0.1), [], 30)
-        rt.plots.wait()  # a new process draws what comes next
+        plots.submit_epoch(tmp_path, EpochFeatures(zeros, labels, zeros, labels, zeros, 1, 0.01, 0.5, 0.1), [], 30)
+        started = time.monotonic()
+        plots.wait()
+        assert time.monotonic() - started < 5 and stopped.process.poll() is not None, "left behind, or waited on"
+        assert len(heard) == 1 and "answered nothing for 0.5 s (stopped, or hung): killed; its plots (train plot " \
+            "of epoch 1" in heard[0]
+        patience[0] = 60.0  # time for a new process to start (it imports matplotlib) and draw what comes next
+        plots.submit_epoch(tmp_path, EpochFeatures(zeros, labels, zeros, labels, zeros, 2, 0.01, 0.5, 0.1), [], 30)
+        plots.wait()
     finally:
-        rt.close()
+        plots.close()
     assert (tmp_path / "plots" / "test_epoch_002.png").is_file()
+    rt = Runtime()
+    with rt:  # the runtime's patience: shorter once a stop is asked for (SIGTERM), which should end soon
+        assert rt._plot_patience() == PLOT_STALL_S
+        rt.stop.handle(signal.SIGTERM)
+        assert rt._plot_patience() == STOPPED_PLOT_WAIT_S < PLOT_STALL_S
+    rt.close()
