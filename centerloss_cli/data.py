@@ -136,13 +136,19 @@ def load_dataset(
     create = is_default_root(data_dir, dataset) if may_create is None else may_create
     files, source = ensure_dataset(root, may_create=create, say=say, dataset=dataset)
     device = torch.device(device)
-    # Each file is read once: its tensor and its md5 (which also makes the data's fingerprint).
-    loaded = {name: _load_file(files[name], name, verify, dataset) for name in IDX_FILES}
-    splits = {}
-    for split, limit in (("train", train_limit), ("test", test_limit)):
-        images, labels = (loaded[name][0] for name in SPLIT_FILES[split])
-        check_split(files, split, images, labels)
-        splits[split] = to_split(images, labels, limit, device)
+    try:
+        # Each file is read once: its tensor and its md5 (which also makes the data's fingerprint).
+        loaded = {name: _load_file(files[name], name, verify, dataset) for name in IDX_FILES}
+        splits = {}
+        for split, limit in (("train", train_limit), ("test", test_limit)):
+            images, labels = (loaded[name][0] for name in SPLIT_FILES[split])
+            check_split(files, split, images, labels)
+            splits[split] = to_split(images, labels, limit, device)
+    except (MemoryError, RuntimeError) as e:  # torch says "can't allocate memory" as a RuntimeError
+        if isinstance(e, RuntimeError) and "allocate" not in str(e):
+            raise
+        raise DataError(f"not enough memory to load {dataset} onto {device} (a memory limit, ulimit -v?); it "
+                        "takes about 0.5 GiB") from None
     return LoadedData(train=splits["train"], test=splits["test"], source=source, root=root,
                  fingerprint=fingerprint([loaded[name][1] for name in IDX_FILES]), dataset=dataset)
 

@@ -16,7 +16,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import IO, Callable, Sequence
 
 from .errors import DataError
 
@@ -77,6 +77,17 @@ def find_files(root: Path, dataset: str = "mnist") -> dict[str, Path] | None:
 
 
 MAX_IDX_BYTES = 256 * 2**20  # MNIST's largest file is 47 MB: an IDX file larger than this is no such data
+READ_CHUNK = 4 * 2**20
+
+
+def _read_at_most(f: IO[bytes], limit: int) -> bytes:
+    """Up to `limit` bytes of `f`, read in chunks: one read of `limit` bytes allocates them all first, which
+    a process under a memory limit (ulimit -v) cannot, even for a small file."""
+    chunks, size = [], 0
+    while size < limit and (chunk := f.read(min(READ_CHUNK, limit - size))):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -87,15 +98,18 @@ def read_bytes(path: Path) -> bytes:
             f.seek(0)
             if head == b"\x1f\x8b":
                 with gzip.GzipFile(fileobj=f) as z:
-                    data, holds = z.read(MAX_IDX_BYTES + 1), "unpacks to"  # a bomb stops here, not in memory
+                    data, holds = _read_at_most(z, MAX_IDX_BYTES + 1), "unpacks to"  # a bomb stops here
             elif path.suffix == ".gz":
                 raise DataError(f"{path}: not a gzip file (a .gz name, but no gzip header)")
             else:
-                data, holds = f.read(MAX_IDX_BYTES + 1), "holds"
+                data, holds = _read_at_most(f, MAX_IDX_BYTES + 1), "holds"
         if len(data) > MAX_IDX_BYTES:
             raise DataError(f"{path}: {holds} more than {MAX_IDX_BYTES // 2**20} MiB, more than any MNIST-format "
                             "file holds")
         return data
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to read it (a memory limit, ulimit -v?); loading the dataset "
+                        "takes about 0.5 GiB") from None
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         if isinstance(e, PermissionError):
             raise DataError(f"{path}: cannot be read ({e.strerror})") from e

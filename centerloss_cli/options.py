@@ -25,8 +25,11 @@ def setting_option(name: str, cls: type = TrainConfig, flags: tuple[str, ...] = 
         return Optional[bool], typer.Option(None, f"{s.flag}/--no-{s.flag[2:]}", help=help)
     if s.choices:
         return Optional[Literal[s.choices]], typer.Option(None, *flags, s.flag, help=help)
-    annotation = str if base is tuple else base  # a list comes as "5000,8000"; schema.coerce splits it
-    return Optional[annotation], typer.Option(None, *flags, s.flag, help=help, metavar=s.metavar)
+    # Numbers and lists come as text, converted by schema.coerce, so that a refusal names the value given
+    # (`batch_size = '1e3': expected an integer`); a list comes as "5000,8000".
+    annotation = str if base in (tuple, int, float) else base
+    metavar = s.metavar or {int: "<int>", float: "<float>"}.get(base)  # what the text stands for, as before
+    return Optional[annotation], typer.Option(None, *flags, s.flag, help=help, metavar=metavar)
 
 
 def complete_config(incomplete: str) -> list[str]:

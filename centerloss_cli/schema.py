@@ -87,6 +87,15 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # `epochs = true` is no count
 
 
+def _number(text: str, base: type) -> Any:
+    """A flag's text as an int (digits only: "1e3" and "1.5" are no counts) or a float; the text itself where
+    it is neither, for the refusal to name."""
+    try:
+        return int(text) if base is int else float(text)
+    except ValueError:
+        return text
+
+
 def coerce(cls: type, name: str, value: Any, label: str, where: str = "") -> Any:
     """`value` as field `name`'s type, or a SettingError under `label`. Ints pass as floats, paths as
     strings, lists as tuples, and a list may come as "5000,8000" (a flag)."""
@@ -100,6 +109,8 @@ def coerce(cls: type, name: str, value: Any, label: str, where: str = "") -> Any
             raise SettingError(label, value, _DESCRIBE[tuple], where) from None
     if base is str and isinstance(value, os.PathLike):
         value = os.fspath(value)
+    if base in (int, float) and isinstance(value, str):  # a flag's text, parsed here so a refusal names it
+        value = _number(value, base)
     ok = {
         float: _is_int(value) or isinstance(value, numbers.Real) and not isinstance(value, bool),
         int: _is_int(value), str: isinstance(value, str), bool: isinstance(value, bool),
@@ -108,7 +119,7 @@ def coerce(cls: type, name: str, value: Any, label: str, where: str = "") -> Any
     if not ok:
         raise SettingError(label, value, _DESCRIBE[base], where)
     if base is float:
-        return float(value)
+        return float(value) + 0.0  # -0.0 is 0: `--lambda -0` is softmax alone, and named lambda0 as such
     if base is int:
         return int(value)
     return tuple(int(v) for v in value) if base is tuple else value

@@ -52,7 +52,7 @@ def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda ms
     values: list[float] = []
     for t in items:
         try:
-            v = kind(t)
+            v = kind(t) + kind(0)  # -0.0 is 0: "-0" names the sweep and its run as 0 does
         except ValueError:
             what = "a number" if kind is float else "an integer"
             raise ConfigError(f"{option} {text!r}: {t!r} is not {what}") from None

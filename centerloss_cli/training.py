@@ -140,7 +140,8 @@ def address_space_left() -> int | None:
     if soft == resource.RLIM_INFINITY:
         return None
     try:
-        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        with open("/proc/self/status", encoding="utf-8") as f:  # closed here: train() left one open per call
+            status = dict(line.split(":", 1) for line in f)
         mapped = int(status["VmSize"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return None
@@ -159,7 +160,8 @@ def free_memory(device: torch.device) -> int | None:
 def _reclaimable() -> int:
     """The page cache the kernel gives back on demand (MemAvailable - MemFree), on Linux."""
     try:
-        info = dict(line.split(":", 1) for line in open("/proc/meminfo"))
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            info = dict(line.split(":", 1) for line in f)
         return max(0, int(info["MemAvailable"].split()[0]) - int(info["MemFree"].split()[0])) * 1024
     except (OSError, KeyError, ValueError):
         return 0

@@ -227,3 +227,21 @@ def test_a_shrunk_config_is_fitted_to_its_run_and_says_so(run_cli, mnist):
                      "--plot-dpi", "30", "-q", "--resume")
     assert longer.exit_code == 0, longer.output
     assert [p.name for p in Path("outputs").iterdir()] == [run.name] and len(read_metrics(run)) == 3
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "1e3", "batch_size = '1e3': expected an integer"),
+    ("--seed", "1.5", "seed = '1.5': expected an integer"),
+    ("--epochs", "nan", "epochs = 'nan': expected an integer"),
+    ("--lr", "fast", "lr = 'fast': expected a number"),
+])
+def test_a_flag_of_the_wrong_kind_is_refused_naming_the_value_given(run_cli, flag, value, message):
+    """typer refused these before the schema saw them, with 'unable to parse string as an integer', naming no value."""
+    result = run_cli("train", flag, value)
+    assert result.exit_code == 2 and result.output.strip() == f"Error: {message}", result.output
+
+
+def test_minus_zero_is_zero_and_trains_in_lambda_zeros_folder():
+    """`--lambda -0` made a folder of its own, lambda-0_..., beside softmax alone's lambda0_..."""
+    assert resolve_config(None, {"lambda": "-0"}).run_name == resolve_config(None, {"lambda": -0.0}).run_name == \
+        "lambda0_alpha0.5_seed0"

@@ -174,3 +174,30 @@ def test_a_failed_download_says_why(tmp_path):
            "Name or service not known>" in str(refused.value)
     assert "mirror/, got: <urlopen error timed out>" in str(refused.value)
     assert any("Name or service not known" in line for line in heard)
+
+
+@pytest.mark.parametrize("where, failure", [("read", MemoryError()), ("to_split", MemoryError()),
+                                            ("to_split", RuntimeError("DefaultCPUAllocator: can't allocate memory"))])
+def test_too_little_memory_to_load_the_data_is_one_line(tmp_path, monkeypatch, where, failure):
+    """Under `ulimit -v 3500000` the gzip read raised a MemoryError traceback (one read of 256 MiB was
+    allocated up front), before the memory check that respects the limit could speak."""
+    from centerloss_cli import data, fetch
+
+    root = synthetic_mnist(tmp_path / "d")
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(fetch if where == "read" else data, "_read_at_most" if where == "read" else where, fail)
+    with pytest.raises(DataError, match=r"not enough memory to (read it|load mnist onto cpu) \(a memory limit, "
+                                        r"ulimit -v\?\)"):
+        load_dataset(root, verify=False)
+
+
+def test_a_file_is_read_in_chunks_up_to_its_limit(tmp_path):
+    from centerloss_cli.fetch import READ_CHUNK, _read_at_most
+
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)) * (READ_CHUNK // 100))
+    with open(path, "rb") as f:
+        assert _read_at_most(f, READ_CHUNK + 10) == path.read_bytes()[:READ_CHUNK + 10]
