@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
-from .figures import DPI, new_figure, save_figure
+from .figures import DPI, new_figure, require_run_folder, save_figure
 from .runfiles import curves_path, read_metrics
 
 
@@ -79,6 +79,7 @@ def draw_run_curves(run_dir: str | os.PathLike, history: Sequence[dict[str, floa
                     dpi: int = DPI) -> Path | None:
     """plots/curves.png of one run, from its history (default: its metrics.csv); None before its first epoch."""
     run_dir = Path(run_dir)
+    require_run_folder(run_dir)
     history = read_metrics(run_dir) if history is None else history
     if not history:
         return None

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from .config import DEFAULTS
-from .errors import CenterLossError
+from .errors import CenterLossError, StorageError
 from .fetch import DATASETS
 from .runfiles import SPLITS, EpochFeatures, gif_path, load_features, plot_path, read_record, saved_epochs
 from .storage import atomic_open, storage_error
@@ -196,6 +196,7 @@ def panel_title(feats: EpochFeatures, split: str, seed: int | None = None) -> st
 def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] = SPLITS,
                      centers: bool | None = None, dpi: int = DPI) -> list[Path]:
     """plots/{split}_epoch_NNN.png for one epoch: the drawing used by training and `centerloss plot` alike."""
+    require_run_folder(run_dir)
     out = []
     for split in splits:
         features, labels = feats.split(split)
@@ -203,6 +204,14 @@ def draw_epoch_plots(run_dir: Path, feats: EpochFeatures, splits: Sequence[str] 
                                      shown_centers(feats, centers), feature_title(feats, split), dpi=dpi,
                                      classes=classes_of(feats)))
     return out
+
+
+def require_run_folder(run_dir: str | os.PathLike) -> None:
+    """A run's plots go into its folder only while it exists: a folder deleted or moved while the run trained
+    is not made again by its plots (which would leave a folder without the mark, blocking the name)."""
+    if not Path(run_dir).is_dir():
+        raise StorageError(f"could not draw the plots of {run_dir}: the run folder is gone (deleted or moved while "
+                           "it trained)")
 
 
 def draw_saved_epoch(run_dir: Path, epoch: int, splits: Sequence[str] = SPLITS, dpi: int = DPI) -> str | None:

@@ -48,6 +48,11 @@ def writer_of(path: Path) -> int | None:
 
 
 def storage_error(path: Path, e: OSError) -> StorageError:
+    """A failed write, in one line that says truly what is left: where the folder itself is gone (deleted or
+    moved while a run trained) there is no previous version to speak of."""
+    if e.errno == errno.ENOENT and not path.parent.is_dir():
+        return StorageError(f"could not write {path}: its folder {path.parent} is gone (deleted or moved while "
+                            "this ran); nothing more is written there")
     reason = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
     return StorageError(f"could not write {path}: {reason}; the previous version is intact")
 

@@ -641,3 +641,20 @@ def test_a_stopped_plotting_process_holds_a_run_for_a_bounded_time_only(tmp_path
         rt.stop.handle(signal.SIGTERM)
         assert rt._plot_patience() == STOPPED_PLOT_WAIT_S < PLOT_STALL_S
     rt.close()
+
+
+def test_a_run_folder_deleted_while_training_is_said_truly_and_not_made_again(tmp_path):
+    """Deleted (or renamed) mid-run: the failed write said "the previous version is intact" (there is none),
+    and the plotting process made plots/ again, a folder without the mark that then blocked the run's name."""
+    from centerloss_cli.errors import StorageError
+    from centerloss_cli.figures import draw_epoch_plots
+    from centerloss_cli.runfiles import EpochFeatures, save_features
+
+    gone = tmp_path / "outputs" / "run"
+    zeros, labels = np.zeros((10, 2), np.float32), np.arange(10, dtype=np.uint8)
+    feats = EpochFeatures(zeros, labels, zeros, labels, zeros, 1, 0.01, 0.5, 0.1)
+    with pytest.raises(StorageError, match=r"its folder .*run/features is gone \(deleted or moved while this ran\)"):
+        save_features(gone, feats)
+    with pytest.raises(StorageError, match="the run folder is gone"):
+        draw_epoch_plots(gone, feats, dpi=30)
+    assert not gone.exists()
