@@ -325,9 +325,17 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} cannot be read: {e}") from None
     except tomllib.TOMLDecodeError as e:
+        if _starts_with_bom(path):  # TOML forbids it; its parser says only "Invalid statement (at line 1, column 1)"
+            raise ConfigError(f"config file {path} starts with a byte-order mark (BOM), which TOML does not allow: "
+                              "save it as UTF-8 without one") from None
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deep for a config") from None
+
+
+def _starts_with_bom(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(3) == b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)

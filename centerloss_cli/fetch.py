@@ -5,6 +5,7 @@ Reading the files is data.py's job; this module only finds, fetches and verifies
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -280,7 +281,21 @@ def ensure_dataset(root: Path, fetchers: Sequence[tuple[str, Fetcher]] | None = 
     files = find_files(root, dataset)
     if files is not None:
         return files, f"found in {root}"
-    tried = []
+    # The folders a failed fetch made go again: a mistyped --data-dir leaves no empty MNIST/raw tree behind.
+    made = [p for p in (root / d.folder / "raw", root / d.folder, root) if not p.exists()]
+    try:
+        return _fetch_into(root, dataset, fetchers, say)
+    except DataError:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: whatever a source left in it stays
+        raise
+
+
+def _fetch_into(root: Path, dataset: str, fetchers: Sequence[tuple[str, Fetcher]],
+                say: Callable[[str], None]) -> tuple[dict[str, Path], str]:
+    """The dataset's files, from the first source that brings them; a DataError naming every failure."""
+    d, tried = DATASETS[dataset], []
     say(f"{d.title} is not in {root}: fetching it into {root / d.folder / 'raw'} "
         f"(sources, in order: {', '.join(label for label, _ in fetchers)})")
     for label, fetch in fetchers:

@@ -245,3 +245,13 @@ def test_minus_zero_is_zero_and_trains_in_lambda_zeros_folder():
     """`--lambda -0` made a folder of its own, lambda-0_..., beside softmax alone's lambda0_..."""
     assert resolve_config(None, {"lambda": "-0"}).run_name == resolve_config(None, {"lambda": -0.0}).run_name == \
         "lambda0_alpha0.5_seed0"
+
+
+def test_a_config_file_with_a_bom_is_refused_naming_it(tmp_path):
+    """A file saved by an editor that adds a byte-order mark was refused as 'Invalid statement (at line 1,
+    column 1)', naming nothing a user could act on."""
+    path = tmp_path / "mine.toml"
+    path.write_bytes("\ufefflambda = 0.1\n".encode())
+    with pytest.raises(ConfigError, match=r"mine.toml starts with a byte-order mark \(BOM\), which TOML does not "
+                                          "allow: save it as UTF-8 without one"):
+        resolve_config(path)

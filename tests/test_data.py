@@ -201,3 +201,17 @@ def test_a_file_is_read_in_chunks_up_to_its_limit(tmp_path):
     path.write_bytes(bytes(range(256)) * (READ_CHUNK // 100))
     with open(path, "rb") as f:
         assert _read_at_most(f, READ_CHUNK + 10) == path.read_bytes()[:READ_CHUNK + 10]
+
+
+def test_a_failed_fetch_leaves_no_empty_tree_behind(tmp_path):
+    """`centerloss data --data-dir mistyped` with every source failing left mistyped/MNIST/raw, empty."""
+    def broken(root):
+        (root / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)  # as the sources do before they fail
+        raise OSError("network is unreachable")
+
+    (tmp_path / "kept").mkdir()
+    for root in (tmp_path / "mistyped", tmp_path / "kept"):
+        with pytest.raises(DataError):
+            ensure_dataset(root, [("mirror", broken)])
+    assert not (tmp_path / "mistyped").exists()  # made by the fetch: gone again
+    assert (tmp_path / "kept").is_dir() and not (tmp_path / "kept" / "MNIST").exists()  # the user's folder stays
