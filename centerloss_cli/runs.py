@@ -6,17 +6,16 @@ What the folder holds, and how each file is read and written, is runfiles.py's.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 import shlex
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from .config import SCHEMA, TrainConfig, resumable
 from .errors import CenterLossError
+from .lock import FolderLock, acquire
+from .overwrite import delete_all_or_nothing, finish_interrupted_overwrites, interrupted_overwrites
 from .runfiles import (
     CHECKPOINT,
     CONFIG_JSON,
@@ -40,7 +39,7 @@ from .runfiles import (
     write_mark,
     write_metrics,
 )
-from .storage import TEMP_MARK, alive, atomic_write_bytes, remove_dead_writers_files, temp_path, writer_of
+from .storage import remove_dead_writers_files
 
 # --- what a run is, and what the user may do about a refusal ------------------------------------------
 
@@ -203,10 +202,10 @@ class RunFolder:
         _check_writable(path)
         if not path.is_dir():
             return cls(config, fingerprint_of(config), overwrite=overwrite)
-        if _interrupted_overwrites(path):  # a killed --overwrite: finished (or undone) before anything is judged
+        if interrupted_overwrites(path):  # a killed --overwrite: finished (or undone) before anything is judged
             held = acquire(path)
             try:
-                _finish_interrupted_overwrites(path)
+                finish_interrupted_overwrites(path)
             finally:
                 held.release()
         entries = contents(path)
@@ -278,7 +277,7 @@ class RunFolder:
                     raise CenterLossError(f"run folder {self.path} was created by another process meanwhile")
             write_mark(self.path)  # a folder made before the mark existed gets it now
             if self.overwrite:
-                _delete_all_or_nothing(self.path, tool_files(self.path))
+                delete_all_or_nothing(self.path, tool_files(self.path))
             (self.path / FEATURES).mkdir(exist_ok=True)  # plots/: by repair, where the run draws them
             write_config(self.path, self.config, {"format": FORMAT, "data_fingerprint": self.fingerprint, **env})
         except OSError as e:  # /proc, a read-only mount, a file that will not go: one line, not a traceback
@@ -295,66 +294,6 @@ class RunFolder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class FolderLock:
-    """A kernel lock (flock) on a folder's .lock, held while its descriptor is open: it dies with its process,
-    however that ends. The file holds the holder's pid, only to name it in a refusal."""
-
-    def __init__(self, fd: int):
-        self.fd: int | None = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the lock
-            self.fd = None
-
-
-def acquire(path: Path, what: str = "run folder") -> FolderLock:
-    """The folder's lock, taken at once or refused in one line naming its holder. A lock file that is a hard
-    link (a `cp -al` snapshot shares it with the run it copied) is first replaced by a file of its own while
-    the old one is held, so that the two folders no longer share a lock and nothing is written through the
-    link; a lock file replaced meanwhile by another process is locked again where it now is."""
-    lock_path = path / LOCK
-    for _ in range(5):
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise CenterLossError(f"{what} {path}: cannot lock {lock_path} ({e.strerror or e})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise CenterLossError(_in_use(path, what)) from None
-            raise CenterLossError(f"{what} {path}: cannot lock {lock_path} ({e.strerror or e})") from None
-        held = os.fstat(fd)
-        try:
-            now = os.stat(lock_path, follow_symlinks=False)
-            same = (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
-        except OSError:
-            same = False
-        if same and held.st_nlink == 1:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-            return FolderLock(fd)
-        try:
-            if same:  # a hard link: a lock of the folder's own replaces it, while the shared one is held
-                atomic_write_bytes(lock_path, b"")
-        finally:
-            os.close(fd)
-    raise CenterLossError(f"{what} {path}: its lock file kept being replaced by another process; try again")
-
-
-def _in_use(path: Path, what: str) -> str:
-    try:
-        pid = int((path / LOCK).read_text())
-    except (OSError, ValueError):
-        pid = None
-    if pid == os.getpid():
-        return f"{what} {path} is already open in this process: two runs of this command map to the same folder"
-    holder = f" (pid {pid})" if pid else ""
-    return f"{what} {path} is in use by another process{holder}"
 
 
 def _resumed(path: Path, given: TrainConfig, fingerprint_of: Callable[[TrainConfig], str],
@@ -421,61 +360,3 @@ def _recorded_epochs(path: Path) -> int:
         return len(read_metrics(path))
     except CenterLossError:
         return 0
-
-
-# --overwrite moves the old run's files into a hidden folder of this name (a temp name of its writer's: see
-# storage.temp_path), then deletes it; COMMITTED inside it says that every file was moved, so the deletion stands.
-OVERWRITE = "overwrite"
-COMMITTED = ".committed"
-
-
-def _delete_all_or_nothing(run_dir: Path, doomed: list[Path]) -> None:
-    """Delete `doomed` (files of the run folder) all or none: each is first moved aside into a hidden
-    folder, and if any will not move, those already moved go back and nothing is deleted. A kill in the
-    middle is finished by the next open (_finish_interrupted_overwrites): undone, or done."""
-    trash = temp_path(run_dir / OVERWRITE)  # a name nobody can have planted
-    trash.mkdir()
-    moved: list[tuple[Path, Path]] = []
-    try:
-        for p in doomed:
-            target = trash / p.relative_to(run_dir)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                p.rename(target)
-            except OSError as e:
-                raise CenterLossError(
-                    f"overwrite: {p} cannot be deleted ({e.strerror or e}); nothing was deleted") from None
-            moved.append((p, target))
-        (trash / COMMITTED).touch()
-    except BaseException:
-        for p, target in reversed(moved):
-            with contextlib.suppress(OSError):
-                target.rename(p)
-        shutil.rmtree(trash, ignore_errors=True)
-        raise
-    shutil.rmtree(trash, ignore_errors=True)
-    for sub in (FEATURES, PLOTS, TENSORBOARD):  # a folder of the tool's goes when nothing of the user's is left in it
-        with contextlib.suppress(OSError):
-            (run_dir / sub).rmdir()
-
-
-def _interrupted_overwrites(run_dir: Path) -> list[Path]:
-    """The trash folders of --overwrite calls that were killed before they finished (their writer is dead)."""
-    prefix = f".{OVERWRITE}{TEMP_MARK}"
-    return [p for p in run_dir.iterdir() if p.name.startswith(prefix) and p.is_dir() and not p.is_symlink()
-            and (pid := writer_of(p)) is not None and not alive(pid)]
-
-
-def _finish_interrupted_overwrites(run_dir: Path) -> None:
-    """A killed --overwrite is finished: done where it had moved every file (the deletion was decided),
-    undone where it had not (each file goes back where it was; one whose place is taken stays in the trash)."""
-    for trash in _interrupted_overwrites(run_dir):
-        if not (trash / COMMITTED).is_file():
-            for moved in sorted(p for p in trash.rglob("*") if p.is_file() and not p.is_symlink()):
-                back = run_dir / moved.relative_to(trash)
-                if not (back.exists() or back.is_symlink()):
-                    back.parent.mkdir(parents=True, exist_ok=True)
-                    moved.rename(back)
-            if any(p.is_file() for p in trash.rglob("*")):
-                continue  # something could not go back: the trash stays, nothing is lost
-        shutil.rmtree(trash, ignore_errors=True)

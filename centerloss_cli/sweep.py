@@ -25,8 +25,9 @@ from .config import NAME_ACCEPTED, SlurmConfig, TrainConfig
 from .errors import CenterLossError, ConfigError, Interrupted
 from .fetch import data_fingerprint
 from .local import train_in_processes, train_in_turn
+from .lock import acquire
 from .runfiles import MARK, RECORD, SPLITS, contents, recorded_runs, sweep_dir, unproven, write_mark
-from .runs import RunResult, acquire, data_suffix, named_for_data
+from .runs import RunResult, data_suffix, named_for_data
 from .runtime import Runtime, entered, show_bars
 from .schema import NAME_MAX_BYTES, counted, is_folder_name, number_text
 from .storage import atomic_write_text

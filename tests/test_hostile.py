@@ -378,21 +378,17 @@ def test_the_one_command_writes_every_figure_and_table_of_the_results_page(backg
     assert len(runs) == 6 and all("_lr0.1_" in r for r in runs)  # the fast recipe's settings, every run
 
 
-def test_the_results_page_claims_no_spread_where_a_value_has_one_seed(monkeypatch):
+def test_the_results_page_claims_no_spread_where_a_value_has_one_seed():
     """The paper's page, one seed a value, said "falls, beyond the spread of the seeds (0.169 ± 0.000 → ...)":
     a spread of one seed is none."""
-    import importlib.util
+    from centerloss_cli.page_sections import Sweep, beyond_spread
 
-    spec = importlib.util.spec_from_file_location("paper_figures", SCRIPTS / "paper_figures.py")
-    page = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "paper_figures", page)  # its dataclass looks itself up there
-    spec.loader.exec_module(page)
     row = lambda lam, seed, ratio: {"lambda": lam, "seed": seed, "test_ratio": ratio}  # noqa: E731
-    one = page.Sweep(Path("."), [row(0, 0, 0.169), row(0.1, 0, 0.034)], "lambda")
-    assert page.beyond_spread(one) == ["- λ 0 → 0.1: the test ratio falls (0.169 → 0.034; one seed, so no "
-                                       "spread to compare)."]
-    two = page.Sweep(Path("."), [*one.rows, row(0, 1, 0.171), row(0.1, 1, 0.036)], "lambda")
-    assert "falls, beyond the spread of the seeds (0.170 ± 0.001 → 0.035 ± 0.001)" in page.beyond_spread(two)[0]
+    one = Sweep(Path("."), [row(0, 0, 0.169), row(0.1, 0, 0.034)], "lambda")
+    assert beyond_spread(one) == ["- λ 0 → 0.1: the test ratio falls (0.169 → 0.034; one seed, so no "
+                                  "spread to compare)."]
+    two = Sweep(Path("."), [*one.rows, row(0, 1, 0.171), row(0.1, 1, 0.036)], "lambda")
+    assert "falls, beyond the spread of the seeds (0.170 ± 0.001 → 0.035 ± 0.001)" in beyond_spread(two)[0]
 
 
 def test_a_sweep_of_no_values_is_one_line_and_writes_nothing(tmp_path, mnist):
@@ -452,17 +448,19 @@ def test_damaged_and_oversized_gzip_files_are_one_line(tmp_path, monkeypatch):
         fetch.read_bytes(bomb)
 
 
-def test_a_hard_linked_lock_or_a_sweeps_file_is_refused_before_anything_is_written(run_path, run_cli, mnist,
-                                                                                  trained):
-    """A .lock hard-linked to a user's file got the pid written into it; `sweeps` being a file let every run
-    train first, then gave a traceback."""
+def test_a_hard_linked_lock_is_never_written_through_and_a_sweeps_file_is_refused_first(run_path, run_cli, mnist,
+                                                                                       trained):
+    """A .lock hard-linked to a user's file got the pid written into it: the run now gets a lock file of its own
+    (replaced by a rename) and the user's file stays as it was. `sweeps` being a file let every run train first,
+    then gave a traceback."""
     trained.copy()
     users = Path("thesis.txt")
     users.write_text("chapter 1")
     (run_path / ".lock").unlink(missing_ok=True)
     os.link(users, run_path / ".lock")
-    assert "is a hard link to another file" in one_line(run_cli("train", *mnist.args, *tiny(epochs=2), "--resume"))
-    assert users.read_text() == "chapter 1"
+    resumed = run_cli("train", *mnist.args, *tiny(epochs=2), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert users.read_text() == "chapter 1" and users.stat().st_nlink == 1
     Path("elsewhere").mkdir()
     Path("elsewhere/sweeps").write_text("a user's file")
     refused = run_cli("sweep", "--lambda", "0.1", *mnist.args, *TINY, "--output-dir", "elsewhere")

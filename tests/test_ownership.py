@@ -69,7 +69,7 @@ def test_a_checkpoint_without_a_fingerprint_resumes_only_on_the_verified_dataset
 HOLD = """
 import sys
 from pathlib import Path
-from centerloss_cli.runs import acquire
+from centerloss_cli.lock import acquire
 lock = acquire(Path(sys.argv[1]), "sweep folder")
 print("held", flush=True)
 sys.stdin.read()
