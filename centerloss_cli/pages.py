@@ -149,13 +149,18 @@ def put_in_place(staging: Path, out: Path, names: list[str]) -> None:
                 os.replace(staging / name, out / name)
     except OSError as e:
         for name in reversed(done):
-            with contextlib.suppress(OSError):
-                if (old / name).exists():
-                    os.replace(old / name, out / name)
-                elif name in names:
-                    (out / name).unlink()
+            _put_back(name, old, out, new=name in names)
         raise StorageError(f"could not put the new page into {out} ({e.strerror or e}); the old page is as it "
                            "was") from None
+
+
+def _put_back(name: str, old: Path, out: Path, new: bool) -> None:
+    """Undo one move of put_in_place: the old file back where it was, or the new one gone where none was."""
+    with contextlib.suppress(OSError):
+        if (old / name).exists():
+            os.replace(old / name, out / name)
+        elif new:
+            (out / name).unlink()
 def main(argv: list[str] | None = None) -> None:
     """The command line of scripts/paper_figures.py: every bad input is one line and exit code 2."""
     ap = argparse.ArgumentParser(prog="paper_figures.py", description=__doc__.splitlines()[0])
