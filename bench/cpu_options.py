@@ -13,8 +13,9 @@ import time
 import torch
 from table import print_table  # bench/table.py: python bench/X.py puts bench/ on the path
 
-from centerloss_cli.config import TrainConfig
-from centerloss_cli.core.step import new_state, train_step
+from centerloss_cli.core.state import new_state
+from centerloss_cli.core.step import train_step
+from centerloss_cli.settings.config import TrainConfig
 
 
 def time_steps(state, x, y, repeat: int, warmup: int = 3) -> float:

@@ -48,7 +48,7 @@ def preflight(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from centerloss_cli.fetch import find_files
+    from centerloss_cli.dataset.fetch import find_files
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {args.device}, but torch {torch.__version__} sees no CUDA device")
@@ -98,7 +98,7 @@ class Check:
         self.say(f"   {name}: {time.monotonic() - t:.1f} s")
 
     def config(self, **changes: Any):
-        from centerloss_cli.config import TrainConfig
+        from centerloss_cli.settings.config import TrainConfig
 
         tiny = {"train_limit": 256, "test_limit": 128, "plot_train_samples": 128, "batch_size": 64,
                 "plot_dpi": 30} if self.args.smoke else {}
@@ -126,13 +126,13 @@ class Check:
         sys.path.insert(0, str(ROOT / "bench"))
         from epoch import timed
 
-        from centerloss_cli import loop
-        from centerloss_cli.training import train
+        from centerloss_cli.engine.commit import Commit
+        from centerloss_cli.engine.training import train
 
         for mode in ("auto", "off"):
             phases: dict[str, float] = {}
             config = self.config(epochs=2, name=f"throughput_{mode}", cuda_graphs=mode)
-            with timed(phases, loop, "end_epoch", "end of epoch"):
+            with timed(phases, Commit, "epoch", "end of epoch"):
                 result = train(config, progress=False)
             h = result.history[-1]
             per_epoch = h["step"] - result.history[-2]["step"]
@@ -143,7 +143,7 @@ class Check:
             self.say(f"   {key}: {rate:,.0f} ({per_epoch} steps of {config.batch_size} in {train_s:.2f} s)")
 
     def full_schedule(self) -> None:
-        from centerloss_cli.training import train
+        from centerloss_cli.engine.training import train
 
         t = time.monotonic()
         result = train(self.config(lam=0.01, iterations=self.iterations(), name="full_schedule"), progress=False)
@@ -154,7 +154,7 @@ class Check:
                  f"test acc {100 * result.final['test_acc']:.2f}%, test ratio {result.final['test_ratio']:.3f}")
 
     def sweep(self, lams: list[float], alphas: list[float], seeds: list[int], key: str):
-        from centerloss_cli.sweep import run_sweep
+        from centerloss_cli.launch.sweep import run_sweep
 
         t = time.monotonic()
         result = run_sweep(self.config(iterations=self.iterations()), lams, alphas, seeds, batched=True, progress=False)
@@ -182,7 +182,7 @@ class Check:
         self.pack(figure3.folder, alpha.folder)
 
     def pack(self, figure3: Path, alpha: Path) -> None:
-        from centerloss_cli.figures import grid_of_runs
+        from centerloss_cli.plots.figures import grid_of_runs
 
         for name, source in (("figure3_grid_test.png", figure3 / "grid_test.png"),
                              ("figure3_compactness.png", figure3 / "compactness.png"),

@@ -16,11 +16,12 @@ import time
 import torch
 from table import print_table  # bench/table.py: python bench/X.py puts bench/ on the path
 
-from centerloss_cli.config import TrainConfig
 from centerloss_cli.core.precision import autocast
-from centerloss_cli.core.step import new_state, train_step
-from centerloss_cli.devices import resolve_precision
-from centerloss_cli.runfiles import cpu_model
+from centerloss_cli.core.state import new_state
+from centerloss_cli.core.step import train_step
+from centerloss_cli.rundir.records import cpu_model
+from centerloss_cli.settings.config import TrainConfig
+from centerloss_cli.settings.devices import resolve_precision
 
 PRECISIONS = ("fp32", "bf16")
 

@@ -12,10 +12,10 @@ import time
 import torch
 from table import print_table  # bench/table.py: python bench/X.py puts bench/ on the path
 
-from centerloss_cli.config import resolve_config
-from centerloss_cli.devices import resolve_device
-from centerloss_cli.sweep import run_sweep
-from centerloss_cli.training import train
+from centerloss_cli.engine.training import train
+from centerloss_cli.launch.sweep import run_sweep
+from centerloss_cli.settings.config import resolve_config
+from centerloss_cli.settings.devices import resolve_device
 
 LAMBDAS = [0.0, 0.0001, 0.001, 0.01, 0.1, 1.0, 0.003, 0.03]
 

@@ -19,15 +19,15 @@ __version__ = "0.1.0"
 _API = {
     "CenterLoss": "core.center_loss",
     "LeNetPP": "core.model",
-    "TrainConfig": "config",
-    "resolve_config": "config",
-    "RunResult": "runs",
-    "load_features": "runfiles",
-    "read_metrics": "runfiles",
-    "train": "training",
-    "train_stacked": "training",
-    "run_sweep": "sweep",
-    "Runtime": "runtime",
+    "TrainConfig": "settings.config",
+    "resolve_config": "settings.config",
+    "RunResult": "rundir.folder",
+    "load_features": "rundir.files",
+    "read_metrics": "rundir.files",
+    "train": "engine.training",
+    "train_stacked": "engine.training",
+    "run_sweep": "launch.sweep",
+    "Runtime": "engine.runtime",
 }
 __all__ = ["__version__", *_API]
 

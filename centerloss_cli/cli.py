@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING, Iterator, List, Literal, Optional
 
 import typer
 
-from .config import DEFAULTS, Resolved, SlurmConfig, TrainConfig, resolve
 from .core.schedule import epochs_left, steps_per_epoch, total_steps
 from .errors import CenterLossError, Interrupted
-from .options import setting_option, training_options
-from .schema import counted, schema
+from .settings.config import DEFAULTS, Resolved, SlurmConfig, TrainConfig, resolve
+from .settings.options import setting_option, training_options
+from .settings.schema import counted, schema
 
 if TYPE_CHECKING:
-    from .runs import RunResult
-    from .runtime import Runtime
-    from .sweep import SweepResult
+    from .engine.runtime import Runtime
+    from .launch.sweep import SweepResult
+    from .rundir.folder import RunResult
 
 SWEEP_LAMBDAS = "0,0.0001,0.001,0.01,0.1"  # the paper's Figure 3 values, and softmax alone
 
@@ -63,8 +63,8 @@ def user_errors(debug: bool) -> Iterator[None]:
 def command_runtime(ctx: typer.Context, **voice: bool) -> "Runtime":
     """The runtime this command owns: made here, or handed in as the context's object (tests share one
     across commands, and so one plotting process)."""
-    from .runs import Voice
-    from .runtime import Runtime
+    from .engine.runtime import Runtime
+    from .settings.voice import Voice
 
     rt = ctx.obj if isinstance(ctx.obj, Runtime) else Runtime()
     rt.voice = Voice(**voice)
@@ -129,7 +129,7 @@ def train(
     with user_errors(debug):
         resolved = resolve(config, settings, slurm=False)  # train ignores the [slurm] table
         warn_many_epochs(resolved.config)
-        from .training import train as run_training
+        from .engine.training import train as run_training
 
         rt = command_runtime(ctx)
         try:
@@ -148,7 +148,7 @@ def sweep(
     ctx: typer.Context,
     settings: dict,
     slurm_settings: dict,
-    lambdas: Optional[str] = typer.Option(
+    lams: Optional[str] = typer.Option(
         None, "--lambda", metavar="L,L,...",
         help=f"Comma-separated λ values. [default: {SWEEP_LAMBDAS}, or the config file's lambda]"),
     alphas: Optional[str] = typer.Option(
@@ -188,9 +188,9 @@ def sweep(
                                   "give it with --launcher slurm")
         resolved = resolve(config, settings, slurm_settings)
         warn_many_epochs(resolved.config)
-        from .sweep import run_sweep
+        from .launch.sweep import run_sweep
 
-        values = sweep_values(resolved, lambdas, alphas, seeds)
+        values = sweep_values(resolved, lams, alphas, seeds)
         rt = command_runtime(ctx, sweep=True)
         try:
             result = run_sweep(resolved.config, *values, jobs=jobs, batched=batched, name=sweep_name,
@@ -207,7 +207,7 @@ def sweep(
 def sweep_ending(result: "SweepResult") -> str:
     """A finished sweep's last lines: what it trained and where its tables are, and its figures unless
     --no-plots; then figures left by an earlier call with --plots are named as that call's."""
-    from .sweep import FIGURES
+    from .launch.sweep import FIGURES
 
     runs = f"{counted(len(result.results), 'run')} ({result.trained_runs} trained now)"
     if result.results[0].config.plots:
@@ -218,24 +218,24 @@ def sweep_ending(result: "SweepResult") -> str:
     return f"{figures}\n{runs}; tables in {result.folder}/"
 
 
-def sweep_values(resolved: Resolved, lambdas: str | None, alphas: str | None,
+def sweep_values(resolved: Resolved, lams: str | None, alphas: str | None,
                  seeds: str | None) -> tuple[list[float], list[float], list[int]]:
-    """The sweep's lambdas, alphas and seeds, from the flags, else the config file's single value, else the
+    """The sweep's values of λ, α and seed, from the flags, else the config file's single value, else the
     defaults; each checked here, where a bad one is named as its flag names it."""
-    from .sweep import parse_values
+    from .launch.sweep import parse_values
 
     def warn(msg: str) -> None:
         typer.echo(f"Warning: {msg}", err=True)
 
     base = resolved.config
-    if lambdas is None:
-        lambdas = str(base.lam) if "lam" in resolved.given else SWEEP_LAMBDAS
-    parsed = (parse_values(lambdas, "--lambda", warn),
+    if lams is None:
+        lams = str(base.lam) if "lam" in resolved.given else SWEEP_LAMBDAS
+    parsed = (parse_values(lams, "--lambda", warn),
               parse_values(str(base.alpha) if alphas is None else alphas, "--alpha", warn),
               parse_values(str(base.seed) if seeds is None else seeds, "--seed", warn, kind=int))
-    for key, values in zip(("lambda", "alpha", "seed"), parsed):
+    for name, values in zip(("lam", "alpha", "seed"), parsed):
         for value in values:
-            resolve(None, {key: value})
+            resolve(None, {name: value})
     return parsed
 
 
@@ -270,7 +270,7 @@ def plot(
       centerloss plot outputs/lambda0_* outputs/lambda0.01_* --grid --split both -o fig.pdf
       centerloss plot outputs/lambda0_* outputs/lambda0.01_* --curves -o curves.png
     """
-    from . import figures
+    from .plots import figures
 
     with user_errors(debug):
         splits = ("train", "test") if split == "both" else (split,)
@@ -294,7 +294,7 @@ def replot(run_dirs: list[Path], epoch: str, splits: tuple[str, ...], centers: b
            gif_fps: float | None) -> None:
     """`plot RUN_DIR...`: each run's scatter plots drawn again from its saved features, and with `gif_fps`
     its GIFs."""
-    from . import figures
+    from .plots import figures
 
     for run_dir in run_dirs:
         written = figures.replot_run(run_dir, epoch, splits, centers, dpi)
@@ -305,8 +305,8 @@ def replot(run_dirs: list[Path], epoch: str, splits: tuple[str, ...], centers: b
 
 def plot_curves(run_dirs: list[Path], out: Path | None, dpi: int) -> None:
     """`plot --curves`: one run's curves into its plots/curves.png, or several runs overlaid in `out`."""
-    from . import charts, figures
-    from .runfiles import read_metrics
+    from .plots import charts, figures
+    from .rundir.files import read_metrics
 
     if len(run_dirs) == 1 and out is None:
         path = charts.draw_run_curves(run_dirs[0], read_metrics(run_dirs[0]), dpi)
@@ -334,8 +334,8 @@ def data(
       centerloss data                                   # MNIST into ./data, or $CENTERLOSS_DATA
       centerloss data --dataset fashion-mnist --data-dir ~/datasets
     """
-    from .data import class_counts, load_dataset
-    from .fetch import DATASETS
+    from .dataset.fetch import DATASETS
+    from .dataset.loading import class_counts, load_dataset
 
     with user_errors(debug):
         given = {"dataset": dataset, "data_dir": data_dir, "verify": verify}
@@ -364,7 +364,7 @@ def list_runs(
       centerloss list                                   # what is under outputs/
       centerloss list runs/cluster
     """
-    from .listing import listing
+    from .rundir.listing import listing
 
     with user_errors(debug):
         typer.echo("\n".join(listing(output_dir)))

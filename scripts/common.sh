@@ -59,7 +59,7 @@ config_label() { local name; name=$(basename "${CONFIG:-paper}"); echo "${name%.
 family_and_own_lambda() {
   "${PYTHON[@]}" - "${CONFIG:-paper}" <<'PY'
 import sys
-from centerloss_cli.config import resolve_config
+from centerloss_cli.settings.config import resolve_config
 family = [0, 0.0001, 0.001, 0.01, 0.1]
 own = resolve_config(sys.argv[1]).lam
 print(",".join(f"{v:g}" for v in sorted(set(family) | {own})))

@@ -7,7 +7,7 @@ scripts/reproduce_all.sh trains the runs and calls this. The writer is centerlos
 package, where the run folder's and the storage's code is: it keeps the tool's promises about files
 (every input checked first, only its own folders written, all or nothing).
 """
-from centerloss_cli.pages import main
+from centerloss_cli.plots.pages import main
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,7 @@ import typer
 from typer.testing import CliRunner
 
 from centerloss_cli.cli import app
-from centerloss_cli.runtime import Runtime
+from centerloss_cli.engine.runtime import Runtime
 
 # One thread for the tests' own trainings: a tiny batch gains nothing from a second one, and the other
 # core is then free for the plotting processes and the fault-injected runs beside them (measured: the
@@ -68,8 +68,8 @@ class Mnist:
         return ["--data-dir", str(self.root)] + ([] if self.real else ["--no-verify"])
 
     def config(self, output_dir: str | Path = "outputs", **settings):
-        """The tiny settings with `settings` (by TOML key, e.g. lambda=0.1) on this data, as a TrainConfig."""
-        from centerloss_cli.config import resolve_config
+        """The tiny settings with `settings` (by field name, e.g. lam=0.1) on this data, as a TrainConfig."""
+        from centerloss_cli.settings.config import resolve_config
 
         given = {**TINY_SETTINGS, "data_dir": str(self.root), "verify": self.real, "output_dir": str(output_dir),
                  **settings}
@@ -78,13 +78,13 @@ class Mnist:
     def run(self, output_dir: str | Path = "outputs", **settings) -> Path:
         """The folder the tool gives a run of the tiny settings with `settings` on this data: its name
         gains suffixes for the limits, and for the synthetic data's fingerprint."""
-        from centerloss_cli.runs import named_for_data
+        from centerloss_cli.rundir.folder import named_for_data
 
         return named_for_data(self.config(output_dir, **settings), self.fingerprint).run_dir
 
     @property
     def fingerprint(self) -> str:
-        from centerloss_cli.data import load_dataset
+        from centerloss_cli.dataset.loading import load_dataset
 
         if not hasattr(self, "_fingerprint"):
             self._fingerprint = load_dataset(self.root, verify=self.real).fingerprint
@@ -233,7 +233,7 @@ class TrainedRuns:
         self.root, self.mnist, self.runtime, self._made = root, mnist, runtime, {}
 
     def copy(self, epochs: int = 1, dest: Path | None = None, **settings) -> Path:
-        from centerloss_cli.training import train
+        from centerloss_cli.engine.training import train
 
         key = (epochs, tuple(sorted(settings.items())))
         if key not in self._made:
@@ -263,7 +263,7 @@ KILL_POINTS = {
     "checkpoint-write-epoch-1": ["write", "checkpoint.pt", "1"],
     "checkpoint-write-epoch-2": ["write", "checkpoint.pt", "2"],
     "features-write": ["write", "epoch_002.npz", "1"],
-    "plots-queued-not-drawn": ["call", "plotting.PlotService.submit_epoch", "1"],
+    "plots-queued-not-drawn": ["call", "plots.service.PlotService.submit_epoch", "1"],
     "metrics-write-after-checkpoint": ["write", "metrics.csv", "2"],
 }
 SWEEP = ["sweep", "--lambda", "0.01,0.1", "--alpha", "0.5"]
@@ -273,7 +273,7 @@ FAULTS = {
     "sigint train": (["step", "6", "sigint"], ["train"]),
     "sigterm train": (["step", "6", "sigterm"], ["train"]),
     # Ctrl-C after evaluate's first extract (test set), again after its second: stops inside evaluation.
-    "sigint twice evaluating": (["call", "evaluation.extract", "1,2", "sigint"], ["train"]),
+    "sigint twice evaluating": (["call", "engine.evaluation.extract", "1,2", "sigint"], ["train"]),
     "sigint sweep": (["step", "6", "sigint"], SWEEP),
 }
 

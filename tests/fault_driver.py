@@ -66,7 +66,7 @@ class Fault:
         setattr(owner, attr, wrapper)
 
     def during_write(self, name: str, n: int) -> None:
-        from centerloss_cli import storage
+        from centerloss_cli.rundir import storage
 
         real_open, fault = storage.open_temp, self
 
@@ -83,18 +83,19 @@ class Fault:
 
 def run() -> None:
     from centerloss_cli.cli import main
-    from centerloss_cli.core import step
+    from centerloss_cli.engine import loop
 
     split = sys.argv.index("--")
     spec, cli_args = sys.argv[1:split], sys.argv[split + 1 :]
     fault = Fault(spec[-1])
     if spec[0] == "step":
-        fault.after_call(step, "train_step", {int(spec[1])})
+        fault.after_call(loop, "take_step", {int(spec[1])})  # the loop's step, looked up each epoch
     elif spec[0] == "call":
         *path, attr = spec[1].split(".")
-        owner = importlib.import_module("centerloss_cli." + path[0])
-        for part in path[1:]:
-            owner = getattr(owner, part)
+        owner = importlib.import_module("centerloss_cli")
+        for part in path:  # modules, then (plots.service.PlotService) a class
+            owner = getattr(owner, part) if hasattr(owner, part) else importlib.import_module(
+                f"{owner.__name__}.{part}")
         fault.after_call(owner, attr, {int(n) for n in spec[2].split(",")})
     else:
         fault.during_write(spec[1], int(spec[2]))
@@ -108,7 +109,7 @@ def serve() -> None:
     import torch
 
     import centerloss_cli.cli  # noqa: F401
-    import centerloss_cli.training  # noqa: F401
+    import centerloss_cli.engine.training  # noqa: F401
 
     torch.set_num_threads(1)  # as the suite's own trainings: the other core is theirs (see conftest.py)
 

@@ -12,37 +12,25 @@ import centerloss_cli
 
 PACKAGE = Path(centerloss_cli.__file__).parent
 CORE = "core"
-# Lowest first: a module may import only modules of lower layers (imports inside functions count too).
-LAYERS = [
-    # The numerics: the paper, and nothing of the machinery around it.
-    {"core", "core.settings", "core.precision", "core.metrics", "core.solver"},
-    {"core.schedule", "core.model"},
-    {"core.center_loss"},
-    {"core.step"},
-    {"core.stacked", "core.capture"},
-    # The machinery.
-    {"errors", "stop"},
-    {"schema", "storage", "fetch"},
-    {"config"},
-    {"devices", "data", "runfiles"},
-    {"lock", "overwrite"},
-    {"runs", "figures", "listing", "evaluation"},
-    {"charts", "processes"},
-    {"plotting", "page_sections"},
-    {"runtime", "tensorboard", "pages"},
-    {"commit"},
-    {"loop"},
-    {"training"},
-    {"local"},
-    {"slurm"},
-    {"sweep"},
-    {"options"},
-    {"child", "cli"},
-    {"__main__", "__init__"},
+# The package's top level holds its entry points and the errors every module may raise; everything else sits
+# in a wing, bottom up: the numerics, then the machinery by role. A module imports only from its own wing and
+# the wings below it (and errors); the entry points import what they run.
+ENTRY_POINTS = {"__init__", "__main__", "cli", "child"}
+TOP_LEVEL = ENTRY_POINTS | {"errors"}
+WINGS = [
+    "core",  # the numerics: the paper and nothing of the machinery
+    "settings",  # declaring, converting, naming and checking settings; devices and precision; the voice
+    "procs",  # stop signals and child processes
+    "dataset",  # fetching and reading MNIST and Fashion-MNIST
+    "rundir",  # the run folder: its files, records, lock, life; list
+    "plots",  # figures, charts, the plotting processes, results pages, TensorBoard
+    "engine",  # training: the runtime, the epoch loop, what an epoch commits
+    "launch",  # sweeps: in turn, in worker processes, on Slurm
 ]
+MAX_CHAIN = 9  # modules on the longest chain of imports that run when a module loads (__main__ -> ... -> a leaf)
 # Caches of what a class declares, never of a run's data: a config is built and checked field by field, and
 # reading the annotations each time made resolving a config 35 ms slower.
-PURE_CACHES = {("schema", "schema"), ("schema", "field_types")}
+PURE_CACHES = {("settings.schema", "schema"), ("settings.schema", "field_types")}
 MAX_FUNCTION_LINES = 50  # of a function's body, its docstring included (a CLI command's options are its signature)
 MAX_NESTING = 4  # blocks (if, for, while, with, try, match) inside one another within a function
 BLOCKS = (ast.If, ast.For, ast.While, ast.With, ast.Try, ast.Match, ast.AsyncFor, ast.AsyncWith)
@@ -58,11 +46,17 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imported(name: str, path: Path, known: set[str]) -> set[str]:
-    """The package's modules that module `name` imports, wherever in it the import stands."""
+def imported(name: str, path: Path, known: set[str], typing: bool = True) -> set[str]:
+    """The package's modules that module `name` imports, wherever in it the import stands; without `typing`,
+    less those imported for type hints only (under `if TYPE_CHECKING:`), which never run."""
     package = name.split(".") if path.name == "__init__.py" and name != "__init__" else name.split(".")[:-1]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    hints = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+             for n in ast.walk(node)}
+    for node in ast.walk(tree):
+        if not typing and id(node) in hints:
+            continue
         if not isinstance(node, ast.ImportFrom):
             continue
         if node.level:
@@ -77,10 +71,26 @@ def imported(name: str, path: Path, known: set[str]) -> set[str]:
     return found - {name}
 
 
-def imports() -> dict[str, set[str]]:
-    """Module -> the package's modules it imports."""
+def imports(typing: bool = True) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (without `typing`: at run time)."""
     known = modules()
-    return {name: imported(name, path, set(known)) for name, path in known.items()}
+    return {name: imported(name, path, set(known), typing) for name, path in known.items()}
+
+
+def wing(module: str) -> str:
+    return module.split(".")[0] if "." in module or module in WINGS else module
+
+
+def longest_chain(graph: dict[str, set[str]]) -> list[str]:
+    """The longest path of imports in an acyclic graph, as module names."""
+    memo: dict[str, list[str]] = {}
+
+    def down(m: str) -> list[str]:
+        if m not in memo:
+            memo[m] = [m] + max((down(n) for n in graph[m]), key=len, default=[])
+        return memo[m]
+
+    return max((down(m) for m in graph), key=len)
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -123,18 +133,27 @@ def functions(source: str) -> list[tuple[str, int, int]]:
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
 
 
-def test_the_imports_have_no_cycle_and_go_down_the_layers_only():
+def test_the_imports_have_no_cycle_and_go_down_the_wings_only():
     graph = imports()
     assert find_cycle(graph) is None, find_cycle(graph)
-    layer = {m: i for i, group in enumerate(LAYERS) for m in group}
-    assert set(layer) == set(graph), f"modules without a layer, or layers without a module: {set(graph) ^ set(layer)}"
-    upward = [(m, n) for m, deps in graph.items() for n in deps if layer[n] >= layer[m]]
-    assert not upward, f"imports that do not go down a layer: {upward}"
+    strays = sorted(m for m in graph if wing(m) not in WINGS and m not in TOP_LEVEL)
+    assert not strays, f"modules in no wing and not an entry point: {strays}"
+    assert len([m for m in graph if m in TOP_LEVEL]) <= 8, "the top level holds the entry points only"
+    rank = {w: i for i, w in enumerate(WINGS)}
+    upward = sorted((m, n) for m, deps in graph.items() if m not in TOP_LEVEL for n in deps
+                    if n not in TOP_LEVEL - ENTRY_POINTS and (n in ENTRY_POINTS or rank[wing(n)] > rank[wing(m)]))
+    assert not upward, f"imports up the wings: {upward}"
+    assert not graph["errors"], "errors imports nothing of the package"
+
+
+def test_no_chain_of_imports_is_longer_than_about_8_modules():
+    chain = longest_chain(imports(typing=False))
+    assert len(chain) <= MAX_CHAIN, " -> ".join(chain)
 
 
 def test_the_numerics_import_nothing_from_the_rest_of_the_package():
     graph = imports()
-    assert graph["core.step"] >= {"core.center_loss", "core.model", "core.solver"}  # the reader sees core's imports
+    assert graph["core.step"] >= {"core.center_loss", "core.solver"}  # the reader sees core's imports
     assert not core_leaks(graph), f"the numerics import the machinery: {core_leaks(graph)}"
     for p in (PACKAGE / CORE).glob("*.py"):  # nor print: what a user reads is the machinery's to say
         assert "print(" not in p.read_text(), p.name
@@ -182,9 +201,10 @@ def test_no_module_is_over_about_400_lines_or_keeps_mutable_module_state():
                 assert not cached, f"{name}: {node.name} caches at module level"
 
 
-def test_the_developers_map_names_every_module():
+def test_the_developers_map_names_every_module_and_wing():
     text = (PACKAGE.parent / "docs" / "developers.md").read_text()
-    named = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")} - {"core/__init__.py"}
+    named = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    named |= {f"{w}/" for w in WINGS} | {"__init__.py"}
     missing = sorted(n for n in named if f"`{n}`" not in text)
     assert not missing, f"docs/developers.md does not name {missing}"
 
@@ -192,7 +212,7 @@ def test_the_developers_map_names_every_module():
 def test_train_is_a_plain_function():
     from centerloss_cli import train
 
-    assert inspect.isfunction(train) and train.__module__ == "centerloss_cli.training"
+    assert inspect.isfunction(train) and train.__module__ == "centerloss_cli.engine.training"
 
 
 def shape() -> dict[str, object]:
@@ -203,7 +223,9 @@ def shape() -> dict[str, object]:
     longest, deepest = max(found), max(found, key=lambda f: f[1])
     long_lines = sum(len(line) > 120 for p in modules().values() for line in p.read_text().splitlines())
     return {"modules": len(graph), "numerics modules": sum(m.startswith(CORE) for m in graph),
-            "import arrows": sum(map(len, graph.values())), "longest function": f"{longest[2]} ({longest[0]} lines)",
+            "import arrows": sum(map(len, graph.values())), "top level": len([m for m in graph if m in TOP_LEVEL]),
+            "longest chain": " -> ".join(longest_chain(imports(typing=False))),
+            "longest function": f"{longest[2]} ({longest[0]} lines)",
             "deepest nesting": f"{deepest[2]} ({deepest[1]})", "lines over 120 characters": long_lines}
 
 

@@ -4,15 +4,15 @@ from pathlib import Path
 import pytest
 from conftest import TINY, assert_each_matches_only_itself, checkpoint, tiny
 
-from centerloss_cli.runfiles import read_metrics
-from centerloss_cli.training import train_stacked
+from centerloss_cli.engine.training import train_stacked
+from centerloss_cli.rundir.files import read_metrics
 
 
 def test_stacked_runs_match_sequential_runs(mnist, tmp_path, monkeypatch, runtime, trained):
     """Two runs that differ in lambda and in alpha, stacked into one model, against each trained alone."""
     monkeypatch.chdir(tmp_path)
     # 32 images: 2 steps an epoch, and 2 epochs, so the runs are restacked once from their states.
-    members = [{"lambda": 0.0, "alpha": 0.5}, {"lambda": 0.1, "alpha": 0.25}]
+    members = [{"lam": 0.0, "alpha": 0.5}, {"lam": 0.1, "alpha": 0.25}]
     for m in members:
         trained.copy(2, mnist.run("seq", train_limit=32, **m), train_limit=32, plots=False, **m)
     configs = [mnist.config("bat", train_limit=32, epochs=2, **m) for m in members]
@@ -39,7 +39,7 @@ def test_a_batched_member_resumes_on_its_own(run_cli, mnist):
     assert run_cli("sweep", "--lambda", "0,0.1", "--batched", *common).exit_code == 0
     more = run_cli("train", *common, "--lambda", "0.1", "--epochs", "2", "--resume")
     assert more.exit_code == 0, more.output
-    assert [r["epoch"] for r in read_metrics(mnist.run("bat", train_limit=32, **{"lambda": 0.1}))] == [1.0, 2.0]
+    assert [r["epoch"] for r in read_metrics(mnist.run("bat", train_limit=32, lam=0.1))] == [1.0, 2.0]
     again = run_cli("sweep", "--lambda", "0,0.1", "--batched", *common)
     assert again.exit_code == 0 and "0 trained now" in again.output
 
@@ -51,7 +51,7 @@ def test_a_diverging_sweep_fails_alike_batched_or_not(run_cli, mnist):
     assert sequential.exit_code == batched.exit_code == 1, (sequential.output, batched.output)
     errors = lambda result: [ln for ln in result.output.splitlines() if ln.startswith("Error:")]  # noqa: E731
     assert errors(sequential) == errors(batched) and len(errors(sequential)) == 1
-    name = mnist.run(**{"lambda": 1e30}).name
+    name = mnist.run(lam=1e30).name
     assert errors(sequential)[0].startswith(f"Error: run {name}: the loss became NaN or inf at epoch 1")
     assert "no checkpoint was written" in errors(sequential)[0]
 

@@ -2,10 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from centerloss_cli.config import TrainConfig
 from centerloss_cli.core.center_loss import CenterLoss, center_delta, center_loss
 from centerloss_cli.core.precision import float32_precision
-from centerloss_cli.core.step import new_state, set_lr, train_step
+from centerloss_cli.core.state import new_state
+from centerloss_cli.core.step import set_lr, train_step
+from centerloss_cli.settings.config import TrainConfig
 
 
 def loss_with(centers, rule="paper"):

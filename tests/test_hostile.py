@@ -14,13 +14,16 @@ import pytest
 import torch
 from conftest import TINY, checkpoint, files_of, in_background, one_line, run_process, tiny
 
-from centerloss_cli import __version__, training
-from centerloss_cli.config import TrainConfig
+from centerloss_cli import __version__
 from centerloss_cli.core.center_loss import CenterLoss
-from centerloss_cli.devices import resolve_precision
+from centerloss_cli.engine import training
 from centerloss_cli.errors import CenterLossError
-from centerloss_cli.runfiles import cpu_model, read_metrics
-from centerloss_cli.storage import TEMP_MARK
+from centerloss_cli.rundir.files import read_metrics
+from centerloss_cli.rundir.records import cpu_model
+from centerloss_cli.rundir.storage import TEMP_MARK
+from centerloss_cli.settings import devices
+from centerloss_cli.settings.config import TrainConfig
+from centerloss_cli.settings.devices import resolve_precision
 
 SCRIPTS = Path(__file__).parent.parent / "scripts"
 
@@ -147,7 +150,7 @@ def test_sizes_that_cannot_run_are_refused_before_anything_is_allocated(run_cli,
 
 
 def test_a_batch_the_memory_cannot_hold_is_refused(run_cli, mnist, monkeypatch):
-    monkeypatch.setattr(training, "free_memory", lambda device: 2**29)  # a machine with 0.5 GiB free
+    monkeypatch.setattr(devices, "free_memory", lambda device: 2**29)  # a machine with 0.5 GiB free
     result = run_cli("train", *mnist.args, *tiny(batch_size=600, train_limit=None), "--name", "big")
     assert "batch_size = 600: a step needs about 0.9 GiB, and cpu has 0.5 GiB free; give a smaller batch size" \
         in one_line(result)
@@ -228,7 +231,7 @@ def test_images_of_no_pixels_are_one_line(run_cli, tmp_path):
 
 def test_a_read_only_folder_is_one_line_for_plot(run_path, run_cli, mnist, trained, monkeypatch):
     trained.copy()
-    import centerloss_cli.storage as storage
+    import centerloss_cli.rundir.storage as storage
 
     def read_only(path, mode):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
@@ -244,7 +247,7 @@ def test_a_full_disk_inside_a_checkpoint_write_is_one_line(run_path, run_cli, mn
     good = (run_path / "checkpoint.pt").read_bytes()
     from fault_driver import HalfWritten
 
-    import centerloss_cli.storage as storage
+    import centerloss_cli.rundir.storage as storage
 
     real_open = storage.open_temp
 
@@ -308,13 +311,13 @@ def test_a_refused_folder_gets_no_lock_file(run_cli, mnist, tmp_path):
 def test_an_epoch_lost_between_checkpoint_and_tensorboard_is_logged_on_resume(run_path, run_cli, mnist, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from centerloss_cli import commit
+    from centerloss_cli.plots import tensorboard
 
     def crash(*args):
         raise RuntimeError("killed between the checkpoint and the TensorBoard log")
 
     with monkeypatch.context() as patch:  # undoes only this patch: monkeypatch.undo() also undid run_cli's chdir
-        patch.setattr(commit, "log_epoch", crash)
+        patch.setattr(tensorboard.Logger, "log_epoch", crash)
         assert run_cli("train", *mnist.args, *TINY, "--tensorboard").exit_code != 0
     assert checkpoint(run_path)["epoch"] == 1  # the epoch was committed, its log was not
     assert run_cli("train", *mnist.args, *tiny(epochs=2), "--tensorboard", "--resume").exit_code == 0
@@ -361,7 +364,7 @@ def test_the_one_command_writes_every_figure_and_table_of_the_results_page(backg
     docs = cwd / "docs"
     promised = ["figure2.png", *(f"{sweep}_{figure}.png" for sweep in ("figure3", "alpha")
                                  for figure in ("grid", "compactness", "curves"))]
-    assert sorted(p.name for p in docs.iterdir()) == sorted(["README.md", *promised])
+    assert sorted(p.name for p in docs.iterdir()) == sorted([".centerloss-page", "README.md", *promised])
     page = (docs / "README.md").read_text()
     for name in promised:
         assert f"]({name})" in page and (docs / name).stat().st_size > 10_000, name
@@ -381,20 +384,20 @@ def test_the_one_command_writes_every_figure_and_table_of_the_results_page(backg
 def test_the_results_page_claims_no_spread_where_a_value_has_one_seed():
     """The paper's page, one seed a value, said "falls, beyond the spread of the seeds (0.169 ± 0.000 → ...)":
     a spread of one seed is none."""
-    from centerloss_cli.page_sections import Sweep, beyond_spread
+    from centerloss_cli.plots.page_sections import Sweep, beyond_spread
 
-    row = lambda lam, seed, ratio: {"lambda": lam, "seed": seed, "test_ratio": ratio}  # noqa: E731
-    one = Sweep(Path("."), [row(0, 0, 0.169), row(0.1, 0, 0.034)], "lambda")
+    row = lambda lam, seed, ratio: {"lam": lam, "seed": seed, "test_ratio": ratio}  # noqa: E731
+    one = Sweep(Path("."), [row(0, 0, 0.169), row(0.1, 0, 0.034)], "lam")
     assert beyond_spread(one) == ["- λ 0 → 0.1: the test ratio falls (0.169 → 0.034; one seed, so no "
                                   "spread to compare)."]
-    two = Sweep(Path("."), [*one.rows, row(0, 1, 0.171), row(0.1, 1, 0.036)], "lambda")
+    two = Sweep(Path("."), [*one.rows, row(0, 1, 0.171), row(0.1, 1, 0.036)], "lam")
     assert "falls, beyond the spread of the seeds (0.170 ± 0.001 → 0.035 ± 0.001)" in beyond_spread(two)[0]
 
 
 def test_a_sweep_of_no_values_is_one_line_and_writes_nothing(tmp_path, mnist):
     """run_sweep(cfg, [], [0.5]) gave an IndexError, after writing an empty sweep folder."""
     from centerloss_cli.errors import ConfigError
-    from centerloss_cli.sweep import run_sweep
+    from centerloss_cli.launch.sweep import run_sweep
 
     config = mnist.config(tmp_path / "out")
     for lams, alphas, seeds in (([], [0.5], None), ([0.1], [], None), ([0.1], [0.5], [])):
@@ -416,7 +419,7 @@ def test_train_ignores_a_config_files_slurm_table(run_cli, mnist, run_path):
 def test_a_write_never_follows_a_link_planted_at_its_temp_name(tmp_path, monkeypatch):
     """The temp name was predictable (.NAME.centerloss-tmp-PID) and opened with open(..., 'wb'): a link
     planted there sent the write to a file outside the run, and left the target a link to it."""
-    from centerloss_cli import storage
+    from centerloss_cli.rundir import storage
 
     outside, target = tmp_path / "outside.txt", tmp_path / "run" / "metrics.csv"
     target.parent.mkdir()
@@ -434,7 +437,7 @@ def test_damaged_and_oversized_gzip_files_are_one_line(tmp_path, monkeypatch):
     """A .gz of 30 zeroed bytes gave a zlib.error, a gzip bomb a MemoryError."""
     import gzip
 
-    from centerloss_cli import fetch
+    from centerloss_cli.dataset import fetch
     from centerloss_cli.errors import DataError
 
     zeroed = tmp_path / "zeroed.gz"

@@ -6,11 +6,13 @@ from pathlib import Path
 import pytest
 from conftest import TINY, synthetic_mnist, tiny
 
-from centerloss_cli.config import DEFAULTS
+from centerloss_cli.dataset.fetch import DATASETS
 from centerloss_cli.errors import CenterLossError
-from centerloss_cli.fetch import DATASETS
-from centerloss_cli.runfiles import CONFIG_JSON, read_metrics, write_config
-from centerloss_cli.runs import RunFolder, Voice
+from centerloss_cli.rundir.files import CONFIG_JSON, read_metrics
+from centerloss_cli.rundir.folder import RunFolder
+from centerloss_cli.rundir.records import write_config
+from centerloss_cli.settings.config import DEFAULTS
+from centerloss_cli.settings.voice import Voice
 
 MNIST_FINGERPRINT = DATASETS["mnist"].fingerprint
 
@@ -52,7 +54,7 @@ def test_a_sweep_with_other_limits_trains_runs_of_its_own(run_cli, mnist):
     other = run_cli("sweep", "--lambda", "0", *mnist.args, *tiny(train_limit=32))
     assert other.exit_code == 0, other.output
     assert "1 run (1 trained now)" in other.output
-    assert len(read_metrics(mnist.run(train_limit=32, **{"lambda": 0}))) == 1
+    assert len(read_metrics(mnist.run(train_limit=32, lam=0))) == 1
 
 
 def test_a_named_run_refuses_other_data_or_limits_naming_each(run_cli, mnist, other_data, trained):

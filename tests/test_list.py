@@ -5,7 +5,7 @@ from pathlib import Path
 
 from conftest import TINY
 
-from centerloss_cli.lock import acquire
+from centerloss_cli.rundir.lock import acquire
 
 
 def test_list_shows_every_run_in_its_state_and_groups_sweeps(run_cli, mnist, trained):

@@ -69,7 +69,7 @@ def test_a_checkpoint_without_a_fingerprint_resumes_only_on_the_verified_dataset
 HOLD = """
 import sys
 from pathlib import Path
-from centerloss_cli.lock import acquire
+from centerloss_cli.rundir.lock import acquire
 lock = acquire(Path(sys.argv[1]), "sweep folder")
 print("held", flush=True)
 sys.stdin.read()
@@ -104,7 +104,7 @@ def test_a_second_training_in_another_thread_of_the_process_is_refused(mnist, tm
     import threading
 
     from centerloss_cli import train
-    from centerloss_cli.training import TRAINING_IN_THIS_PROCESS
+    from centerloss_cli.engine.training import TRAINING_IN_THIS_PROCESS
 
     first = threading.Thread(target=train, args=(mnist.config(tmp_path / "a", epochs=1),), kwargs={"progress": False})
     first.start()
@@ -122,8 +122,8 @@ def test_the_memory_check_heeds_the_process_limit():
     """Under `ulimit -v`, a batch beyond it used to end in an allocator traceback, its folder half made."""
     import resource
 
-    from centerloss_cli.config import resolve_config
-    from centerloss_cli.training import address_space_left, check_fits
+    from centerloss_cli.settings.config import resolve_config
+    from centerloss_cli.settings.devices import address_space_left, check_fits
 
     mapped = int(Path("/proc/self/status").read_text().split("VmSize:")[1].split()[0]) * 1024
     previous = resource.getrlimit(resource.RLIMIT_AS)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import files_of
 
-from centerloss_cli import pages
-from centerloss_cli.sweep import run_sweep
+from centerloss_cli.launch.sweep import run_sweep
+from centerloss_cli.plots import pages
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import pytest
 from conftest import TINY, assert_each_matches_only_itself, checkpoint, max_difference, tiny
 from PIL import Image
 
-from centerloss_cli.config import DEFAULTS
-from centerloss_cli.figures import grid_panels
-from centerloss_cli.runfiles import load_features, save_features
-from centerloss_cli.sweep import default_sweep_name, parse_values, sweep_configs
+from centerloss_cli.launch.sweep import default_sweep_name, parse_values, sweep_configs
+from centerloss_cli.plots.figures import grid_panels
+from centerloss_cli.rundir.files import load_features, save_features
+from centerloss_cli.settings.config import DEFAULTS
 
 TWO_EPOCHS = tiny(epochs=2)
 
@@ -59,7 +59,7 @@ def test_a_sweep_in_parallel_or_not_its_tables_and_its_grid(run_cli, mnist):
     first = run_cli(*args)
     assert first.exit_code == 0, first.output
     assert "2 runs (2 trained now)" in first.output and "| λ | α |" in first.output
-    names = [mnist.run(**{"lambda": lam}).name for lam in (0.1, 0)]
+    names = [mnist.run(lam=lam).name for lam in (0.1, 0)]
     # Each worker computes with one CPU thread and the sequential sweep with two, so the float sums
     # differ in their last bits: the runs agree to a tolerance, each with its own twin only.
     assert_each_matches_only_itself(Path("outputs"), Path("par"), names, tol=1e-3)
@@ -182,7 +182,7 @@ def test_a_sweep_over_seeds_adds_mean_and_std_rows(run_cli, mnist):
     # A seed of a stacked sweep is the same run as that seed trained alone.
     alone = run_cli("train", "--lambda", "0.1", "--seed", "1", *mnist.args, *TINY, "--output-dir", "alone")
     assert alone.exit_code == 0, alone.output
-    name = mnist.run(**{"lambda": 0.1, "seed": 1}).name
+    name = mnist.run(lam=0.1, seed=1).name
     assert max_difference(checkpoint(Path("alone") / name), checkpoint(Path("outputs") / name)) < 1e-3
     table = (folder / "summary.md").read_text()
     assert "| 0.1 | 0.5 | mean ± std (2 seeds) |" in table and " ± " in table.splitlines()[-1]
@@ -193,7 +193,7 @@ def test_a_sweep_over_seeds_adds_mean_and_std_rows(run_cli, mnist):
 
 
 def test_every_run_keeps_its_curves_and_plot_curves_overlays_runs(run_cli, mnist, tmp_path, trained):
-    a, b = trained.copy(2), trained.copy(2, **{"lambda": 0.0})
+    a, b = trained.copy(2), trained.copy(2, lam=0.0)
     curves = a / "plots" / "curves.png"
     with Image.open(curves) as im:  # drawn by training at the run's --plot-dpi (30), with every epoch of metrics.csv
         assert 200 < im.size[0] < 400

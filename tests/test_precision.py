@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import cpu_bf16, tiny
 
-from centerloss_cli.devices import EMULATED_BF16_SLOWDOWN, resolve_precision
-from centerloss_cli.runfiles import read_metrics
+from centerloss_cli.rundir.files import read_metrics
+from centerloss_cli.settings.devices import EMULATED_BF16_SLOWDOWN, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -59,7 +59,7 @@ def test_auto_on_cuda_asks_the_device(monkeypatch, native):
 
 
 def test_the_fast_recipe_and_the_demo_use_auto_and_the_paper_fp32():
-    from centerloss_cli.config import resolve_config
+    from centerloss_cli.settings.config import resolve_config
 
     assert [resolve_config(c).precision for c in ("fast", "quick", "paper")] == ["auto", "auto", "fp32"]
 
@@ -90,6 +90,6 @@ def test_a_sweep_resolves_auto_once_for_its_name_and_its_runs(run_cli, mnist, mo
     cpu_bf16(monkeypatch, avx512_bf16=True)
     result = run_cli("sweep", "--lambda", "0.1", "--precision", "auto", "--device", "cpu", *mnist.args, *tiny())
     assert result.exit_code == 0, result.output
-    assert mnist.run(**{"lambda": 0.1, "precision": "bf16"}).is_dir()
+    assert mnist.run(lam=0.1, precision="bf16").is_dir()
     [folder] = Path("outputs/sweeps").iterdir()
     assert "_bf16" in folder.name and "auto" not in folder.name

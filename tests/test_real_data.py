@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from centerloss_cli.data import load_dataset
-from centerloss_cli.fetch import DATASETS
+from centerloss_cli.dataset.fetch import DATASETS
+from centerloss_cli.dataset.loading import load_dataset
 
 MNIST_FINGERPRINT = DATASETS["mnist"].fingerprint
 

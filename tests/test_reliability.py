@@ -29,11 +29,11 @@ from conftest import (
 )
 from PIL import Image
 
-from centerloss_cli import storage
-from centerloss_cli.core import step as engine_step
+from centerloss_cli.engine import loop as engine_loop
+from centerloss_cli.engine.training import train
 from centerloss_cli.errors import Interrupted
-from centerloss_cli.runfiles import read_metrics
-from centerloss_cli.training import train
+from centerloss_cli.rundir import storage
+from centerloss_cli.rundir.files import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +222,7 @@ def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(run_path, fault_runs, r
     assert stopped.returncode == 130, stopped.stdout[-2000:]
     assert stopped.stdout.count("Resume with: the same sweep command again") == 1, stopped.stdout[-2000:]
     assert "Error:" not in stopped.stdout  # a stop the user asked for is no error
-    assert not mnist.run(**{"lambda": 0.1}).exists()  # the second run never started
+    assert not mnist.run(lam=0.1).exists()  # the second run never started
     again = run_cli(*SWEEP, *mnist.args, *TWO_EPOCHS)
     assert again.exit_code == 0, again.output
     assert "2 runs (2 trained now)" in again.output
@@ -231,8 +231,8 @@ def test_ctrl_c_in_a_sweep_resumes_with_the_same_command(run_path, fault_runs, r
 
 HOLD_LOCK = """
 import sys, time
-from centerloss_cli.config import DEFAULTS
-from centerloss_cli.runs import RunFolder
+from centerloss_cli.settings.config import DEFAULTS
+from centerloss_cli.rundir.folder import RunFolder
 folder = RunFolder.open(DEFAULTS.with_(name=sys.argv[1]), "any", resume=True)
 print("held", flush=True)
 time.sleep(60)
@@ -266,16 +266,16 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(run_path, r
     # --log-every 100: on the CPU the check runs every step whatever the logging interval.
     trained.copy()
     good = (run_path / "checkpoint.pt").read_bytes()
-    real_step = engine_step.train_step
+    real_step = engine_loop.take_step
 
-    def poisoned(state, x, y):  # the 2nd step of epoch 2 blows up
-        out = real_step(state, x, y)
-        if state.step == 5:
+    def poisoned(stack, x, y):  # the 2nd step of epoch 2 blows up
+        out = real_step(stack, x, y)
+        if stack.states[0].step == 5:
             with torch.no_grad():
-                state.model.feature[0].weight.fill_(float("inf"))
+                stack.states[0].model.feature[0].weight.fill_(float("inf"))
         return out
 
-    monkeypatch.setattr(engine_step, "train_step", poisoned)
+    monkeypatch.setattr(engine_loop, "take_step", poisoned)
     result = run_cli("train", *mnist.args, *TINY, "--epochs", "2", "--resume", "--log-every", "100")
     assert result.exit_code == 1
     assert "NaN or inf at epoch 2, step 6; its last good checkpoint is kept" in result.output
@@ -474,7 +474,7 @@ def test_unknown_option_is_one_line_with_a_suggestion(tmp_path):
 
 def test_a_failing_plot_worker_surfaces_as_an_error(tmp_path, runtime):
     from centerloss_cli.errors import PlotError
-    from centerloss_cli.runfiles import EpochFeatures
+    from centerloss_cli.rundir.files import EpochFeatures
 
     run = tmp_path / "run"
     run.mkdir()
@@ -562,8 +562,8 @@ def test_a_closed_stdout_stops_the_printing_not_the_run(background):
 def test_a_broken_or_full_output_stops_the_printing_not_the_run(mnist, tmp_path, monkeypatch, capsys, failure):
     """`| head -c 1` (a broken pipe) and `> /dev/full` (a full device) used to end the run: the voice's writer
     fails, in-process, and the run trains to its end; what was said stops, once, on stderr."""
-    from centerloss_cli.runtime import Runtime
-    from centerloss_cli.training import train
+    from centerloss_cli.engine.runtime import Runtime
+    from centerloss_cli.engine.training import train
 
     def writer(message: str) -> None:
         raise OSError(failure, os.strerror(failure))
@@ -579,8 +579,8 @@ def test_a_broken_or_full_output_stops_the_printing_not_the_run(mnist, tmp_path,
 def test_a_killed_plotting_process_is_replaced_and_training_goes_on(tmp_path):
     """kill -9 of the plotting process mid-run used to end the run at the epoch's end ("drawing plots
     failed", exit 2), throwing the epoch's training away."""
-    from centerloss_cli.runfiles import EpochFeatures
-    from centerloss_cli.runtime import Runtime
+    from centerloss_cli.engine.runtime import Runtime
+    from centerloss_cli.rundir.files import EpochFeatures
 
     heard: list[str] = []
     rt = Runtime(say=heard.append)
@@ -611,9 +611,9 @@ def test_a_stopped_plotting_process_holds_a_run_for_a_bounded_time_only(tmp_path
     """A plotting process stopped with kill -STOP, and nothing else: the run trained every epoch, then waited
     for its plots forever, and a SIGTERM did not end that either. Every wait now ends once the process has
     answered nothing for the runtime's patience: PLOT_STALL_S, or STOPPED_PLOT_WAIT_S once a stop is asked."""
-    from centerloss_cli.plotting import PLOT_STALL_S, PlotService
-    from centerloss_cli.runfiles import EpochFeatures
-    from centerloss_cli.runtime import STOPPED_PLOT_WAIT_S, Runtime
+    from centerloss_cli.engine.runtime import STOPPED_PLOT_WAIT_S, Runtime
+    from centerloss_cli.plots.service import PLOT_STALL_S, PlotService
+    from centerloss_cli.rundir.files import EpochFeatures
 
     heard: list[str] = []
     patience = [0.5]
@@ -647,8 +647,8 @@ def test_a_run_folder_deleted_while_training_is_said_truly_and_not_made_again(tm
     """Deleted (or renamed) mid-run: the failed write said "the previous version is intact" (there is none),
     and the plotting process made plots/ again, a folder without the mark that then blocked the run's name."""
     from centerloss_cli.errors import StorageError
-    from centerloss_cli.figures import draw_epoch_plots
-    from centerloss_cli.runfiles import EpochFeatures, save_features
+    from centerloss_cli.plots.figures import draw_epoch_plots
+    from centerloss_cli.rundir.files import EpochFeatures, save_features
 
     gone = tmp_path / "outputs" / "run"
     zeros, labels = np.zeros((10, 2), np.float32), np.arange(10, dtype=np.uint8)

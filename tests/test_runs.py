@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from centerloss_cli.config import DEFAULTS
+from centerloss_cli.dataset.fetch import DATASETS
 from centerloss_cli.errors import CenterLossError
-from centerloss_cli.fetch import DATASETS
-from centerloss_cli.runfiles import CONFIG_JSON, FORMAT, write_config
-from centerloss_cli.runs import RunFolder
+from centerloss_cli.rundir.files import CONFIG_JSON, FORMAT
+from centerloss_cli.rundir.folder import RunFolder
+from centerloss_cli.rundir.records import write_config
+from centerloss_cli.settings.config import DEFAULTS
 
 MNIST_FINGERPRINT = DATASETS["mnist"].fingerprint
 

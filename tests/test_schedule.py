@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from centerloss_cli.config import DEFAULTS
 from centerloss_cli.core.schedule import epoch_end, epochs_left, lr_factor
+from centerloss_cli.settings.config import DEFAULTS
 
 
 def test_epochs_left_counts_the_epoch_ends_as_the_loop_meets_them():

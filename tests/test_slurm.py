@@ -69,7 +69,7 @@ def test_a_slurm_sweep_gives_the_same_sweep_folder_as_a_local_one(run_cli, mnist
     assert waited.exit_code == 0, waited.output
     (name,) = [p.name for p in Path("local/sweeps").iterdir()]
     for lam in (0.0, 0.1):
-        same_runs(mnist.run("local", **{"lambda": lam}), mnist.run("slurm", **{"lambda": lam}))
+        same_runs(mnist.run("local", lam=lam), mnist.run("slurm", lam=lam))
     summary = [(Path(where) / "sweeps" / name / "summary.md").read_text() for where in ("local", "slurm")]
     assert summary[0] == summary[1]
     assert {p.name for p in (Path("slurm/sweeps") / name).iterdir()} == \

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from centerloss_cli import stop
-from centerloss_cli.stop import State, StopController
+from centerloss_cli.procs import stop
+from centerloss_cli.procs.stop import State, StopController
 
 
 def test_a_first_signal_asks_to_stop_after_the_batch_and_is_heard_once():
@@ -84,7 +84,7 @@ def test_a_signal_held_back_while_children_start_arrives_afterwards():
 
 ORPHAN = """
 import os, sys, time
-from centerloss_cli import stop
+from centerloss_cli.procs import stop
 c = stop.StopController()
 with c.installed():
     stop.stop_when_orphaned(int(sys.argv[1]), interval=0.05)

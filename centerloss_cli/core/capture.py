@@ -10,30 +10,21 @@ for the rest of the epoch, saying so once.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Any, Callable
 
 import torch
 
 
-class Step(Protocol):
-    """A step in its three parts (engine.PlainStep, stacked.StackedStep)."""
-
-    def prepare(self, clear_grads: bool = True) -> float: ...
-
-    def body(self, x: torch.Tensor, y: torch.Tensor, lr: torch.Tensor, graph: bool = True) -> torch.Tensor: ...
-
-    def advance(self) -> None: ...
-
-    def finish(self) -> None: ...
-
-
 class CapturedStep:
-    """`step`, replayed as a CUDA graph after WARMUP eager steps; per-run losses (K, 2) as the eager step's."""
+    """A step, replayed as a CUDA graph after WARMUP eager steps; per-run losses (K, 2) as the eager step's.
+    `stack` gives the step's host part (prepare, its rate; advance, its count: step.Stack) and `body(x, y, lr)`
+    its work on the device (step.step_numerics with graph=True), which is what the graph records."""
 
     WARMUP = 3
 
-    def __init__(self, step: Step, device: torch.device, say: Callable[[str], None]):
-        self.step, self.say = step, say
+    def __init__(self, stack: Any, body: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                 device: torch.device, say: Callable[[str], None]):
+        self.stack, self.body, self.say = stack, body, say
         self.lr = torch.zeros((), device=device)
         self.side = torch.cuda.Stream(device)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -41,11 +32,11 @@ class CapturedStep:
         self.calls = 0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.lr.fill_(self.step.prepare(clear_grads=self.graph is None))
+        self.lr.fill_(self.stack.prepare(clear_grads=self.graph is None))
         if self.graph is None and (self.eager or self.calls < self.WARMUP or not self._capture(x, y)):
             self.side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.side):
-                out = self.step.body(x, y, self.lr)
+                out = self.body(x, y, self.lr)
             torch.cuda.current_stream().wait_stream(self.side)
         else:
             self.x.copy_(x)
@@ -53,7 +44,7 @@ class CapturedStep:
             self.graph.replay()
             out = self.out.clone()
         self.calls += 1
-        self.step.advance()
+        self.stack.advance()
         return out
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> bool:
@@ -62,7 +53,7 @@ class CapturedStep:
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                self.out = self.step.body(self.x, self.y, self.lr)
+                self.out = self.body(self.x, self.y, self.lr)
         except Exception as e:  # noqa: BLE001 - any failure to capture leaves the eager step, which is correct
             self.eager = True
             self.say(f"CUDA graph capture failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
@@ -70,9 +61,6 @@ class CapturedStep:
             return False
         self.graph = graph
         return True
-
-    def finish(self) -> None:
-        self.step.finish()
 
 
 def can_capture(device: torch.device, setting: str) -> bool:

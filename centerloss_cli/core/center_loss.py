@@ -17,8 +17,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from .choices import CENTER_UPDATES
 from .model import xavier_caffe_
-from .settings import CENTER_UPDATES
 
 Reduce = Callable[[torch.Tensor], None]  # sums a tensor in place over every process (an all-reduce)
 

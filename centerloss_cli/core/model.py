@@ -12,7 +12,8 @@ import math
 import torch
 from torch import nn
 
-from .settings import NETS
+from .choices import NETS
+from .precision import autocast
 
 
 @torch.no_grad()
@@ -61,3 +62,16 @@ class LeNetPP(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.feature(self.body(x))
         return features, self.classifier(features)
+
+
+EVAL_BATCH = 1000  # images a forward pass takes at once when evaluating
+
+
+@torch.inference_mode()
+def extract(model: LeNetPP, images: torch.Tensor, batch_size: int = EVAL_BATCH,
+            precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """2-D features and logits of `images`, in eval mode, in large batches."""
+    model.eval()
+    with autocast(precision, images.device):
+        outs = [model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    return torch.cat([f for f, _ in outs]).float(), torch.cat([logits for _, logits in outs]).float()

@@ -1,22 +1,22 @@
 """The schedule as arithmetic on step numbers: epochs, their ends, and the learning rate at each step.
 
 Pure functions of the settings and the step, so a run resumed at any step continues exactly, and the
-CLI can say how long a run will be without importing torch.
+CLI can say how long a run will be without importing torch. `config` is a TrainConfig (settings/config.py),
+or any object with the fields read here, as everywhere in core/.
 """
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from typing import Any
 
-from .settings import Settings
 
-
-def steps_per_epoch(config: Settings, n_train: int) -> int:
+def steps_per_epoch(config: Any, n_train: int) -> int:
     """An epoch is ceil(n / batch) steps: every image once, and the last batch filled from the next pass."""
     return -(-n_train // config.batch_size)
 
 
-def total_steps(config: Settings, n_train: int) -> int:
+def total_steps(config: Any, n_train: int) -> int:
     """--epochs whole epochs, else exactly --iterations steps (the official solver's 10,000)."""
     if config.epochs is not None:
         return config.epochs * steps_per_epoch(config, n_train)
@@ -37,14 +37,14 @@ def epochs_left(start: int, total: int, per_epoch: int) -> int:
     return (total - 1) // per_epoch - start // per_epoch + 1
 
 
-def warmup_steps(config: Settings, total: int) -> int:
+def warmup_steps(config: Any, total: int) -> int:
     """The steps the rate warms up over in a run of `total` steps: --warmup, or half the run where --warmup
     is not shorter than it (else the rate would never peak nor decay). The setting stays as given, so a run
     is named and resumed by what the user asked for, and a resume that extends the run warms up as asked."""
     return config.warmup if config.warmup < total or total <= 1 else total // 2
 
 
-def lr_factor(config: Settings, step: int, total: int) -> float:
+def lr_factor(config: Any, step: int, total: int) -> float:
     """The learning rate of step `step` (counted from 0) of `total` as a multiple of --lr.
 
     The warm-up first (warmup_steps): (step + 1) / warmup over its steps. Then step (the official
