@@ -13,7 +13,7 @@ ifneq ($(wildcard ../shared/fashion-mnist),)
 TEST_FASHION ?= $(abspath ../shared/fashion-mnist)
 endif
 
-.PHONY: venv demo test paper gpu-data clean
+.PHONY: venv demo test quick paper gpu-data clean
 
 venv: $(STAMP)
 
@@ -59,6 +59,10 @@ test: venv
 	$(BIN)/ruff check centerloss_cli tests bench scripts
 	CENTERLOSS_DATA=$(abspath $(TEST_DATA)) CENTERLOSS_TEST_FASHION=$(abspath $(TEST_FASHION)) MPLBACKEND=Agg \
 	  $(BIN)/python -m pytest -q -rs --durations=15 $(if $(MARK),-m "$(MARK)")
+
+# The quick lane of an edit-test loop: every test that starts no whole process of its own (docs/developers.md).
+quick: venv
+	$(MAKE) --no-print-directory test MARK="not process"
 
 # The data scripts/gpu_check.sh reads, inside the tree (git ignores data/), to travel to a device machine:
 # copied from ../shared/mnist, else $CENTERLOSS_DATA, else ./data (where make demo fetched it).

@@ -24,9 +24,10 @@ from typer.testing import CliRunner
 from centerloss_cli.cli import app
 from centerloss_cli.engine.runtime import Runtime
 
-# One thread for the tests' own trainings: a tiny batch gains nothing from a second one, and the other
-# core is then free for the plotting processes and the fault-injected runs beside them (measured: the
-# suite took 159 s on two threads).
+# The tests' own trainings take one thread where whole processes run beside them (the background lane and
+# the fault-injected runs), leaving them the other core (measured: the whole suite took 159 s on two
+# threads); the quick lane (-m "not process") starts none, and takes two (a tiny step: 84 ms on one thread,
+# 46 ms on two). Set per session by _start_early.
 torch.set_num_threads(1)
 
 
@@ -129,9 +130,9 @@ def run_cli(tmp_path, monkeypatch, runtime):
     return invoke
 
 
-# A tiny but real run: 64 training images in 4 batches of 16, 32 test images, 1 epoch, and no plots: their
+# A tiny but real run: 32 training images in 4 batches of 8, 16 test images, 1 epoch, and no plots: their
 # three figures took 1.2 s of a tiny run's 1.8 s. The tests of plots ask for them (plots=True, small).
-TINY_SETTINGS = {"train_limit": 64, "batch_size": 16, "test_limit": 32, "plot_train_samples": 32, "epochs": 1,
+TINY_SETTINGS = {"train_limit": 32, "batch_size": 8, "test_limit": 16, "plot_train_samples": 16, "epochs": 1,
                  "plot_dpi": 30, "plots": False}
 
 
@@ -389,13 +390,20 @@ LATE = ("fault_runs", "background")  # fixtures of processes started with the se
 def _start_early(request):
     """Start the fault-injected runs and the background processes with the session when any selected test
     needs them: they run beside the rest of the suite, on the core that it leaves idle while it waits."""
+    started = False
     for fixture in LATE:
         if any(fixture in getattr(item, "fixturenames", ()) for item in request.session.items):
             request.getfixturevalue(fixture)
+            started = True
+    torch.set_num_threads(1 if started else min(2, os.cpu_count() or 1))
 
 
 def pytest_collection_modifyitems(items):
-    """The tests that read those processes go last, when they are most likely done."""
+    """The tests that read those processes are marked `process` (as the tests that start one themselves are),
+    and go last, when they are most likely done."""
+    for item in items:
+        if any(f in getattr(item, "fixturenames", ()) for f in LATE):
+            item.add_marker(pytest.mark.process)
     items.sort(key=lambda item: any(f in getattr(item, "fixturenames", ()) for f in LATE))
 
 

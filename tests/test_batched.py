@@ -11,11 +11,11 @@ from centerloss_cli.rundir.files import read_metrics
 def test_stacked_runs_match_sequential_runs(mnist, tmp_path, monkeypatch, runtime, trained):
     """Two runs that differ in lambda and in alpha, stacked into one model, against each trained alone."""
     monkeypatch.chdir(tmp_path)
-    # 32 images: 2 steps an epoch, and 2 epochs, so the runs are restacked once from their states.
+    # 16 images: 2 steps an epoch, and 2 epochs, so the runs are restacked once from their states.
     members = [{"lam": 0.0, "alpha": 0.5}, {"lam": 0.1, "alpha": 0.25}]
     for m in members:
-        trained.copy(2, mnist.run("seq", train_limit=32, **m), train_limit=32, plots=False, **m)
-    configs = [mnist.config("bat", train_limit=32, epochs=2, **m) for m in members]
+        trained.copy(2, mnist.run("seq", train_limit=16, **m), train_limit=16, plots=False, **m)
+    configs = [mnist.config("bat", train_limit=16, epochs=2, **m) for m in members]
     results = train_stacked(configs, runtime=runtime, progress=False)
     assert [r.trained_epochs for r in results] == [2, 2]
     names = [r.run_dir.name for r in results]
@@ -35,11 +35,11 @@ def test_stacked_runs_match_sequential_runs(mnist, tmp_path, monkeypatch, runtim
 
 
 def test_a_batched_member_resumes_on_its_own(run_cli, mnist):
-    common = [*mnist.args, *tiny(train_limit=32), "--output-dir", "bat"]  # 2 steps an epoch
+    common = [*mnist.args, *tiny(train_limit=16), "--output-dir", "bat"]  # 2 steps an epoch
     assert run_cli("sweep", "--lambda", "0,0.1", "--batched", *common).exit_code == 0
     more = run_cli("train", *common, "--lambda", "0.1", "--epochs", "2", "--resume")
     assert more.exit_code == 0, more.output
-    assert [r["epoch"] for r in read_metrics(mnist.run("bat", train_limit=32, lam=0.1))] == [1.0, 2.0]
+    assert [r["epoch"] for r in read_metrics(mnist.run("bat", train_limit=16, lam=0.1))] == [1.0, 2.0]
     again = run_cli("sweep", "--lambda", "0,0.1", "--batched", *common)
     assert again.exit_code == 0 and "0 trained now" in again.output
 

@@ -28,7 +28,7 @@ def test_one_epoch_run_writes_every_file(run_path, run_cli, mnist):
         assert (run_path / f).is_file() and (run_path / f).stat().st_size > 0, f
     assert not [p for p in run_path.rglob("*") if ".tmp" in p.name]
     config = json.loads((run_path / "config.json").read_text())
-    assert config["lambda"] == 0.01 and config["alpha"] == 0.5 and config["train_limit"] == 64
+    assert config["lambda"] == 0.01 and config["alpha"] == 0.5 and config["train_limit"] == 32
     assert {"torch_version", "torchvision_version", "python_version", "resolved_device"} <= set(config)
     # what made it: this tool's version, and the commit of this checkout ("+changes" where it had uncommitted ones)
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -38,7 +38,7 @@ def test_one_epoch_run_writes_every_file(run_path, run_cli, mnist):
     assert [r["epoch"] for r in rows] == [1.0] and rows[0]["step"] == 4 and rows[0]["lr"] == 0.01
     assert 0 <= rows[0]["test_acc"] <= 1 and rows[0]["test_ratio"] > 0
     saved = np.load(run_path / "features/epoch_001.npz")
-    assert saved["test_features"].shape == (32, 2) and saved["train_features"].shape == (32, 2)
+    assert saved["test_features"].shape == (16, 2) and saved["train_features"].shape == (16, 2)
     assert saved["centers"].shape == (10, 2) and saved["test_labels"].shape == (32,)
     ckpt = torch.load(run_path / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "center_loss", "epoch", "step", "rng", "config", "data_fingerprint"} <= set(ckpt)
@@ -62,7 +62,7 @@ def test_config_file_and_flags_that_win_over_it(run_cli, mnist, tmp_path):
     result = run_cli("train", "--config", cfg, *mnist.args, *TINY, "--alpha", "0.75")
     assert result.exit_code == 0, result.output
     config = json.loads(Path("outputs/fromfile/config.json").read_text())
-    assert config["lambda"] == 0.1 and config["alpha"] == 0.75 and config["train_limit"] == 64
+    assert config["lambda"] == 0.1 and config["alpha"] == 0.75 and config["train_limit"] == 32
 
 
 BAD = [
@@ -121,7 +121,7 @@ def test_data_command_with_nothing_anywhere_fails_clearly(run_cli, tmp_path):
 def test_resume_is_exact_whatever_the_thread_count(run_cli, mnist):
     """Two epochs in one go == one epoch, stop, and resume for the second, in a process with other threads:
     CPU sums depend on the thread count, so the run keeps the count it started with."""
-    common = [*mnist.args, *tiny(epochs=2, train_limit=32)]  # 2 steps an epoch
+    common = [*mnist.args, *tiny(epochs=2, train_limit=16)]  # 2 steps an epoch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a `sweep --jobs 2` worker on 2 cores
     try:
@@ -151,7 +151,7 @@ def test_resume_is_exact_whatever_the_thread_count(run_cli, mnist):
 
 
 def test_the_schedule_is_exactly_iterations_steps_with_a_last_partial_epoch(run_cli, mnist):
-    """64 images in batches of 16 are 4 steps an epoch: 10 iterations are epochs of 4, 4 and 2 steps,
+    """32 images in batches of 8 are 4 steps an epoch: 10 iterations are epochs of 4, 4 and 2 steps,
     and the partial third is evaluated and plotted like the others."""
     result = run_cli("train", *mnist.args, *tiny(epochs=None, iterations=10, plots=True))
     assert result.exit_code == 0, result.output

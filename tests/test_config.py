@@ -36,6 +36,7 @@ def from_dict(values, where=""):
 
 
 
+@pytest.mark.process  # starts a Python process of its own
 def test_the_schema_module_does_not_import_torch():
     code = "import sys, centerloss_cli.settings.config, centerloss_cli.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -234,7 +235,7 @@ def test_a_shrunk_config_is_fitted_to_its_run_and_says_so(run_cli, mnist):
     assert read_metrics(run)[0]["lr"] == pytest.approx(0.1 * 0.8)  # warmed up over 2 steps, then milestone 2 passed
     longer = run_cli("train", "--config", "quick", "--lr-schedule", "step", "--lr-milestones", "2,100",
                      *mnist.args, "--train-limit", "64", "--epochs", "3", "--batch-size", "16", "--test-limit", "32",
-                     "--plot-dpi", "30", "-q", "--resume")
+                     "--plot-dpi", "30", "-q", "--resume", "--no-plots")  # the plots are not this test's
     assert longer.exit_code == 0, longer.output
     assert [p.name for p in Path("outputs").iterdir()] == [run.name] and len(read_metrics(run)) == 3
 

@@ -25,7 +25,7 @@ def test_a_fashion_run_is_its_own_run_with_class_names_in_its_figures(run_cli, m
     assert fashion.exit_code == 0, fashion.output
     runs = list(Path("outputs").iterdir())
     assert len(runs) == 1 and "_fashion-mnist" in runs[0].name  # never MNIST's folder of the same settings
-    grid = run_cli("plot", runs[0], "--grid", "--split", "test", "-o", "grid.svg")
+    grid = run_cli("plot", runs[0], "--grid", "--split", "test", "-o", "grid.svg", "--dpi", "30")
     assert grid.exit_code == 0, grid.output
     svg = Path("grid.svg").read_text()
     assert "Ankle boot" in svg and "T-shirt/top" in svg and "Fashion-MNIST test features" in svg

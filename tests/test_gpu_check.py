@@ -39,6 +39,7 @@ def test_the_device_check_runs_end_to_end_and_packs_at_most_8_files(background, 
     assert "| full schedule s (target 60) |" in (cwd / "out" / "results.md").read_text()
 
 
+@pytest.mark.process  # starts a Python process of its own
 def test_a_missing_data_folder_is_one_line_in_the_first_seconds(tmp_path):
     done = subprocess.run(["bash", str(SCRIPT), "--device", "cpu", "--smoke", "--out", str(tmp_path / "out"),
                            "--data", str(tmp_path / "nothing")], env={**os.environ, "PYTHON": sys.executable},
@@ -47,6 +48,7 @@ def test_a_missing_data_folder_is_one_line_in_the_first_seconds(tmp_path):
     assert "no MNIST in" in done.stderr and "make gpu-data" in done.stderr
 
 
+@pytest.mark.process  # starts a Python process of its own
 def test_gpu_data_takes_the_demos_mnist_where_there_is_no_shared_copy(tmp_path, mnist):
     """`make gpu-data` copied only from ../shared/mnist, which a user's machine has not; make demo had just
     put MNIST in ./data."""

@@ -99,11 +99,11 @@ def test_a_sweep_of_other_runs_never_writes_over_another_sweeps_outputs(run_cli,
     assert run_cli("sweep", "--lambda", "0.1", *mnist.args, *TINY).exit_code == 0
     (first,) = Path("outputs/sweeps").iterdir()
     summary = (first / "summary.md").read_text()
-    other = run_cli("sweep", "--lambda", "0.1", *mnist.args, *tiny(train_limit=32))
+    other = run_cli("sweep", "--lambda", "0.1", *mnist.args, *tiny(train_limit=16))
     assert other.exit_code == 0, other.output
     assert len(list(Path("outputs/sweeps").iterdir())) == 2 and (first / "summary.md").read_text() == summary
     named = [run_cli("sweep", "--lambda", "0.1", *mnist.args, *settings, "--sweep-name", "fig3")
-             for settings in (TINY, tiny(train_limit=32))]
+             for settings in (TINY, tiny(train_limit=16))]
     assert named[0].exit_code == 0, named[0].output
     assert "sweep folder outputs/sweeps/fig3 holds the outputs of a sweep of other runs" in one_line(named[1])
 
@@ -121,7 +121,7 @@ def test_reproduce_figure2_names_its_run_from_its_settings(background):
     cwd, done = background["reproduce figure 2"]
     assert done.returncode == 0, done.stderr[-2000:]
     (run,) = [p for p in (cwd / "out").iterdir() if p.name != "figures"]
-    assert run.name.startswith("lambda0_alpha0.5_seed0_b16_n64_test32_plot32")
+    assert run.name.startswith("lambda0_alpha0.5_seed0_b8_n32_test16_plot16")
     assert (cwd / "out" / "figures" / f"figure2_{run.name}.png").is_file()
     assert (run / "plots" / "test.gif").is_file()
 
@@ -131,7 +131,7 @@ def test_reproduce_figure2_names_its_run_from_its_settings(background):
 SIZES = {  # settings (by key; None drops one) -> what the refusal says
     "a batch size no machine holds": ({"batch_size": "99999999999999999999999"},
                                       "batch_size = 99999999999999999999999: expected an integer in [1, 1,000,000]"),
-    "a batch larger than the data": ({"batch_size": 100000}, "batch_size = 100000: larger than the 64 training images"),
+    "a batch larger than the data": ({"batch_size": 100000}, "batch_size = 100000: larger than the 32 training images"),
     "iterations that cannot finish": ({"epochs": None, "iterations": 10**20},
                                       "iterations = 100000000000000000000: expected an integer in [1, 100,000,000]"),
     "epochs that cannot finish": ({"epochs": 10**20}, "epochs = 100000000000000000000: expected an integer in "

@@ -39,22 +39,22 @@ def test_a_sweep_on_other_data_never_reuses_the_runs_of_this_data(run_cli, mnist
 
 def test_resume_with_other_limits_is_another_run(run_cli, mnist):
     """`train --resume` meant for the full run used to return a smaller run as 'already complete'."""
-    small = run_cli("train", *mnist.args, *tiny(train_limit=32))
+    small = run_cli("train", *mnist.args, *tiny(train_limit=16))
     assert small.exit_code == 0, small.output
     resumed = run_cli("train", *mnist.args, *TINY, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert "already complete" not in resumed.output and "yet: it starts now" in resumed.output
-    assert mnist.run(train_limit=32) != mnist.run() and (mnist.run() / "checkpoint.pt").is_file()
-    assert "_n32_" in mnist.run(train_limit=32).name and "_n64_" in mnist.run().name
+    assert mnist.run(train_limit=16) != mnist.run() and (mnist.run() / "checkpoint.pt").is_file()
+    assert "_n16_" in mnist.run(train_limit=16).name and "_n32_" in mnist.run().name
 
 
 def test_a_sweep_with_other_limits_trains_runs_of_its_own(run_cli, mnist):
     """It used to stop with a hint to use --overwrite, which sweep does not accept."""
     assert run_cli("sweep", "--lambda", "0", *mnist.args, *TINY).exit_code == 0
-    other = run_cli("sweep", "--lambda", "0", *mnist.args, *tiny(train_limit=32))
+    other = run_cli("sweep", "--lambda", "0", *mnist.args, *tiny(train_limit=16))
     assert other.exit_code == 0, other.output
     assert "1 run (1 trained now)" in other.output
-    assert len(read_metrics(mnist.run(train_limit=32, lam=0))) == 1
+    assert len(read_metrics(mnist.run(train_limit=16, lam=0))) == 1
 
 
 def test_a_named_run_refuses_other_data_or_limits_naming_each(run_cli, mnist, other_data, trained):
@@ -63,8 +63,8 @@ def test_a_named_run_refuses_other_data_or_limits_naming_each(run_cli, mnist, ot
     assert data.exit_code != 0
     assert "it was trained on other data (data fingerprint: saved" in data.output
     assert "give --name to train a new run beside it, or --overwrite to replace it" in data.output
-    limits = run_cli("train", *mnist.args, *tiny(train_limit=32), "--name", "mine", "--resume")
-    assert limits.exit_code != 0 and "train_limit: saved 64, given 32" in limits.output, limits.output
+    limits = run_cli("train", *mnist.args, *tiny(train_limit=16), "--name", "mine", "--resume")
+    assert limits.exit_code != 0 and "train_limit: saved 32, given 16" in limits.output, limits.output
     assert len(read_metrics("outputs/mine")) == 1  # nothing touched
 
 

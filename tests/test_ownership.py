@@ -76,6 +76,7 @@ sys.stdin.read()
 """
 
 
+@pytest.mark.process  # starts a Python process of its own
 def test_a_sweep_folder_is_held_by_one_sweep_and_never_one_of_a_users(mnist, runtime, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     base = mnist.config(tmp_path / "outputs", epochs=1)

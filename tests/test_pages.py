@@ -3,6 +3,7 @@ input is checked before anything is written, it writes only into an empty folder
 wrote, a run is never captioned with settings it was not trained with, and a failure leaves the old page whole.
 Each case ran into a traceback, or wrote over a user's file, before. In-process, on the suite's tiny runs."""
 import errno
+import os
 import shutil
 from pathlib import Path
 
@@ -15,9 +16,10 @@ from centerloss_cli.plots import pages
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory, mnist, runtime) -> Path:
-    """A tiny λ sweep (0 and 0.1, one seed) with plots, trained once for this module."""
+    """A tiny λ sweep (0 and 0.1, one seed), trained once for this module: its runs' own plots are not what
+    the pages draw."""
     out = tmp_path_factory.mktemp("page_runs") / "outputs"
-    run_sweep(mnist.config(out, plots=True), [0.0, 0.1], [0.5], [0], runtime=runtime, progress=False)
+    run_sweep(mnist.config(out), [0.0, 0.1], [0.5], [0], runtime=runtime, progress=False)  # the pages draw
     return out
 
 
@@ -37,7 +39,8 @@ def softmax_run(runs: Path) -> Path:
 
 
 def write(out: Path, runs: Path, *more: str, figure2: Path | None = None) -> None:
-    args = ["--out", str(out), "--label", "tiny", "--command", "the test", "--lambda-sweep", str(sweep_of(runs))]
+    args = ["--out", str(out), "--label", "tiny", "--command", "the test", "--lambda-sweep", str(sweep_of(runs)),
+            "--dpi", "30"]
     pages.main(args + (["--figure2", str(figure2)] if figure2 else []) + list(more))
 
 
@@ -49,7 +52,8 @@ def refused(capsys, out: Path, runs: Path, **given) -> str:
     return lines[0]
 
 
-def test_a_page_is_written_whole_and_rewritten_in_its_own_folder(runs, tmp_path, capsys):
+def test_a_page_is_written_whole_rewritten_in_its_own_folder_and_kept_whole_by_a_full_disk(runs, tmp_path, capsys,
+                                                                                          monkeypatch):
     out = tmp_path / "page"
     write(out, runs, figure2=softmax_run(runs))
     names = {p.name for p in out.iterdir()}
@@ -57,6 +61,21 @@ def test_a_page_is_written_whole_and_rewritten_in_its_own_folder(runs, tmp_path,
                      "figure3_curves.png"}
     text = (out / "README.md").read_text()
     assert "## Figure 3: the λ family at α = 0.5" in text and "## Figure 2: softmax alone" in text
+    before = files_of(out)
+
+    class FullDisk:  # the os module as pages.py sees it, but the disk fills as the new page moves in
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def replace(*args):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pages, "os", FullDisk())
+        line = refused(capsys, out, runs)
+    assert "No space left on device" in line and "the old page is as it was" in line, line
+    assert files_of(out) == before and not [p for p in out.iterdir() if p.name.startswith(".page")]
     write(out, runs)  # again, without Figure 2: its figure, the writer's own, goes with it
     assert {p.name for p in out.iterdir()} == names - {"figure2.png"}
 
@@ -96,17 +115,3 @@ def test_each_bad_input_is_one_line_before_anything_is_written(runs, tmp_path, c
         figure2 = next(p for p in runs.iterdir() if p.name.startswith("lambda0.1_"))
     assert said in refused(capsys, tmp_path / "page", runs, figure2=figure2)
     assert not (tmp_path / "page").exists()
-
-
-def test_a_full_disk_leaves_the_old_page_whole(runs, tmp_path, capsys, monkeypatch):
-    out = tmp_path / "page"
-    write(out, runs)
-    before = files_of(out)
-
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(pages.os, "replace", full)  # the disk fills as the new page moves in
-    line = refused(capsys, out, runs)
-    assert "No space left on device" in line or "the disk is full" in line, line
-    assert files_of(out) == before and not [p for p in out.iterdir() if p.name.startswith(".page")]

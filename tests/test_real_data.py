@@ -38,7 +38,7 @@ def test_a_run_on_real_mnist_is_named_and_fingerprinted_as_mnist(real, run_cli):
     result = run_cli("train", *real.args, *TINY)
     assert result.exit_code == 0, result.output
     (run,) = Path("outputs").iterdir()
-    assert run.name == "lambda0.01_alpha0.5_seed0_b16_n64_test32_plot32"  # no _data suffix: it is MNIST's own
+    assert run.name == "lambda0.01_alpha0.5_seed0_b8_n32_test16_plot16"  # no _data suffix: it is MNIST's own
     assert json.loads((run / "config.json").read_text())["data_fingerprint"] == MNIST_FINGERPRINT
 
 

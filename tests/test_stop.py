@@ -112,6 +112,7 @@ def exited(pid: int) -> bool:
         return True
 
 
+@pytest.mark.process  # starts a Python process of its own
 def test_a_child_stops_itself_when_its_parent_is_killed(tmp_path):
     """A sweep worker whose sweep was killed with -9 used to train on as an orphan, then idle for good."""
     done = tmp_path / "stopped"
@@ -128,3 +129,13 @@ def test_a_child_stops_itself_when_its_parent_is_killed(tmp_path):
     while not exited(child):
         assert time.monotonic() < deadline, "the orphan stopped, but its process lives on"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR2, 140),
+                                       (signal.SIGHUP, 129)])
+def test_a_stop_exits_with_its_signals_code(sig, code):
+    """Ctrl-C at a terminal, a kill, Slurm's warning before a time limit, a closed terminal: each stop ends
+    the process with 128 + its signal, as a shell reports it."""
+    from centerloss_cli.errors import Interrupted
+
+    assert Interrupted("stopped", sig).exit_code == code

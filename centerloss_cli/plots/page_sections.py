@@ -112,15 +112,15 @@ def figure(name: str, caption: str) -> list[str]:
     return [f"**{caption}**", "", f"![{caption}]({name})", ""]
 
 
-def figure2_section(out: Path, run: Path) -> list[str]:
+def figure2_section(out: Path, run: Path, dpi: int) -> list[str]:
     """The softmax-only run (pages.run_facts has checked that it was trained with λ = 0)."""
-    figures.grid_of_runs([run], out / "figure2.png", splits=("train", "test"))
+    figures.grid_of_runs([run], out / "figure2.png", splits=("train", "test"), dpi=dpi)
     return ["## Figure 2: softmax alone", "",
             *figure("figure2.png", "λ = 0: training and test features at the last epoch"),
             f"Run: `{run.name}`.", ""]
 
 
-def sweep_section(out: Path, sweep: Sweep) -> list[str]:
+def sweep_section(out: Path, sweep: Sweep, dpi: int) -> list[str]:
     """A sweep's grid (one panel per value, the first seed), its charts, its table and what they show; its
     title says what was held fixed, as its runs were trained (pages.read_sweep has checked it is one value)."""
     name, symbol = ("figure3", "λ") if sweep.key == "lam" else ("alpha", "α")
@@ -128,10 +128,10 @@ def sweep_section(out: Path, sweep: Sweep) -> list[str]:
     title = f"Figure 3: the λ family at α = {fixed:g}" if sweep.key == "lam" else f"The α sweep at λ = {fixed:g}"
     firsts = sweep.first_seed_rows()
     seed, runs = firsts[0]["seed"], [sweep.run_dir(r) for r in firsts]
-    figures.grid_of_runs(runs, out / f"{name}_grid.png", splits=("test",))
-    charts.save_compactness_plot(out / f"{name}_compactness.png", sweep.rows, panels=PANELS)
+    figures.grid_of_runs(runs, out / f"{name}_grid.png", splits=("test",), dpi=dpi)
+    charts.save_compactness_plot(out / f"{name}_compactness.png", sweep.rows, panels=PANELS, dpi=dpi)
     charts.save_curves(out / f"{name}_curves.png",
-                       [(f"{symbol} = {r[sweep.key]:g}", read_metrics(run)) for r, run in zip(firsts, runs)])
+                       [(f"{symbol} = {r[sweep.key]:g}", read_metrics(run)) for r, run in zip(firsts, runs)], dpi)
     several = len({r["seed"] for r in sweep.rows}) > 1
     over = "mean ± std over the seeds" if several else f"seed {seed} alone, so no error bars"
     return [f"## {title}", "",
@@ -145,15 +145,15 @@ def sweep_section(out: Path, sweep: Sweep) -> list[str]:
             "", *beyond_spread(sweep), ""]
 
 
-def seeds_section(out: Path, sweep: Sweep) -> list[str]:
+def seeds_section(out: Path, sweep: Sweep, dpi: int) -> list[str]:
     """The settings themselves over seeds (a demo, a recipe): one panel and one curve per seed, a row per seed
     and their mean ± std: the spread to expect on another machine."""
     rows = sorted(sweep.rows, key=lambda r: r["seed"])
     runs = [sweep.run_dir(r) for r in rows]
     lam, alpha = rows[0]["lam"], rows[0]["alpha"]
-    figures.grid_of_runs(runs, out / "seeds_grid.png", splits=("test",))
+    figures.grid_of_runs(runs, out / "seeds_grid.png", splits=("test",), dpi=dpi)
     charts.save_curves(out / "seeds_curves.png",
-                       [(f"seed {r['seed']}", read_metrics(run)) for r, run in zip(rows, runs)])
+                       [(f"seed {r['seed']}", read_metrics(run)) for r, run in zip(rows, runs)], dpi)
     lines = ["| seed | " + " | ".join(h for _, h, _ in STATS) + " |", "|" + "---|" * (len(STATS) + 1)]
     lines += [f"| {r['seed']} | " + " | ".join(show(r[key]) for key, _, show in STATS) + " |" for r in rows]
     if len(rows) > 1:
@@ -168,16 +168,17 @@ def seeds_section(out: Path, sweep: Sweep) -> list[str]:
 
 
 def page(out: Path, label: str, command: str, figure2: Path | None, sweeps: list[Sweep],
-         facts: dict[Path, dict]) -> str:
-    """The whole page, drawing its figures into `out` on the way; `facts`: each run's (pages.run_facts)."""
+         facts: dict[Path, dict], dpi: int = figures.DPI) -> str:
+    """The whole page, drawing its figures into `out` on the way (at `dpi`); `facts`: each run's
+    (pages.run_facts)."""
     seeds = sorted({r["seed"] for sweep in sweeps for r in sweep.rows})
     lines = [f"# Results: the {label} settings", "",
              "Written by this command from the run folders; do not edit it by hand, run it again:", "",
              f"    {command}", "", machine(list(facts.values())) + f" Seeds: {', '.join(map(str, seeds))}.", ""]
     if figure2 is not None:
-        lines += figure2_section(out, figure2)
+        lines += figure2_section(out, figure2, dpi)
     for sweep in sweeps:
-        lines += seeds_section(out, sweep) if sweep.key == "seed" else sweep_section(out, sweep)
+        lines += seeds_section(out, sweep, dpi) if sweep.key == "seed" else sweep_section(out, sweep, dpi)
     if sweeps:
         lines += ["## Every run", "", *per_run_table(sweeps, facts), ""]
     return "\n".join(lines)

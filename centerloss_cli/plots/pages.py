@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lambda-sweep", type=Path, help="the sweep folder of Figure 3's λ family")
     ap.add_argument("--alpha-sweep", type=Path, help="the sweep folder of the α sweep")
     ap.add_argument("--seeds-sweep", type=Path, help="the sweep folder of the settings themselves over seeds")
+    ap.add_argument("--dpi", type=int, default=200, help="the figures' resolution (default 200, as the docs')")
     args = ap.parse_args(argv)
     try:
         check_out_folder(args.out)
@@ -185,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.figure2 is not None:
             runs[args.figure2] = 0.0  # Figure 2 is softmax alone: its run must have been trained so
         facts = {run: run_facts(run, lam) for run, lam in runs.items()}  # each run read once: sweeps share runs
-        write_page(args.out, lambda folder: page(folder, args.label, args.command, args.figure2, sweeps, facts))
+        write_page(args.out, lambda folder: page(folder, args.label, args.command, args.figure2, sweeps, facts,
+                                                 args.dpi))
     except CenterLossError as e:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
