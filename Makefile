@@ -22,11 +22,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test,tensorboard]'
 	touch $(STAMP)
 
-# A real short training that shows Figure 3: 15k training images, the full test set, 3 epochs, plots in outputs/demo.
+# A real short training that shows Figure 3: 15k training images, the full test set, 3 epochs, plots in outputs/demo,
+# and its report (outputs/demo/report.html).
 demo: venv
 	$(BIN)/centerloss train --config configs/quick.toml --name demo --overwrite
+	$(BIN)/centerloss report outputs/demo --overwrite
 	@echo
 	@echo "The demo's plots: outputs/demo/plots/ (test_epoch_003.png, train_epoch_003.png, curves.png)"
+	@echo "Its report, the epochs under a slider: outputs/demo/report.html (open it in a browser)"
 	@echo "Next:  $(BIN)/centerloss plot outputs/demo --gif     # the epochs as an animation, plots/test.gif"
 	@echo "       $(BIN)/centerloss train --config fast         # Figure 3 on full MNIST in minutes (docs/results.md)"
 

@@ -211,7 +211,8 @@ def sweep_ending(result: "SweepResult") -> str:
 
     runs = f"{counted(len(result.results), 'run')} ({result.trained_runs} trained now)"
     if result.results[0].config.plots:
-        return f"{runs}; figures and tables in {result.folder}/"
+        note = f"{result.report}\n" if result.report else ""
+        return f"{note}{runs}; report.html, figures and tables in {result.folder}/"
     kept = [f for f in FIGURES if (result.folder / f).is_file()]
     figures = (f"no new figures (--no-plots): {', '.join(kept)} are from an earlier call with --plots, which "
                "draws them anew" if kept else "no figures (--no-plots): the same sweep command with --plots draws them")
@@ -348,6 +349,35 @@ def data(
         s = getattr(loaded, split)
         typer.echo(f"{split}: {len(s)} images; per class ({', '.join(d.classes)}): "
                    f"{' '.join(map(str, class_counts(s.labels)))}")
+
+
+@app.command()
+def report(
+    paths: List[Path] = typer.Argument(..., metavar="PATH", show_default=False,
+                                       help="Run folders or a sweep folder (shell globs work: outputs/lambda0*)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", metavar="FILE", help="The page (.html). [default: report.html in the sweep's folder, "
+                                                  "the run's folder, or the folder the runs share]"),
+    points: int = typer.Option(2000, "--points", metavar="N", help="Points drawn per split and run, the same in "
+                                                                   "every epoch (fewer: a smaller file)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace FILE, if it is a report the tool wrote."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+) -> None:
+    """One page, with nothing to install or fetch, that shows the runs' features epoch by epoch: a scatter
+    per run laid out as the paper's Figure 3, one epoch slider (and play, and the arrow keys), test or
+    training features, the class centers, the runs' compactness and accuracy curves, and under the mouse
+    the digit itself. It trains nothing.
+
+    \b
+    Examples:
+      centerloss report outputs/sweeps/lambda0-0.0001-0.001-0.01-0.1_alpha0.5_seed0
+      centerloss report outputs/lambda0_* outputs/lambda0.1_* -o outputs/two.html
+    """
+    from .plots.report import default_output, write_report
+
+    with user_errors(debug):
+        written = write_report(paths, out or default_output(paths), points=points, overwrite=overwrite)
+    typer.echo(f"report: {written} (open it in a browser; it needs no network)")
 
 
 @app.command("list")

@@ -55,3 +55,9 @@ for i in "${!parts[@]}"; do
   args+=("${FLAG[$name]}" "$folder")
 done
 "${PYTHON[@]}" "$here/paper_figures.py" "${args[@]}"
+# The page's runs as one interactive report, in the output folder (not in git: it holds their features).
+sweeps=()
+for i in "${!args[@]}"; do [[ ${args[$i]} == --*-sweep ]] && sweeps+=("${args[$((i + 1))]}"); done
+if ((${#sweeps[@]})); then
+  "${CENTERLOSS[@]}" report "${sweeps[@]}" -o "$OUTPUT_DIR/report_$(basename "$DOCS_DIR").html" --overwrite
+fi

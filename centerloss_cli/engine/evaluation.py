@@ -38,6 +38,8 @@ def evaluate(state: TrainState, data: LoadedData, epoch: int) -> tuple[dict[str,
         centers=state.center_loss.centers.detach().float().cpu().numpy().copy(),
         epoch=epoch, lam=cfg.lam, alpha=cfg.alpha, test_acc=metrics["test_acc"], train_acc=metrics["train_acc"],
         n_train=len(data.train), dataset=cfg.dataset,
+        train_pred=train_logits.argmax(1).cpu().numpy().astype(np.uint8),
+        test_pred=test_logits.argmax(1).cpu().numpy().astype(np.uint8),
     )
     for split in SPLITS:
         metrics.update({f"{split}_{k}": v for k, v in compactness(*feats.split(split)).items()})

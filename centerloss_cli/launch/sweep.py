@@ -24,7 +24,19 @@ from ..dataset.fetch import data_fingerprint
 from ..engine.runtime import Runtime, entered, show_bars
 from ..errors import CenterLossError, ConfigError, Interrupted
 from ..plots import charts, figures
-from ..rundir.files import CONFIG_JSON, MARK, RECORD, SPLITS, contents, recorded_runs, sweep_dir, unproven, write_mark
+from ..plots.report import write_report
+from ..rundir.files import (
+    CONFIG_JSON,
+    MARK,
+    RECORD,
+    REPORT,
+    SPLITS,
+    contents,
+    recorded_runs,
+    sweep_dir,
+    unproven,
+    write_mark,
+)
 from ..rundir.folder import RunResult, completed, data_suffix, named_for_data
 from ..rundir.lock import acquire
 from ..rundir.storage import atomic_write_text
@@ -40,7 +52,7 @@ SUMMARY_COLUMNS = ["lam", "alpha", "seed", "epochs", *METRICS, *(f"{k}_std" for 
 MEAN = charts.MEAN_ROW
 LAUNCHERS = ("local", "slurm")
 GRID, COMPACTNESS = "grid_{split}.png", "compactness.png"  # a sweep's figures, unless its runs are --no-plots
-FIGURES = (*(GRID.format(split=split) for split in SPLITS), COMPACTNESS)
+FIGURES = (*(GRID.format(split=split) for split in SPLITS), COMPACTNESS, REPORT)
 
 
 def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda msg: None,
@@ -95,7 +107,7 @@ class SweepResult:
     rows: list[dict[str, float | str]]
     trained_runs: int
     table: str
-
+    report: str = ""  # why the sweep's report.html was not written, where it was not
 
 def run_sweep(
     base: TrainConfig,
@@ -368,8 +380,14 @@ def write_sweep_outputs(folder: Path, results: Sequence[RunResult], trained_runs
     atomic_write_text(folder / "summary.csv", buf.getvalue())
     table = markdown_table(rows)
     atomic_write_text(folder / "summary.md", table)
+    report = ""
     if plots:
         charts.save_compactness_plot(folder / COMPACTNESS, rows, dpi=dpi)
-    return SweepResult(folder=folder, results=list(results), rows=rows, trained_runs=trained_runs, table=table)
+        try:  # the sweep as one page (plots/report.py); a user's own report.html there is left alone
+            write_report([folder], folder / REPORT, overwrite=True)
+        except CenterLossError as e:
+            report = f"report.html not written: {e}"
+    return SweepResult(folder=folder, results=list(results), rows=rows, trained_runs=trained_runs, table=table,
+                       report=report)
 
 

@@ -60,7 +60,8 @@ METRIC_COLUMNS = [
 ]
 TOOL_ENTRIES = frozenset({LOCK, MARK, CONFIG_JSON, METRICS_CSV, CHECKPOINT, DIVERGED, FEATURES, PLOTS, TENSORBOARD})
 # The files the tool makes, by folder: --overwrite deletes exactly these (and the tool's own temp files).
-FILES = {"": re.compile("|".join(map(re.escape, (CONFIG_JSON, METRICS_CSV, CHECKPOINT, DIVERGED)))),
+REPORT = "report.html"  # `centerloss report`'s page of the run (or of a sweep, in its folder)
+FILES = {"": re.compile("|".join(map(re.escape, (CONFIG_JSON, METRICS_CSV, CHECKPOINT, DIVERGED, REPORT)))),
          FEATURES: re.compile(r"epoch_\d{3,}\.npz"),
          PLOTS: re.compile(rf"(train|test)_epoch_\d{{3,}}\.png|(train|test)\.gif|{re.escape(CURVES)}"),
          TENSORBOARD: re.compile(r"events\.out\.tfevents\..+")}
@@ -115,6 +116,8 @@ class EpochFeatures:
     train_acc: float | None = None  # on the plotted training subset; None in files of earlier versions
     n_train: int | None = None  # training images the run trains on; None in files of earlier versions
     dataset: str | None = None  # None in files of earlier versions, which were all MNIST
+    train_pred: np.ndarray | None = None  # (N,) uint8: the network's class for each point; None in earlier files
+    test_pred: np.ndarray | None = None
 
     def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         return getattr(self, f"{split}_features"), getattr(self, f"{split}_labels")
@@ -137,6 +140,8 @@ def load_features(run_dir: str | Path, epoch: int) -> EpochFeatures:
                 train_acc=float(z["train_acc"]) if "train_acc" in z else None,
                 n_train=int(z["n_train"]) if "n_train" in z else None,
                 dataset=str(z["dataset"]) if "dataset" in z else None,
+                train_pred=z["train_pred"] if "train_pred" in z else None,
+                test_pred=z["test_pred"] if "test_pred" in z else None,
             )
     except OSError as e:
         raise CenterLossError(f"{path}: cannot be read ({e.strerror or e})") from None
@@ -147,6 +152,9 @@ def load_features(run_dir: str | Path, epoch: int) -> EpochFeatures:
         if features.ndim != 2 or features.shape[1] != 2 or labels.shape != (len(features),):
             raise CenterLossError(
                 f"{path}: damaged or not a features file ({split} features of shape {features.shape})")
+        pred = getattr(feats, f"{split}_pred")
+        if pred is not None and pred.shape != labels.shape:
+            raise CenterLossError(f"{path}: damaged or not a features file ({split} predictions of shape {pred.shape})")
     return feats
 
 
