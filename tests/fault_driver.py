@@ -8,7 +8,7 @@
 
     python fault_driver.py step N ACTION -- CLI ARGS...       after the N-th training step
     python fault_driver.py call PATH N ACTION -- CLI ARGS...  after the N-th call of centerloss_cli.PATH
-                                                               (e.g. plots.PlotWorker.submit); N may
+                                                               (e.g. plots.service.PlotService.submit_epoch); N may
                                                                be a list (1,2: after the first two calls)
     python fault_driver.py write NAME N ACTION -- CLI ARGS... half-way through the N-th write of a file
                                                                whose name contains NAME

@@ -1,7 +1,7 @@
 """Getting MNIST or Fashion-MNIST onto disk: where their files are looked for, where they come from,
 and their checksums.
 
-Reading the files is data.py's job; this module only finds, fetches and verifies them.
+Reading the files is loading.py's job; this module only finds, fetches and verifies them.
 """
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ def parse_values(text: str, option: str, warn: Callable[[str], None] = lambda ms
 def sweep_configs(base: TrainConfig, lams: Sequence[float], alphas: Sequence[float],
                   seeds: Sequence[int] | None = None, fingerprint: str | None = None) -> list[TrainConfig]:
     """One config per (lambda, alpha, seed), each named from its settings (and so checked) before anything
-    runs; with the data's `fingerprint`, named for that data (runs.named_for_data)."""
+    runs; with the data's `fingerprint`, named for that data (rundir.folder.named_for_data)."""
     configs = [base.with_(lam=lam, alpha=alpha, seed=seed, name=None)
                for lam, alpha, seed in product(lams, alphas, seeds or [base.seed])]
     return configs if fingerprint is None else [named_for_data(c, fingerprint) for c in configs]

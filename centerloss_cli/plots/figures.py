@@ -1,7 +1,7 @@
 """The 2-D feature scatter plots: one epoch's, a grid of runs (the paper's Figures 2 and 3), a GIF over
 epochs, and the image TensorBoard shows. Pure drawing: a figure in, a file out. Drawn without pyplot,
 so no interactive backend is ever touched, and without torch, so a plotting process starts in a second.
-Where they are drawn (a background process) is plotting.py's business.
+Where they are drawn (a background process) is service.py's and drawing.py's business.
 """
 from __future__ import annotations
 

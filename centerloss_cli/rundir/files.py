@@ -4,19 +4,20 @@ OUTPUT_DIR/<name>/
   .lock                    the lock: a kernel lock on it is held while a process trains here (the file stays)
   .centerloss              the mark: this folder was made by centerloss (a folder without it is never written)
   config.json              every resolved setting, the data's fingerprint, the folder's format, the tool's
-                           version and commit, the libraries' versions and the device
+                           version and commit, the libraries' versions and the device (records.py)
   metrics.csv              one row per finished epoch, rewritten from the checkpoint's history
-  checkpoint.pt            the whole training state (core.step.TrainState), and the authority on the run's settings
-  features/epoch_NNN.npz   2-D features, labels and centers of that epoch
+  checkpoint.pt            the whole training state (engine/run.py), and the authority on the run's settings
+  features/epoch_NNN.npz   2-D features, labels, predicted classes and centers of that epoch
   plots/{train,test}_epoch_NNN.png, plots/{train,test}.gif, plots/curves.png
+  report.html              centerloss report's page of the run, where one was asked for
   tensorboard/             --tensorboard's event files
-OUTPUT_DIR/sweeps/<sweep name>/   a sweep's grids, summary and compactness plot
+OUTPUT_DIR/sweeps/<sweep name>/   a sweep's grids, summary, compactness plot and report
 
 A folder is the tool's when it holds the mark (or, made before the mark existed, a checkpoint or a
-config.json of the tool's); in it, only regular files of these names are the tool's: --overwrite deletes
-those and nothing else. torch is imported
-where a checkpoint is read or written, so that the plotting process, which imports this module for its
-paths, starts in a second. How a folder is opened, locked and resumed is runs.py's.
+config.json of the tool's: records.py); in it, only regular files of these names are the tool's:
+--overwrite deletes those and nothing else. Nothing here imports torch or the settings, so that a plotting
+process, which imports this module for its paths, starts in a second. How a folder is opened, locked and
+resumed is folder.py's.
 """
 from __future__ import annotations
 

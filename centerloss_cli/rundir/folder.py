@@ -1,7 +1,7 @@
 """The run folder's life: opening it (checked and locked), resuming it with the settings it trained
 with, creating it, emptying it on --overwrite, and repairing what a crash left.
 
-What the folder holds, and how each file is read and written, is runfiles.py's.
+What the folder holds, and how each file is read and written, is files.py's and records.py's.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ CHECKPOINT_KEYS = frozenset({"format", "config", "n_train", "model", "center_los
 
 # What every config.json of the tool's has recorded, from the first folder format on: settings by the tool's
 # own names (plot_train_samples, center_update, log_every ...) and the torch they ran on. All of them together
-# prove that a folder made before the mark was the tool's (runs.py); a few keys that many training scripts
+# prove that a folder made before the mark was the tool's (folder.py); a few keys that many training scripts
 # log (lambda, alpha, seed, torch_version) do not.
 OWN_KEYS = frozenset([SCHEMA[name].key for name in ("lam", "alpha", "center_update", "batch_size", "lr", "momentum",
                                                     "weight_decay", "classifier_bias", "seed", "train_limit",
