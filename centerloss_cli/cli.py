@@ -31,11 +31,20 @@ app = typer.Typer(
 )
 
 
+def tell(message: str, err: bool = False) -> None:
+    """The command's own lines (its results, warnings and errors), as Runtime.say prints a run's: output is a
+    courtesy, so a closed or full stdout (`| head`, `> /dev/full`) ends the printing and never the command."""
+    try:
+        typer.echo(message, err=err)
+    except OSError:
+        pass
+
+
 def _show_version(value: bool) -> None:
     if value:
         from . import __version__
 
-        typer.echo(f"centerloss {__version__}")
+        tell(f"centerloss {__version__}")
         raise typer.Exit()
 
 
@@ -56,7 +65,7 @@ def user_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         # A stop the user asked for (Ctrl-C, SIGTERM) is no error: it says what was saved, and how to go on.
-        typer.echo(str(e) if isinstance(e, Interrupted) else f"Error: {e}", err=True)
+        tell(str(e) if isinstance(e, Interrupted) else f"Error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
 
 
@@ -87,7 +96,7 @@ def warn_many_epochs(config: TrainConfig) -> None:
     per_epoch = steps_per_epoch(config, config.train_limit)
     epochs = epochs_left(0, total_steps(config, config.train_limit), per_epoch)
     if epochs > MANY_EPOCHS:
-        typer.echo(f"Warning: --train-limit {config.train_limit} without --epochs: the {config.iterations} iterations "
+        tell(f"Warning: --train-limit {config.train_limit} without --epochs: the {config.iterations} iterations "
                    f"are {epochs} epochs of {per_epoch} batches, each evaluated and plotted; give --epochs N "
                    "for a short run", err=True)
 
@@ -138,8 +147,8 @@ def train(
         finally:
             _close(ctx, rt)
     if resume and result.trained_epochs == 0:
-        typer.echo(f"{result.run_dir} is already complete; nothing to train.")
-    typer.echo(summary(result))
+        tell(f"{result.run_dir} is already complete; nothing to train.")
+    tell(summary(result))
 
 
 @app.command()
@@ -200,8 +209,8 @@ def sweep(
             _close(ctx, rt)
     if result is None:  # Slurm jobs submitted, or still out
         return
-    typer.echo(result.table)
-    typer.echo(sweep_ending(result))
+    tell(result.table)
+    tell(sweep_ending(result))
 
 
 def sweep_ending(result: "SweepResult") -> str:
@@ -226,7 +235,7 @@ def sweep_values(resolved: Resolved, lams: str | None, alphas: str | None,
     from .launch.sweep import parse_values
 
     def warn(msg: str) -> None:
-        typer.echo(f"Warning: {msg}", err=True)
+        tell(f"Warning: {msg}", err=True)
 
     base = resolved.config
     if lams is None:
@@ -286,7 +295,7 @@ def plot(
             path = figures.grid_of_runs(run_dirs, out or Path(f"grid_{split}.png"),
                                         epoch="last" if epoch == "all" else epoch, splits=splits, centers=centers,
                                         dpi=dpi)
-            typer.echo(f"wrote {path}")
+            tell(f"wrote {path}")
         else:
             replot(run_dirs, epoch, splits, centers, dpi, fps if gif else None)
 
@@ -299,9 +308,9 @@ def replot(run_dirs: list[Path], epoch: str, splits: tuple[str, ...], centers: b
 
     for run_dir in run_dirs:
         written = figures.replot_run(run_dir, epoch, splits, centers, dpi)
-        typer.echo(f"{run_dir}: re-drew {len(written)} plots in {Path(run_dir) / 'plots'}")
+        tell(f"{run_dir}: re-drew {len(written)} plots in {Path(run_dir) / 'plots'}")
         for s in splits if gif_fps is not None else ():
-            typer.echo(f"wrote {figures.save_gif(run_dir, s, gif_fps, centers, dpi)}")
+            tell(f"wrote {figures.save_gif(run_dir, s, gif_fps, centers, dpi)}")
 
 
 def plot_curves(run_dirs: list[Path], out: Path | None, dpi: int) -> None:
@@ -316,9 +325,9 @@ def plot_curves(run_dirs: list[Path], out: Path | None, dpi: int) -> None:
         histories = [(Path(d).name, read_metrics(d)) for d in run_dirs]
         for d, (_, rows) in zip(run_dirs, histories):
             if not rows and len(run_dirs) > 1:
-                typer.echo(f"{d}: no finished epoch yet, left out of the curves")
+                tell(f"{d}: no finished epoch yet, left out of the curves")
         path = charts.save_curves(out or Path("curves.png"), histories, dpi)
-    typer.echo(f"wrote {path}" if path else f"{run_dirs[0]}: no finished epoch yet, so no curves")
+    tell(f"wrote {path}" if path else f"{run_dirs[0]}: no finished epoch yet, so no curves")
 
 
 @app.command()
@@ -342,12 +351,12 @@ def data(
         given = {"dataset": dataset, "data_dir": data_dir, "verify": verify}
         cfg = resolve(None, {k: v for k, v in given.items() if v is not None}).config
         loaded = load_dataset(cfg.data_dir, "cpu", verify=cfg.verify, may_create=True,  # fetching is what it is for
-                              dataset=cfg.dataset, say=lambda message: typer.echo(message, err=True))
+                              dataset=cfg.dataset, say=lambda message: tell(message, err=True))
     d = DATASETS[cfg.dataset]
-    typer.echo(f"{d.title} {loaded.source}" + (" (md5 verified)" if cfg.verify else " (md5 not checked)"))
+    tell(f"{d.title} {loaded.source}" + (" (md5 verified)" if cfg.verify else " (md5 not checked)"))
     for split in ("train", "test"):
         s = getattr(loaded, split)
-        typer.echo(f"{split}: {len(s)} images; per class ({', '.join(d.classes)}): "
+        tell(f"{split}: {len(s)} images; per class ({', '.join(d.classes)}): "
                    f"{' '.join(map(str, class_counts(s.labels)))}")
 
 
@@ -377,7 +386,7 @@ def report(
 
     with user_errors(debug):
         written = write_report(paths, out or default_output(paths), points=points, overwrite=overwrite)
-    typer.echo(f"report: {written} (open it in a browser; it needs no network)")
+    tell(f"report: {written} (open it in a browser; it needs no network)")
 
 
 @app.command("list")
@@ -397,7 +406,7 @@ def list_runs(
     from .rundir.listing import listing
 
     with user_errors(debug):
-        typer.echo("\n".join(listing(output_dir)))
+        tell("\n".join(listing(output_dir)))
 
 
 def main() -> None:
@@ -412,9 +421,9 @@ def main() -> None:
         # One line, with click's suggestion ("Possible options: --lambda"), instead of the usage block.
         message = e.format_message()
         # `centerloss` alone shows the help, which click raises as a usage error too.
-        typer.echo(message if type(e).__name__ == "NoArgsIsHelpError" else f"Error: {message}", err=True)
+        tell(message if type(e).__name__ == "NoArgsIsHelpError" else f"Error: {message}", err=True)
         sys.exit(e.exit_code)
     except typer.Abort:
-        typer.echo("Aborted.", err=True)
+        tell("Aborted.", err=True)
         sys.exit(130)
     sys.exit(code or 0)
