@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cpu_bf16, tiny
+from conftest import cpu_bf16, one_line, tiny
 
 from centerloss_cli.rundir.files import read_metrics
 from centerloss_cli.settings.devices import EMULATED_BF16_SLOWDOWN, resolve_precision
@@ -44,6 +44,8 @@ def test_bf16_where_it_is_emulated_says_so_once_and_still_trains(run_cli, mnist,
             f"{EMULATED_BF16_SLOWDOWN}x slower than fp32 (bench/RESULTS.md); --precision fp32 (or auto) trains fast")
     assert result.output.count(line) == 1, result.output
     assert len(read_metrics(mnist.run(precision="bf16"))) == 1
+    refused = run_cli("train", "--precision", "bf16", "--device", "cpu", *mnist.args, *tiny(), "--batch-size", "4096")
+    one_line(refused)  # a refused run says only why: the warning came first, a second line
     sweep = run_cli("sweep", "--lambda", "0,0.1", "--precision", "bf16", "--device", "cpu", *mnist.args, *tiny())
     assert sweep.exit_code == 0, sweep.output
     assert sweep.output.count("precision bf16 is emulated here") == 1, sweep.output  # once for its two runs

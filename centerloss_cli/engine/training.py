@@ -127,9 +127,6 @@ def train_runs(rt: Runtime, configs: list[TrainConfig], *, resume: bool, overwri
             rt.plots.start()  # its imports overlap the data loading
         results = {f.path: f.finish(rt.plots) for f in folders if f.complete}
         todo = [f for f in folders if not f.complete]
-        warning = emulated_bf16_warning(todo[0].config, device, todo[0].checkpoint is not None) if todo else None
-        if warning and not rt.voice.sweep:  # a sweep says it once for all its runs
-            rt.say(warning)
         if todo:
             results |= train_folders(rt, stack, todo, device, progress, position)
         return [results[f.path] for f in folders]
@@ -186,6 +183,10 @@ def train_folders(rt: Runtime, stack: ExitStack, todo: list[RunFolder], device: 
     if any(f.config.tensorboard for f in todo):
         tensorboard.check_available()
     runs = [new_run(f, len(data.train), device, rt.voice) for f in todo]
+    # Said once every check has passed (a refused run says only why), and by a sweep once for all its runs.
+    warning = emulated_bf16_warning(config, device, todo[0].checkpoint is not None)
+    if warning and not rt.voice.sweep:
+        rt.say(warning)
     if rt.stop.requested:  # a stop while the data loaded: nothing has been written yet, so leave it so
         raise Interrupted(f"{describe(rt.stop.signum)} before training; nothing was written", rt.stop.signum)
     groups: dict[tuple[int, ...], list[tuple[RunFolder, Run]]] = {}
