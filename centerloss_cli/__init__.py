@@ -6,7 +6,8 @@ The Python API, for notebooks and for your own models:
 
 `CenterLoss` is a drop-in module for any number of classes and any feature dimension; `train(config)`
 trains (or resumes) one run into its run folder, as `centerloss train` does; `run_sweep` is `centerloss
-sweep`; `load_features(run_dir, epoch)` reads back the 2-D features an epoch saved. They work in a
+sweep`; `load_features(run_dir, epoch)` reads back the 2-D features an epoch saved; `write_report(paths, out)`
+is `centerloss report`. They work in a
 plain script (no `if __name__ == "__main__":` needed), a notebook and a REPL. The names are imported on
 first use, so that `import centerloss_cli` (and the CLI's checking of its options) does not wait for torch.
 """
@@ -28,6 +29,7 @@ _API = {
     "train_stacked": "engine.training",
     "run_sweep": "launch.sweep",
     "Runtime": "engine.runtime",
+    "write_report": "plots.report",
 }
 __all__ = ["__version__", *_API]
 

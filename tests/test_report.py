@@ -85,6 +85,13 @@ def test_a_report_is_replaced_only_where_it_is_the_tools(run_cli, sweep, tmp_pat
     assert out.read_text() != first
 
 
+def test_the_python_api_writes_the_same_page_from_plain_strings(sweep, tmp_path):
+    from centerloss_cli import write_report
+
+    written = write_report([str(sweep)], str(tmp_path / "api.html"), points=5)
+    assert written == tmp_path / "api.html" and GENERATOR in written.read_text()
+
+
 # --- in a real browser -----------------------------------------------------------------------------------
 
 def browser_or_skip():

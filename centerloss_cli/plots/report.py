@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -202,8 +203,11 @@ def default_output(paths: list[Path]) -> Path:
     return (parents.pop() if len(parents) == 1 else Path.cwd()) / REPORT
 
 
-def write_report(paths: list[Path], out: Path, points: int = DEFAULT_POINTS, overwrite: bool = False) -> Path:
-    """The report of the runs `paths` name, written atomically to `out`; every input is read and checked first."""
+def write_report(paths: Sequence[str | Path], out: str | Path, points: int = DEFAULT_POINTS,
+                 overwrite: bool = False) -> Path:
+    """The report of the runs `paths` name (run or sweep folders), written atomically to `out`; every input is
+    read and checked first."""
+    paths, out = [Path(p) for p in paths], Path(out)
     if points < 1:
         raise CenterLossError(f"points = {points}: expected an integer >= 1")
     check_output(out, overwrite)
