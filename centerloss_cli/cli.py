@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Iterator, List, Literal, Optional
 
 import typer
 
-from .core.schedule import epochs_left, steps_per_epoch, total_steps
 from .errors import CenterLossError, Interrupted
-from .settings.config import DEFAULTS, Resolved, SlurmConfig, TrainConfig, resolve
+from .settings.config import DEFAULTS, Resolved, SlurmConfig, many_epochs_warning, resolve
 from .settings.options import setting_option, training_options
 from .settings.schema import counted, schema
 
@@ -85,20 +84,9 @@ def _close(ctx: typer.Context, rt: "Runtime") -> None:
         rt.close()
 
 
-MANY_EPOCHS = 50  # more than this from --train-limit alone is almost never what was meant
-
-
-def warn_many_epochs(config: TrainConfig) -> None:
-    """--train-limit without --epochs keeps the 10,000 iterations: on a small subset, hundreds of epochs,
-    each evaluated and plotted. Say so before it starts."""
-    if config.train_limit is None or config.epochs is not None:
-        return
-    per_epoch = steps_per_epoch(config, config.train_limit)
-    epochs = epochs_left(0, total_steps(config, config.train_limit), per_epoch)
-    if epochs > MANY_EPOCHS:
-        tell(f"Warning: --train-limit {config.train_limit} without --epochs: the {config.iterations} iterations "
-                   f"are {epochs} epochs of {per_epoch} batches, each evaluated and plotted; give --epochs N "
-                   "for a short run", err=True)
+def say_warning(warning: str | None) -> None:
+    if warning:
+        tell(f"Warning: {warning}", err=True)
 
 
 def summary(result: "RunResult") -> str:
@@ -137,7 +125,7 @@ def train(
     """
     with user_errors(debug):
         resolved = resolve(config, settings, slurm=False)  # train ignores the [slurm] table
-        warn_many_epochs(resolved.config)
+        say_warning(many_epochs_warning(resolved.config))
         from .engine.training import train as run_training
 
         rt = command_runtime(ctx)
@@ -196,7 +184,7 @@ def sweep(
             raise CenterLossError(f"{schema(SlurmConfig)[next(iter(slurm_settings))].flag} is a Slurm setting: "
                                   "give it with --launcher slurm")
         resolved = resolve(config, settings, slurm_settings)
-        warn_many_epochs(resolved.config)
+        say_warning(many_epochs_warning(resolved.config))
         from .launch.sweep import run_sweep
 
         values = sweep_values(resolved, lams, alphas, seeds)

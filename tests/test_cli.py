@@ -39,7 +39,7 @@ def test_one_epoch_run_writes_every_file(run_path, run_cli, mnist):
     assert 0 <= rows[0]["test_acc"] <= 1 and rows[0]["test_ratio"] > 0
     saved = np.load(run_path / "features/epoch_001.npz")
     assert saved["test_features"].shape == (16, 2) and saved["train_features"].shape == (16, 2)
-    assert saved["centers"].shape == (10, 2) and saved["test_labels"].shape == (32,)
+    assert saved["centers"].shape == (10, 2) and saved["test_labels"].shape == (16,)
     ckpt = torch.load(run_path / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "center_loss", "epoch", "step", "rng", "config", "data_fingerprint"} <= set(ckpt)
     assert torch.equal(ckpt["center_loss"]["centers"], torch.from_numpy(saved["centers"]))
@@ -231,15 +231,20 @@ def readme_example(cwd: Path, mnist) -> subprocess.CompletedProcess:
     if not mnist.real:  # the synthetic stand-in is not MNIST: let it through the md5 check
         blocks[0] = blocks[0].replace('output_dir="outputs/notebook"', 'output_dir="outputs/notebook", verify=False')
     (cwd / "example.py").write_text(blocks[0])
-    return run_process([sys.executable, "example.py"], cwd, {"CENTERLOSS_DATA": str(mnist.root)})
+    env = {"CENTERLOSS_DATA": str(mnist.root)}
+    first = run_process([sys.executable, "example.py"], cwd, env)
+    return first, run_process([sys.executable, "example.py"], cwd, env)  # a user runs it again
 
 
 def test_the_readme_python_examples_run_as_a_plain_script(background):
     """Saved without an `if __name__ == "__main__":` guard, as a user would. The plotting process used to
     re-import such a script, which then trained again in the child and found its own run folder locked."""
     assert len(api_blocks()) == 1 and "__main__" not in api_blocks()[0]
-    cwd, done = background["readme example"]
+    cwd, (done, again) = background["readme example"]
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    # The second run finds its run finished and says the same result: it used to stop at "already exists".
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-3000:]
+    assert done.stdout.splitlines()[-2:] == again.stdout.splitlines()[-2:]
     run = next((cwd / "outputs" / "notebook").iterdir())
     assert (run / "features" / "epoch_001.npz").is_file() and (run / "plots" / "curves.png").is_file()
     epochs = sorted(p.name for p in (run / "plots").glob("*_epoch_*.png"))

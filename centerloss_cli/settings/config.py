@@ -21,7 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..core.choices import CENTER_UPDATES, NETS
-from ..core.schedule import total_steps, warmup_steps
+from ..core.schedule import epochs_left, steps_per_epoch, total_steps, warmup_steps
 from ..errors import ConfigError
 from .schema import (
     NAME_MAX_BYTES,
@@ -370,3 +370,19 @@ def resolve_config(config_file: str | Path | None = None, overrides: dict[str, A
     """The defaults, then the config file, then `overrides` (by field name, as TrainConfig takes them: lam):
     the later wins."""
     return resolve(config_file, overrides, slurm=False).config
+
+
+MANY_EPOCHS = 50  # more than this from --train-limit alone is almost never what was meant
+
+
+def many_epochs_warning(config: TrainConfig) -> str | None:
+    """--train-limit without --epochs keeps the 10,000 iterations: on a small subset, hundreds of epochs,
+    each evaluated and plotted. What to say before it starts, where it is so."""
+    if config.train_limit is None or config.epochs is not None:
+        return None
+    per_epoch = steps_per_epoch(config, config.train_limit)
+    epochs = epochs_left(0, total_steps(config, config.train_limit), per_epoch)
+    if epochs <= MANY_EPOCHS:
+        return None
+    return (f"--train-limit {config.train_limit} without --epochs: the {config.iterations} iterations are {epochs} "
+            f"epochs of {per_epoch} batches, each evaluated and plotted; give --epochs N for a short run")
