@@ -77,13 +77,13 @@ def test_a_sweep_in_parallel_or_not_its_tables_and_its_grid(run_cli, mnist):
     assert len(checkpoints) == 2
     second = run_cli(*args, "--plots")
     assert second.exit_code == 0, second.output
-    assert "2 runs (0 trained now); figures and tables in" in second.output
-    for f in ("grid_train.png", "grid_test.png", "compactness.png"):
+    assert "2 runs (0 trained now); report.html, figures and tables in" in second.output
+    for f in ("grid_train.png", "grid_test.png", "compactness.png", "report.html"):
         assert (folder / f).is_file(), f
     assert checkpoints == {p: p.stat().st_mtime_ns for p in Path("outputs").glob("lambda*/checkpoint.pt")}
     third = run_cli(*args)  # --no-plots again: the figures stay, and are said to be the earlier call's
-    assert "no new figures (--no-plots): grid_train.png, grid_test.png, compactness.png are from an earlier " \
-           "call with --plots" in third.output and (folder / "grid_test.png").is_file()
+    assert "no new figures (--no-plots): grid_train.png, grid_test.png, compactness.png, report.html are from an " \
+           "earlier call with --plots" in third.output and (folder / "grid_test.png").is_file()
 
     runs = [f"outputs/{n}" for n in names]
     panels, _ = grid_panels(runs, "last", ("test",))
