@@ -431,6 +431,8 @@ def pytest_sessionfinish(session, exitstatus):
     if before is None or hasattr(session.config, "workerinput"):
         return
     new = sorted(map(str, checkout_files() - before))
-    if new:
-        pytest.exit(f"the suite left {len(new)} file(s) in the checkout: {', '.join(new[:5])}",
-                    returncode=pytest.ExitCode.TESTS_FAILED)
+    if new:  # a failure, said after the tests' own summary (pytest.exit here would cut that summary off)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(f"FAILED: the suite left {len(new)} file(s) in the checkout: {', '.join(new[:5])}",
+                            red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
