@@ -22,9 +22,11 @@ for part in $PARTS; do
 done
 
 # The command the page says made it: the settings that change what is trained (not where the data is).
-command="CONFIG=$CONFIG SEEDS=$SEEDS"
-# The switches that cap torch's CPU kernels change what --precision auto takes (an AVX2 machine, played).
-for cap in ONEDNN_MAX_CPU_ISA ATEN_CPU_CAPABILITY; do [[ -n ${!cap:-} ]] && command="$cap=${!cap} $command"; done
+# First the switches that cap torch's CPU kernels: they change what --precision auto takes (an AVX2 machine,
+# played), and the page says them in make paper's order.
+command=""
+for cap in ONEDNN_MAX_CPU_ISA ATEN_CPU_CAPABILITY; do [[ -n ${!cap:-} ]] && command+="$cap=${!cap} "; done
+command+="CONFIG=$CONFIG SEEDS=$SEEDS"
 [[ $PARTS != "figure2 figure3 alpha" ]] && command+=" PARTS=\"$PARTS\""
 [[ -n $EPOCHS ]] && command+=" EPOCHS=$EPOCHS"
 [[ $DEVICE != auto ]] && command+=" DEVICE=$DEVICE"
