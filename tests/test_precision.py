@@ -49,8 +49,10 @@ def test_bf16_where_it_is_emulated_says_so_once_and_still_trains(run_cli, mnist,
     sweep = run_cli("sweep", "--lambda", "0,0.1", "--precision", "bf16", "--device", "cpu", *mnist.args, *tiny())
     assert sweep.exit_code == 0, sweep.output
     assert sweep.output.count("precision bf16 is emulated here") == 1, sweep.output  # once for its two runs
+    again = run_cli("sweep", "--lambda", "0,0.1", "--precision", "bf16", "--device", "cpu", *mnist.args, *tiny())
+    assert again.output.count("precision bf16 is emulated here") == 1, again.output  # said before it looks
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")  # the same CPU without the switch: bf16 is native, nothing said
-    native = run_cli("train", "--precision", "bf16", "--device", "cpu", "--seed", "1", *mnist.args, *tiny())
+    native = run_cli("sweep", "--lambda", "0,0.1", "--precision", "bf16", "--device", "cpu", *mnist.args, *tiny())
     assert native.exit_code == 0 and "emulated" not in native.output, native.output
 
 
