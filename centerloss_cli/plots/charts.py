@@ -36,7 +36,7 @@ def save_curves(out: str | os.PathLike, runs_: Sequence[tuple[str, Sequence[dict
     if not runs_:
         return None
     several = len(runs_) > 1
-    columns = min(len(runs_), 5) if all(len(label) <= 24 for label, _ in runs_) else 1
+    columns = min(len(runs_), 6) if all(len(label) <= 24 for label, _ in runs_) else 1  # a λ family in a row
     lines = -(-len(runs_) // columns)
     legend_in = 0.22 * lines + 0.2 if several else 0.0  # inches below the panels, for the legend's lines
     fig = new_figure(10.0, 7.0 + legend_in)
