@@ -41,6 +41,7 @@ demo: venv
 # would go on with step 3's runs where they are bf16, as a resume keeps its precision). Each step is the scripts'
 # defaults for its CONFIG, so a bare scripts/reproduce_all.sh writes the same fast page as step 1.
 paper: venv
+	@echo "make paper: 4 steps, each a results page; last time, in all: $$(scripts/training_time.sh $(PAGES))"
 	@$(call step,1,fast,the fast recipe$(comma) 3 seeds)
 	CONFIG=fast SEEDS=0,1,2 EXTRA_ARGS="$(EXTRA_ARGS)" scripts/reproduce_all.sh
 	@$(call step,2,paper,the paper's own solver$(comma) one seed)
@@ -51,6 +52,7 @@ paper: venv
 	ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 CONFIG=quick SEEDS=0,1,2 PARTS=seeds DOCS_DIR=docs/results/quick-avx2 \
 	  EXTRA_ARGS="$(strip --precision fp32 $(EXTRA_ARGS))" scripts/reproduce_all.sh
 
+PAGES := $(foreach p,fast paper quick quick-avx2,docs/results/$(p)/README.md)
 # A step of make paper: what it writes, and how long its runs took when its page was last written.
 comma := ,
 step = echo "make paper, step $(1) of 4: docs/results/$(2)/ ($(3)); last time: $$(scripts/training_time.sh \
