@@ -1,6 +1,7 @@
 """The README is one screen, and every page it leads to is there: relative links and images resolve, and
 every Python example of the docs is run by a test."""
 import re
+from pathlib import Path
 
 from conftest import DOCS, README, ROOT, python_blocks
 
@@ -50,3 +51,53 @@ def test_the_test_extra_installs_what_the_suite_imports():
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
     assert {"pytest", "hypothesis", "tensorboard", "ruff"} <= set(extra)
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+# --- each number is written once, where a command writes it -------------------------------------------------
+
+# What a command writes: the results pages (scripts/reproduce_all.sh, make paper) and bench/RESULTS.md (the
+# benchmarks' tables). Prose links to them, or quotes them; a number quoted must be there, so a page that is
+# written again and a quote that was not cannot disagree unseen.
+WRITTEN = [*sorted((DOCS / "results").glob("*/README.md")), ROOT / "bench" / "RESULTS.md"]
+# A result in prose: a percentage with decimals, a number said of a ratio, a spread (± x), a speed-up (1.65x).
+RESULT = re.compile(r"(\d+\.\d+)\s?%|\bratios?\b\D{0,20}?(\d+\.\d+)|±\s?(\d+\.\d+)|(\d+\.\d+)x\b")
+# Numbers that no command of ours writes, each with where it comes from.
+ALLOWED = {
+    ("docs/options.md", "98.10"): "an example of `centerloss list`'s format: a stopped run's last epoch",
+    ("docs/options.md", "0.081"): "the same example line",
+}
+
+
+def quoted_results(page: Path) -> list[str]:
+    """The results a page states, as written (98.82, 0.169): every match's group that matched."""
+    return [next(g for g in m.groups() if g) for m in RESULT.finditer(page.read_text())]
+
+
+def test_every_result_in_the_readme_and_docs_is_one_a_command_wrote():
+    written = "\n".join(p.read_text() for p in WRITTEN)
+    stray = sorted({(str(page.relative_to(ROOT)), n) for page in [README, *sorted(DOCS.glob("*.md"))]
+                    for n in quoted_results(page)
+                    if not re.search(rf"(?<![\d.]){re.escape(n)}(?!\d)", written)
+                    and (str(page.relative_to(ROOT)), n) not in ALLOWED})
+    assert not stray, f"numbers in the docs that no command wrote (quote a results page or bench/RESULTS.md): {stray}"
+
+
+def test_the_number_check_finds_a_number_that_no_page_holds(tmp_path):
+    page = tmp_path / "p.md"
+    page.write_text("reaches 99.99% test accuracy at test ratio 0.123 (± 0.004), 3.21x faster")
+    assert quoted_results(page) == ["99.99", "0.123", "0.004", "3.21"]
+
+
+def test_make_paper_says_how_long_its_pages_trained_in_all_and_each(tmp_path):
+    """`make paper` said "hours" where it is about 11 h on 2 cores: it now sums its pages' training times."""
+    import subprocess
+
+    row = "| `run{}` | 0.1 | 0.5 | 0 | 3 | 98.00% | 0.070 | 0.060 | {} min |\n"
+    (tmp_path / "a.md").write_text(row.format(1, "30.0") + row.format(2, "60.0"))
+    (tmp_path / "b.md").write_text(row.format(3, "1.5 "))
+    said = subprocess.run(["scripts/training_time.sh", tmp_path / "a.md", tmp_path / "b.md", tmp_path / "none.md"],
+                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert said.startswith("3 runs, 1.5 h of training")
+    none = subprocess.run(["scripts/training_time.sh", tmp_path / "none.md"], cwd=ROOT, capture_output=True, text=True)
+    assert none.stdout.strip() == "not written yet"
+    assert "scripts/training_time.sh $(PAGES)" in (ROOT / "Makefile").read_text()
