@@ -33,7 +33,8 @@ NO_SLURM = _no_slurm()
 if NO_SLURM and os.environ.get("CENTERLOSS_TEST_SLURM") == "required":
     raise RuntimeError(f"CENTERLOSS_TEST_SLURM=required, but {NO_SLURM}")
 
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(NO_SLURM is not None, reason=str(NO_SLURM))]
+# Slurm runs each job as a whole process: these tests are out of the quick lane, where a Slurm is up as well.
+pytestmark = [pytest.mark.slurm, pytest.mark.process, pytest.mark.skipif(NO_SLURM is not None, reason=str(NO_SLURM))]
 
 # One CPU per job, so the two jobs of a sweep run at once on a 2-core machine; the local runs that
 # they are compared with train on one thread too (CPU results depend on the thread count).
