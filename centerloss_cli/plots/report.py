@@ -32,6 +32,7 @@ from ..rundir.files import (
     recorded_runs,
     saved_epochs,
 )
+from ..rundir.records import read_record, settings_of
 from ..rundir.storage import atomic_write_text
 from ..settings.schema import printable
 from .figures import DIGIT_COLORS, settings_text
@@ -79,13 +80,8 @@ def run_folders(paths: list[Path]) -> list[Path]:
 
 
 def read_run(path: Path) -> Shown:
-    """A run's saved epochs, each features file checked (a damaged one is a one-line refusal)."""
-    try:
-        record = json.loads((path / CONFIG_JSON).read_text(encoding="utf-8"))
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError, RecursionError) as e:
-        raise CenterLossError(f"{path / CONFIG_JSON}: cannot be read ({e}); is {path} a run folder?") from None
+    """A run's record and saved epochs, each file checked (a damaged one is a one-line refusal)."""
+    record = read_record(path)
     feats = [load_features(path, epoch) for epoch in saved_epochs(path)]
     state = "diverged" if (path / DIVERGED).is_file() else "saved"
     return Shown(path, record, feats, state)
@@ -163,7 +159,6 @@ def digits(run: Shown, points: int, loaded: dict) -> tuple[dict | None, str]:
     import torch
 
     from ..dataset.loading import load_dataset, subset_indices
-    from ..rundir.records import settings_of
 
     try:
         config = settings_of(run.record, run.path / CONFIG_JSON)
