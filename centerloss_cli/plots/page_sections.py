@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from ..rundir.files import read_metrics
+from ..rundir.files import read_metrics, sweep_run
 from ..rundir.records import cpu_model
 from . import charts, figures
 
@@ -29,7 +29,7 @@ class Sweep:
     key: str  # "lam", "alpha" or "seed" (field names): what varies
 
     def run_dir(self, row: dict) -> Path:
-        return self.folder.parent.parent / row["run"]
+        return sweep_run(self.folder, row["run"])
 
     def values(self) -> list[float]:
         return sorted({r[self.key] for r in self.rows})

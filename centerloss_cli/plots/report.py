@@ -31,6 +31,7 @@ from ..rundir.files import (
     load_features,
     recorded_runs,
     saved_epochs,
+    sweep_run,
 )
 from ..rundir.records import read_record, settings_of
 from ..rundir.storage import atomic_write_text
@@ -66,7 +67,7 @@ def run_folders(paths: list[Path]) -> list[Path]:
     for path in paths:
         if (path / RECORD).is_file():
             names = recorded_runs(path) or []
-            found += [path.parent.parent / name for name in names]
+            found += [sweep_run(path, name) for name in names]
         elif (path / CONFIG_JSON).is_file():
             found.append(path)
         elif path.is_dir():

@@ -241,6 +241,11 @@ def recorded_seed(run_dir: Path) -> int | None:
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
+def sweep_run(folder: Path, name: str) -> Path:
+    """Where the run `name` of the sweep folder `folder` lives: sweeps sit in OUTPUT/sweeps/, their runs in OUTPUT/."""
+    return folder.parent.parent / name
+
+
 def recorded_runs(folder: Path) -> list[str] | None:
     """The names of the runs a sweep folder's record lists, in its order; None when it has no record."""
     path = folder / RECORD

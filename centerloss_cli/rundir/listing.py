@@ -15,7 +15,7 @@ from ..core.schedule import epochs_left, steps_per_epoch, total_steps
 from ..errors import CenterLossError
 from ..settings.config import TrainConfig, planned_train_images
 from ..settings.schema import counted, number_text, printable
-from .files import CONFIG_JSON, DIVERGED, LOCK, METRICS_CSV, RECORD, SWEEPS, read_metrics, recorded_runs
+from .files import CONFIG_JSON, DIVERGED, LOCK, METRICS_CSV, RECORD, SWEEPS, read_metrics, recorded_runs, sweep_run
 from .records import read_record, settings_of
 
 
@@ -107,7 +107,7 @@ def listing(root: Path) -> list[str]:
             names = []
         lines.append(f"sweep {shown_path(folder, root)}/ ({counted(len(names), 'run')})")
         for name in names:
-            run = folder.parent.parent / name
+            run = sweep_run(folder, name)
             lines.append("  " + runs.get(run, f"{shown_path(run, root)}  missing"))
             shown.add(run)
     alone = [line for d, line in runs.items() if d not in shown]
