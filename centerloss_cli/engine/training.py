@@ -148,7 +148,15 @@ def alone_in_this_process() -> Iterator[None]:
 def open_folder(rt: Runtime, stack: ExitStack, config: TrainConfig, resume: bool, overwrite: bool,
                 explicit: frozenset[str] | None) -> RunFolder:
     """A run's folder, checked and locked until `stack` closes."""
-    folder = RunFolder.open(named_for_data(config, fingerprint_of(config)), fingerprint_of, resume=resume,
+    known: dict[tuple, str] = {}
+
+    def fingerprint(c: TrainConfig) -> str:  # read once per data: --no-verify data is hashed whole
+        key = (c.data_dir, c.verify, c.dataset)
+        if key not in known:
+            known[key] = fingerprint_of(c)
+        return known[key]
+
+    folder = RunFolder.open(named_for_data(config, fingerprint(config)), fingerprint, resume=resume,
                             overwrite=overwrite, explicit=explicit, voice=rt.voice)
     stack.callback(folder.close)
     if resume and not folder.path.exists() and not rt.voice.sweep:  # a sweep starts its runs as a rule
