@@ -109,6 +109,7 @@ class SweepResult:
     table: str
     report: str = ""  # why the sweep's report.html was not written, where it was not
 
+
 def run_sweep(
     base: TrainConfig,
     lams: Sequence[float],
