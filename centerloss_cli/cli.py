@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Iterator, List, Literal, Optional
 import typer
 
 from .errors import CenterLossError, Interrupted
+from .plots import DEFAULT_POINTS
 from .settings.config import DEFAULTS, Resolved, SlurmConfig, many_epochs_warning, resolve
 from .settings.options import setting_option, training_options
 from .settings.schema import counted, schema
@@ -355,8 +356,9 @@ def report(
     out: Optional[Path] = typer.Option(
         None, "--out", "-o", metavar="FILE", help="The page (.html). [default: report.html in the sweep's folder, "
                                                   "the run's folder, or the folder the runs share]"),
-    points: int = typer.Option(2000, "--points", metavar="N", help="Points drawn per split and run, the same in "
-                                                                   "every epoch (fewer: a smaller file)."),
+    points: int = typer.Option(DEFAULT_POINTS, "--points", metavar="N", help="Points drawn per split and run, the "
+                                                                             "same in every epoch (fewer: a smaller "
+                                                                             "file)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace FILE, if it is a report the tool wrote."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
 ) -> None:

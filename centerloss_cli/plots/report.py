@@ -36,11 +36,9 @@ from ..rundir.files import (
 from ..rundir.records import read_record, settings_of
 from ..rundir.storage import atomic_write_text
 from ..settings.schema import printable
+from . import DEFAULT_POINTS
 from .figures import DIGIT_COLORS, settings_text
 
-# 2,000 points a split: about 200 a digit, enough for each class's shape and its outliers, and the 5-run
-# Figure 3 family at 22 epochs stays under 10 MB with its digits (bench/RESULTS.md, "The report").
-DEFAULT_POINTS = 2000
 # In every report's head: what proves a file a report of the tool's, the only kind --overwrite replaces.
 GENERATOR = '<meta name="generator" content="centerloss report">'
 TEMPLATE = Path(__file__).with_name("report.html")
